@@ -1,0 +1,159 @@
+// Schemas of the gram family and the parts shared by its CPU and CUDA kernels.
+#include "gram/gram.h"
+
+#include <ATen/ops/add.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "common/checks.h"
+#include "common/dispatch.h"
+
+TORCH_LIBRARY_FRAGMENT(cvops, m) {
+  m.def("gram_matrix(Tensor x, str normalize, float divisor) -> Tensor");
+  m.def("gram_matrix_backward(Tensor grad, Tensor x, str normalize, float divisor) -> Tensor");
+  // Returns (loss, residual): residual = G − S per sample [B, C, C] when keep_residual (what the
+  // backward needs, so G is not recomputed), else an empty tensor and G is never written.
+  m.def(
+      "style_loss(Tensor x, Tensor target, Tensor? target_index, str normalize, float divisor, "
+      "str reduction, bool keep_residual) -> (Tensor, Tensor)");
+  m.def(
+      "style_loss_backward(Tensor grad_loss, Tensor x, Tensor residual, str normalize, "
+      "float divisor, str reduction) -> Tensor");
+}
+
+namespace cvops::gram {
+
+FeatureShape check_features(const char* op, const at::Tensor& x) {
+  check_min_dim(op, "x", x, 3, "[B, C, *spatial]");
+  check_floating(op, "x", x);
+  int64_t points = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) points *= x.size(d);
+  return {x.size(0), x.size(1), points};
+}
+
+double resolve_scale(const char* op, std::string_view normalize, double divisor,
+                     const FeatureShape& shape) {
+  if (normalize == "none") return 1.0;
+  // An empty plane gives G = 0 whatever the scale; 1 keeps 0·s finite.
+  if (normalize == "hw") return shape.points > 0 ? 1.0 / shape.points : 1.0;
+  if (normalize == "chw") {
+    const double n = static_cast<double>(shape.channels) * shape.points;
+    return n > 0 ? 1.0 / n : 1.0;
+  }
+  if (normalize == "value") {
+    CVOPS_CHECK(std::isfinite(divisor) && divisor > 0, op,
+                "normalize must be a positive finite number, got ", divisor);
+    return 1.0 / divisor;
+  }
+  CVOPS_CHECK(false, op, "normalize must be 'none', 'hw', 'chw' or a positive number, got '",
+              std::string(normalize), "'");
+}
+
+Reduction parse_reduction(const char* op, std::string_view reduction) {
+  if (reduction == "mean") return Reduction::kMean;
+  if (reduction == "sum") return Reduction::kSum;
+  if (reduction == "none") return Reduction::kNone;
+  CVOPS_CHECK(false, op, "reduction must be 'mean', 'sum' or 'none', got '",
+              std::string(reduction), "'");
+}
+
+void check_style_target(const char* op, const at::Tensor& x, const FeatureShape& shape,
+                        const at::Tensor& target, const std::optional<at::Tensor>& target_index) {
+  check_floating(op, "target", target);
+  check_same_device(op, "target", target, "x", x);
+  const int64_t C = shape.channels;
+  const bool square = target.dim() >= 2 && target.size(-1) == C && target.size(-2) == C;
+  if (target_index.has_value()) {
+    const at::Tensor& index = *target_index;
+    CVOPS_CHECK(target.dim() == 3 && square, op, "with target_index, target must be a bank [S, ",
+                C, ", ", C, "], got shape ", target.sizes());
+    check_dtype(op, "target_index", index, at::kLong);
+    check_same_device(op, "target_index", index, "x", x);
+    CVOPS_CHECK(index.dim() == 1 && index.size(0) == shape.batch, op,
+                "target_index must have shape [B] = [", shape.batch, "], got ", index.sizes());
+    check_index_range(op, "target_index", index, target.size(0));
+  } else {
+    const bool per_sample = target.dim() == 3 && target.size(0) == shape.batch;
+    CVOPS_CHECK(square && (target.dim() == 2 || per_sample), op, "target must be [", C, ", ", C,
+                "] or [B, ", C, ", ", C, "] with B = ", shape.batch,
+                " (or a bank [S, C, C] with target_index), got shape ", target.sizes());
+  }
+}
+
+at::Tensor reduce_loss(const at::Tensor& per_sample, Reduction reduction, const FeatureShape& shape,
+                       at::ScalarType out_dtype) {
+  switch (reduction) {
+    case Reduction::kNone:
+      return per_sample.to(out_dtype);
+    case Reduction::kSum:
+      return per_sample.sum().to(out_dtype);
+    case Reduction::kMean:
+      break;
+  }
+  const double count = static_cast<double>(shape.batch) * shape.channels * shape.channels;
+  return per_sample.sum().div(count).to(out_dtype);  // B = 0 gives NaN, as torch's mean does
+}
+
+at::Tensor empty_residual(const at::Tensor& x) {
+  return at::empty({0}, x.options().dtype(opmath_dtype(x.scalar_type())));
+}
+
+namespace {
+
+// dF = W·F with W [B, C, C] in opmath dtype, returned in x's dtype and shape.
+at::Tensor weight_times_features(const at::Tensor& weight, const at::Tensor& x,
+                                 const FeatureShape& shape) {
+  const auto features =
+      x.reshape({shape.batch, shape.channels, shape.points}).to(weight.scalar_type());
+  auto grad = at::bmm(weight, features);
+  return grad.to(x.scalar_type()).view(x.sizes());
+}
+
+}  // namespace
+
+at::Tensor gram_matrix_backward(const at::Tensor& grad, const at::Tensor& x,
+                                std::string_view normalize, double divisor) {
+  constexpr const char* op = "gram_matrix_backward";
+  const auto shape = check_features(op, x);
+  const double scale = resolve_scale(op, normalize, divisor, shape);
+  check_floating(op, "grad", grad);
+  check_same_device(op, "grad", grad, "x", x);
+  CVOPS_CHECK(grad.dim() == 3 && grad.size(0) == shape.batch && grad.size(1) == shape.channels &&
+                  grad.size(2) == shape.channels,
+              op, "grad must have shape [", shape.batch, ", ", shape.channels, ", ",
+              shape.channels, "], got ", grad.sizes());
+  // d(s·F·Fᵀ) = s·(dG + dGᵀ)·F: one GEMM.
+  const auto g = grad.to(opmath_dtype(x.scalar_type()));
+  return weight_times_features(at::add(g, g.transpose(1, 2)).mul_(scale), x, shape);
+}
+
+at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
+                               const at::Tensor& residual, std::string_view normalize,
+                               double divisor, std::string_view reduction) {
+  constexpr const char* op = "style_loss_backward";
+  const auto shape = check_features(op, x);
+  const double scale = resolve_scale(op, normalize, divisor, shape);
+  const auto mode = parse_reduction(op, reduction);
+  CVOPS_CHECK(residual.numel() > 0 || shape.batch * shape.channels == 0, op,
+              "residual is empty: the forward ran with keep_residual=False, which keeps nothing "
+              "to differentiate");
+  CVOPS_CHECK(residual.dim() == 3 && residual.size(0) == shape.batch &&
+                  residual.size(1) == shape.channels && residual.size(2) == shape.channels,
+              op, "residual must have shape [B, C, C], got ", residual.sizes());
+  const auto opmath = opmath_dtype(x.scalar_type());
+  // L = Σ_b w_b Σ_ij R_b², R = s·F·Fᵀ − S  ⇒  dF_b = 2·s·w_b·(R_b + R_bᵀ)·F_b
+  // (R is symmetric when S is; the sum keeps the gradient exact for any target).
+  at::Tensor weight = grad_loss.to(opmath);
+  if (mode == Reduction::kMean) {
+    weight = weight.div(static_cast<double>(shape.batch) * shape.channels * shape.channels);
+  }
+  weight = (mode == Reduction::kNone ? weight : weight.expand({shape.batch})).mul(2.0 * scale);
+  const auto r = residual.to(opmath);
+  const auto sym = at::add(r, r.transpose(1, 2)).mul_(weight.view({shape.batch, 1, 1}));
+  return weight_times_features(sym, x, shape);
+}
+
+}  // namespace cvops::gram

@@ -1,0 +1,12 @@
+"""cvops: fast C++/CUDA computer-vision operators as autograd-aware torch.ops.cvops.* ops."""
+import torch  # noqa: F401  (the extension links against torch: load it first)
+
+from cvops import _extension
+
+_C = _extension.load()
+
+from cvops import nn, ops  # noqa: E402
+from cvops.ops import *  # noqa: E402,F401,F403
+
+__version__ = "0.1.0"
+__all__ = ["nn", "ops", *ops.__all__]

@@ -1,0 +1,1 @@
+"""Full model assemblies built from cvops.nn (one module per model)."""

@@ -1,0 +1,4 @@
+"""torch.nn modules over the cvops ops."""
+from cvops.nn.gram import GramMatrix, StyleLoss
+
+__all__ = ["GramMatrix", "StyleLoss"]

@@ -1,0 +1,68 @@
+"""Modules of the gram family: GramMatrix and StyleLoss (target Grams held as buffers)."""
+import torch
+from torch import Tensor, nn
+
+from cvops.ops import gram as F
+from cvops.ops._validate import check_choice
+
+
+class GramMatrix(nn.Module):
+    """x [B, C, *spatial] → [B, C, C] Gram matrices (see cvops.gram_matrix)."""
+
+    def __init__(self, normalize="chw"):
+        super().__init__()
+        F._normalize_args("GramMatrix", normalize)  # fail at construction, not at first call
+        self.normalize = normalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gram_matrix(x, normalize=self.normalize)
+
+    def extra_repr(self):
+        return f"normalize={self.normalize!r}"
+
+
+class StyleLoss(nn.Module):
+    """Style loss against target Grams kept in the state_dict as the buffer `target`.
+
+    target: one Gram [C, C], or a bank [S, C, C] of S styles; with a bank, forward takes each
+    sample's style index (an int for the whole batch, or an int64 tensor [B]).
+    """
+
+    def __init__(self, target: Tensor, *, normalize="chw", reduction="mean"):
+        super().__init__()
+        if target.dim() not in (2, 3) or target.shape[-1] != target.shape[-2]:
+            raise ValueError(f"cvops.StyleLoss: target must be [C, C] or a bank [S, C, C], got shape {tuple(target.shape)}")
+        F._normalize_args("StyleLoss", normalize)
+        self.normalize = normalize
+        self.reduction = check_choice("StyleLoss", "reduction", reduction, F._REDUCTIONS)
+        self.register_buffer("target", target.detach().clone())
+
+    @classmethod
+    def from_features(cls, style_features: Tensor, **kwargs) -> "StyleLoss":
+        """A bank with one style per sample of style_features [S, C, *spatial]."""
+        with torch.no_grad():
+            grams = F.gram_matrix(style_features, normalize=kwargs.get("normalize", "chw"))
+        return cls(grams, **kwargs)
+
+    @property
+    def num_styles(self) -> int:
+        return 1 if self.target.dim() == 2 else self.target.shape[0]
+
+    def forward(self, x: Tensor, style_index=None) -> Tensor:
+        target, index = self.target, None
+        if target.dim() == 3:
+            if style_index is None:
+                if self.num_styles != 1:
+                    raise ValueError(f"cvops.StyleLoss: style_index is required with a bank of {self.num_styles} styles")
+                target = target[0]
+            elif isinstance(style_index, int):
+                index = torch.full((x.shape[0],), style_index, dtype=torch.long, device=x.device)
+            else:
+                index = style_index
+        elif style_index is not None:
+            raise ValueError("cvops.StyleLoss: style_index given, but the target is a single Gram [C, C]")
+        return F.style_loss(x, target, normalize=self.normalize, target_index=index, reduction=self.reduction)
+
+    def extra_repr(self):
+        channels = self.target.shape[-1]
+        return f"num_styles={self.num_styles}, channels={channels}, normalize={self.normalize!r}, reduction={self.reduction!r}"

@@ -1,0 +1,133 @@
+"""Gram matrix and Gatys style loss (the `gram` family).
+
+G = s·F·Fᵀ for features F = x.reshape(B, C, N), N = product of the spatial dims, computed from the
+tiles on and above the diagonal only. The style loss Σ(G − S)² against one target Gram, one per
+sample, or a bank of styles picked per sample by index never materialises the bank B times.
+"""
+import torch
+from torch import Tensor
+
+from cvops.ops._validate import check_choice, check_positive_number
+
+__all__ = ["gram_matrix", "style_loss"]
+
+_NORMALIZE = ("none", "hw", "chw")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _normalize_args(op, normalize):
+    """normalize → the (mode, divisor) pair of the C++ schema: "none" | "hw" | "chw", or "value"
+    with a positive divisor. Shapes stay symbolic under torch.compile: the C++ side resolves n."""
+    if isinstance(normalize, str):
+        return check_choice(op, "normalize", normalize, _NORMALIZE), 1.0
+    return "value", check_positive_number(op, "normalize", normalize)
+
+
+def gram_matrix(x: Tensor, *, normalize="chw") -> Tensor:
+    """Gram matrix of x [B, C, *spatial] → [B, C, C] = F·Fᵀ / n with F = x.reshape(B, C, -1).
+
+    normalize: "none" (n = 1), "hw" (n = H·W), "chw" (n = C·H·W) or a positive number n.
+    Float16/bfloat16 inputs are accumulated in float32.
+    """
+    mode, divisor = _normalize_args("gram_matrix", normalize)
+    return torch.ops.cvops.gram_matrix(x, mode, divisor)
+
+
+def style_loss(x: Tensor, target: Tensor, *, normalize="chw", target_index=None, reduction="mean") -> Tensor:
+    """Squared error between gram_matrix(x) and target Grams.
+
+    target: [C, C] (one style for every sample), [B, C, C] (one per sample), or a bank [S, C, C]
+    with target_index int64 [B] picking each sample's style. reduction: "mean" (over B·C·C),
+    "sum", or "none" (per sample, [B]). Differentiable in x and target.
+    """
+    mode, divisor = _normalize_args("style_loss", normalize)
+    check_choice("style_loss", "reduction", reduction, _REDUCTIONS)
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or target.requires_grad)
+    loss, _ = torch.ops.cvops.style_loss(x, target, target_index, mode, divisor, reduction, needs_grad)
+    return loss
+
+
+def _opmath(dtype):
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _check_features_fake(op, x):
+    torch._check(x.dim() >= 3, lambda: f"cvops.{op}: x must have at least 3 dimensions [B, C, *spatial], got {x.dim()}")
+    torch._check(x.dtype.is_floating_point, lambda: f"cvops.{op}: x must be a floating-point tensor, got {x.dtype}")
+
+
+@torch.library.register_fake("cvops::gram_matrix")
+def _gram_matrix_fake(x, normalize, divisor):
+    _check_features_fake("gram_matrix", x)
+    return x.new_empty(x.shape[0], x.shape[1], x.shape[1])
+
+
+@torch.library.register_fake("cvops::gram_matrix_backward")
+def _gram_matrix_backward_fake(grad, x, normalize, divisor):
+    _check_features_fake("gram_matrix_backward", x)
+    return x.new_empty(x.shape)
+
+
+@torch.library.register_fake("cvops::style_loss")
+def _style_loss_fake(x, target, target_index, normalize, divisor, reduction, keep_residual):
+    _check_features_fake("style_loss", x)
+    batch, channels = x.shape[0], x.shape[1]
+    loss = x.new_empty((batch,) if reduction == "none" else ())
+    residual_shape = (batch, channels, channels) if keep_residual else (0,)
+    return loss, x.new_empty(residual_shape, dtype=_opmath(x.dtype))
+
+
+@torch.library.register_fake("cvops::style_loss_backward")
+def _style_loss_backward_fake(grad_loss, x, residual, normalize, divisor, reduction):
+    _check_features_fake("style_loss_backward", x)
+    return x.new_empty(x.shape)
+
+
+def _gram_matrix_setup(ctx, inputs, output):
+    x, ctx.normalize, ctx.divisor = inputs
+    ctx.save_for_backward(x)
+
+
+def _gram_matrix_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return torch.ops.cvops.gram_matrix_backward(grad, x, ctx.normalize, ctx.divisor), None, None
+
+
+torch.library.register_autograd("cvops::gram_matrix", _gram_matrix_backward, setup_context=_gram_matrix_setup)
+
+
+def _style_loss_setup(ctx, inputs, output):
+    x, target, target_index, ctx.normalize, ctx.divisor, ctx.reduction, _ = inputs
+    _, residual = output
+    ctx.mark_non_differentiable(residual)  # a by-product kept for the backward, not a result
+    ctx.target_meta = (target.shape, target.dtype)
+    ctx.save_for_backward(x, residual, target_index)
+
+
+def _style_loss_backward(ctx, grad_loss, _grad_residual):
+    x, residual, target_index = ctx.saved_tensors
+    grad_x = grad_target = None
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.ops.cvops.style_loss_backward(grad_loss, x, residual, ctx.normalize, ctx.divisor, ctx.reduction)
+    if ctx.needs_input_grad[1]:
+        grad_target = _style_target_grad(grad_loss, residual, target_index, ctx.reduction, *ctx.target_meta)
+    return grad_x, grad_target, None, None, None, None, None
+
+
+def _style_target_grad(grad_loss, residual, target_index, reduction, target_shape, target_dtype):
+    """dL/dS = −2·w_b·R_b per sample, gathered back to the target's layout (a C×C-sized job)."""
+    batch, channels = residual.shape[0], residual.shape[1]
+    weight = grad_loss.to(residual.dtype)
+    if reduction == "mean":
+        weight = weight / (batch * channels * channels)
+    per_sample = residual * (-2.0 * weight.expand(batch)).view(batch, 1, 1)
+    if len(target_shape) == 2:
+        grad = per_sample.sum(0)
+    elif target_index is None:
+        grad = per_sample
+    else:
+        grad = per_sample.new_zeros(target_shape).index_add_(0, target_index, per_sample)
+    return grad.to(target_dtype)
+
+
+torch.library.register_autograd("cvops::style_loss", _style_loss_backward, setup_context=_style_loss_setup)
