@@ -14,8 +14,8 @@
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   m.def("gram_matrix(Tensor x, str normalize, float divisor) -> Tensor");
   m.def("gram_matrix_backward(Tensor grad, Tensor x, str normalize, float divisor) -> Tensor");
-  // Returns (loss, residual): residual = G − S per sample [B, C, C] when keep_residual (what the
-  // backward needs, so G is not recomputed), else an empty tensor and G is never written.
+  // Returns (loss, residual): when keep_residual, the symmetric residual G − (S + Sᵀ)/2 per sample
+  // [B, C, C] (what the backward multiplies F by, so G is not recomputed); else an empty tensor.
   m.def(
       "style_loss(Tensor x, Tensor target, Tensor? target_index, str normalize, float divisor, "
       "str reduction, bool keep_residual) -> (Tensor, Tensor)");
@@ -144,15 +144,14 @@ at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
                   residual.size(1) == shape.channels && residual.size(2) == shape.channels,
               op, "residual must have shape [B, C, C], got ", residual.sizes());
   const auto opmath = opmath_dtype(x.scalar_type());
-  // L = Σ_b w_b Σ_ij R_b², R = s·F·Fᵀ − S  ⇒  dF_b = 2·s·w_b·(R_b + R_bᵀ)·F_b
-  // (R is symmetric when S is; the sum keeps the gradient exact for any target).
+  // L = Σ_b w_b Σ_ij (s·F·Fᵀ − S)²_ij  ⇒  dF_b = 2·s·w_b·(R + Rᵀ)·F_b = 4·s·w_b·R̂_b·F_b with the
+  // symmetric residual R̂ = s·F·Fᵀ − (S + Sᵀ)/2 that the forward saved: one GEMM, no transpose.
   at::Tensor weight = grad_loss.to(opmath);
   if (mode == Reduction::kMean) {
     weight = weight.div(static_cast<double>(shape.batch) * shape.channels * shape.channels);
   }
-  weight = (mode == Reduction::kNone ? weight : weight.expand({shape.batch})).mul(2.0 * scale);
-  const auto r = residual.to(opmath);
-  const auto sym = at::add(r, r.transpose(1, 2)).mul_(weight.view({shape.batch, 1, 1}));
+  weight = (mode == Reduction::kNone ? weight : weight.expand({shape.batch})).mul(4.0 * scale);
+  const auto sym = residual.to(opmath).mul(weight.view({shape.batch, 1, 1}));
   return weight_times_features(sym, x, shape);
 }
 

@@ -6,10 +6,12 @@
 // never written unless the residual is kept for the backward.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "common/checks.h"
 #include "common/cuda_utils.cuh"
@@ -157,7 +159,8 @@ __device__ __forceinline__ const acc_t* target_plane(const acc_t* target, const 
 }
 
 // Style loss with the full N in one block: the tile's (s·acc − S)², mirror included, summed into
-// tile_loss[b, tile]; the residual is written only when `residual` is not null.
+// tile_loss[b, tile]; the symmetric residual s·acc − (S + Sᵀ)/2 is written only when `residual`
+// is not null.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     style_loss_tiles_kernel(const scalar_t* __restrict__ features, const acc_t* __restrict__ target,
@@ -183,13 +186,13 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t c = col0 + tx + kThreadsSide * j;
       if (r >= C || c >= C) continue;
       const acc_t g = acc[i][j] * scale;
-      const acc_t upper = g - s[r * C + c];
-      partial += upper * upper;
-      if (residual) residual[plane + r * C + c] = upper;
-      if (ti != tj) {  // the mirrored element meets its own target entry
-        const acc_t lower = g - s[c * C + r];
-        partial += lower * lower;
-        if (residual) residual[plane + c * C + r] = lower;
+      const acc_t upper = g - s[r * C + c], lower = g - s[c * C + r];
+      // Diagonal tiles hold both (r, c) and (c, r): count each element once there.
+      partial += ti == tj ? upper * upper : upper * upper + lower * lower;
+      if (residual) {
+        const acc_t symmetric = acc_t(0.5) * (upper + lower);
+        residual[plane + r * C + c] = symmetric;
+        if (ti != tj) residual[plane + c * C + r] = symmetric;
       }
     }
   }
@@ -197,22 +200,22 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) tile_loss[b * gridDim.x + blockIdx.x] = total;
 }
 
-// residual = G − S in place over [B, C, C] (G from the split path), and the per-block Σ residual²
-// in block_loss[b, block].
+// From G [B, C, C] (the split path): the symmetric residual G − (S + Sᵀ)/2 into `residual`, and
+// the per-block Σ (G − S)² in block_loss[b, block].
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    residual_loss_kernel(acc_t* __restrict__ gram, const acc_t* __restrict__ target,
+    residual_loss_kernel(const acc_t* __restrict__ gram, const acc_t* __restrict__ target,
                          const int64_t* __restrict__ index, int64_t target_stride,
-                         acc_t* __restrict__ block_loss, int64_t C) {
+                         acc_t* __restrict__ residual, acc_t* __restrict__ block_loss, int64_t C) {
   const int64_t b = blockIdx.y, plane = C * C;
   const acc_t* s = target_plane(target, index, target_stride, b);
-  acc_t* g = gram + b * plane;
   acc_t partial = 0;
   for (int64_t e = blockIdx.x * int64_t(kThreads) + threadIdx.x; e < plane;
        e += int64_t(gridDim.x) * kThreads) {
-    const acc_t r = g[e] - s[e];
-    g[e] = r;
-    partial += r * r;
+    const acc_t g = gram[b * plane + e];
+    const acc_t d = g - s[e];
+    partial += d * d;
+    residual[b * plane + e] = g - acc_t(0.5) * (s[e] + s[(e % C) * C + e / C]);
   }
   const acc_t total = block_sum(partial);
   if (threadIdx.x == 0) block_loss[b * gridDim.x + blockIdx.x] = total;
@@ -220,7 +223,7 @@ __global__ void __launch_bounds__(kThreads)
 
 struct Launch {
   int tiles_per_side;
-  int tiles;       // upper-triangle tiles per sample
+  int64_t tiles;   // upper-triangle tiles per sample
   int splits;      // blocks along N
   int64_t k_chunk; // N-range of one split, a multiple of kTileK
 };
@@ -229,20 +232,21 @@ struct Launch {
 Launch plan_launch(const FeatureShape& shape) {
   Launch l;
   l.tiles_per_side = static_cast<int>(ceil_div<int64_t>(shape.channels, kTile));
-  l.tiles = l.tiles_per_side * (l.tiles_per_side + 1) / 2;
+  l.tiles = int64_t(l.tiles_per_side) * (l.tiles_per_side + 1) / 2;
   const int64_t blocks = shape.batch * l.tiles;
   const int64_t wanted = ceil_div<int64_t>(int64_t(kBlocksPerSm) * num_sms(), std::max<int64_t>(blocks, 1));
-  const int64_t max_splits = std::max<int64_t>(1, shape.points / kMinChunk);
+  const int64_t points = std::max<int64_t>(shape.points, 1);  // N = 0 still plans one split
+  const int64_t max_splits = std::max<int64_t>(1, points / kMinChunk);
   l.splits = static_cast<int>(std::min<int64_t>({wanted, max_splits, 64}));
-  l.k_chunk = ceil_div<int64_t>(ceil_div<int64_t>(shape.points, l.splits), kTileK) * kTileK;
-  l.splits = static_cast<int>(ceil_div<int64_t>(shape.points, l.k_chunk));
+  l.k_chunk = ceil_div<int64_t>(ceil_div<int64_t>(points, l.splits), kTileK) * kTileK;
+  l.splits = static_cast<int>(ceil_div<int64_t>(points, l.k_chunk));
   return l;
 }
 
 void check_grid(const char* op, const FeatureShape& shape, const Launch& l) {
   CVOPS_CHECK(shape.batch <= 65535, op, "the CUDA kernel takes at most 65535 samples, got B = ",
               shape.batch);
-  CVOPS_CHECK(l.tiles < (1 << 30), op, "too many channels for the CUDA kernel, got C = ",
+  CVOPS_CHECK(l.tiles <= std::numeric_limits<int>::max(), op, "too many channels for the CUDA kernel, got C = ",
               shape.channels);
 }
 
@@ -254,7 +258,7 @@ void launch_gram(const at::Tensor& features, const FeatureShape& shape, double s
   auto stream = at::cuda::getCurrentCUDAStream();
   CVOPS_DISPATCH_FLOATING(features.scalar_type(), "cvops_gram_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const dim3 grid(l.tiles, l.splits, shape.batch);
+    const dim3 grid(static_cast<unsigned>(l.tiles), l.splits, shape.batch);
     if (l.splits == 1) {
       TORCH_INTERNAL_ASSERT(gram.scalar_type() == features.scalar_type());
       gram_tiles_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
@@ -327,7 +331,7 @@ std::tuple<at::Tensor, at::Tensor> style_loss_cuda(const at::Tensor& x, const at
     partial_loss = at::empty({B, l.tiles}, x.options().dtype(opmath));
     CVOPS_DISPATCH_FLOATING(x.scalar_type(), "cvops_style_loss_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      style_loss_tiles_kernel<scalar_t, acc_t><<<dim3(l.tiles, 1, B), kThreads, 0, stream>>>(
+      style_loss_tiles_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned>(l.tiles), 1, B), kThreads, 0, stream>>>(
           features.data_ptr<scalar_t>(), target_m.data_ptr<acc_t>(), index_ptr, target_stride,
           residual.defined() ? residual.data_ptr<acc_t>() : nullptr,
           partial_loss.data_ptr<acc_t>(), C, shape.points, l.tiles_per_side,
@@ -335,16 +339,17 @@ std::tuple<at::Tensor, at::Tensor> style_loss_cuda(const at::Tensor& x, const at
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   } else {
-    // Few, long planes: split-N Gram into an opmath buffer, then residual and loss in place.
-    residual = at::empty({B, C, C}, x.options().dtype(opmath));
-    if (shape.points == 0) residual.zero_();
-    else launch_gram(features, shape, scale, residual, op);
+    // Few, long planes: split-N Gram into an opmath buffer, then residual and loss from it.
+    auto gram = at::empty({B, C, C}, x.options().dtype(opmath));
+    if (shape.points == 0) gram.zero_();
+    else launch_gram(features, shape, scale, gram, op);
+    residual = at::empty_like(gram);
     const int blocks = static_cast<int>(std::min<int64_t>(ceil_div<int64_t>(C * C, kThreads), 64));
-    partial_loss = at::empty({B, blocks}, residual.options());
+    partial_loss = at::empty({B, blocks}, gram.options());
     AT_DISPATCH_FLOATING_TYPES(opmath, "cvops_style_residual_cuda", [&] {
       residual_loss_kernel<scalar_t><<<dim3(blocks, B), kThreads, 0, stream>>>(
-          residual.data_ptr<scalar_t>(), target_m.data_ptr<scalar_t>(), index_ptr,
-          target_stride, partial_loss.data_ptr<scalar_t>(), C);
+          gram.data_ptr<scalar_t>(), target_m.data_ptr<scalar_t>(), index_ptr, target_stride,
+          residual.data_ptr<scalar_t>(), partial_loss.data_ptr<scalar_t>(), C);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }

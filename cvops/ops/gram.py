@@ -100,34 +100,36 @@ def _style_loss_setup(ctx, inputs, output):
     x, target, target_index, ctx.normalize, ctx.divisor, ctx.reduction, _ = inputs
     _, residual = output
     ctx.mark_non_differentiable(residual)  # a by-product kept for the backward, not a result
-    ctx.target_meta = (target.shape, target.dtype)
-    ctx.save_for_backward(x, residual, target_index)
+    ctx.save_for_backward(x, target, residual, target_index)
 
 
 def _style_loss_backward(ctx, grad_loss, _grad_residual):
-    x, residual, target_index = ctx.saved_tensors
+    x, target, residual, target_index = ctx.saved_tensors
     grad_x = grad_target = None
     if ctx.needs_input_grad[0]:
         grad_x = torch.ops.cvops.style_loss_backward(grad_loss, x, residual, ctx.normalize, ctx.divisor, ctx.reduction)
     if ctx.needs_input_grad[1]:
-        grad_target = _style_target_grad(grad_loss, residual, target_index, ctx.reduction, *ctx.target_meta)
+        grad_target = _style_target_grad(grad_loss, target, residual, target_index, ctx.reduction)
     return grad_x, grad_target, None, None, None, None, None
 
 
-def _style_target_grad(grad_loss, residual, target_index, reduction, target_shape, target_dtype):
-    """dL/dS = −2·w_b·R_b per sample, gathered back to the target's layout (a C×C-sized job)."""
+def _style_target_grad(grad_loss, target, residual, target_index, reduction):
+    """dL/dS = −2·w_b·(G_b − S_b) per sample, gathered back to the target's layout (C×C-sized work).
+    The saved residual is the symmetric G − (S + Sᵀ)/2, so G − S adds back S's antisymmetric part."""
     batch, channels = residual.shape[0], residual.shape[1]
     weight = grad_loss.to(residual.dtype)
     if reduction == "mean":
         weight = weight / (batch * channels * channels)
-    per_sample = residual * (-2.0 * weight.expand(batch)).view(batch, 1, 1)
-    if len(target_shape) == 2:
+    selected = target if target_index is None else target[target_index]
+    difference = residual - 0.5 * (selected - selected.transpose(-1, -2)).to(residual.dtype)
+    per_sample = difference * (-2.0 * weight.expand(batch)).view(batch, 1, 1)
+    if target.dim() == 2:
         grad = per_sample.sum(0)
     elif target_index is None:
         grad = per_sample
     else:
-        grad = per_sample.new_zeros(target_shape).index_add_(0, target_index, per_sample)
-    return grad.to(target_dtype)
+        grad = per_sample.new_zeros(target.shape).index_add_(0, target_index, per_sample)
+    return grad.to(target.dtype)
 
 
 torch.library.register_autograd("cvops::style_loss", _style_loss_backward, setup_context=_style_loss_setup)

@@ -1,0 +1,46 @@
+"""Benchmark cases, one module per op family, shared by run.py and the pytest-benchmark files.
+
+A family module exposes `cases(device) -> list[Case]`; add it to FAMILIES at the bottom.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Closure = Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One cvops-vs-peer comparison.
+
+    build() makes the inputs and returns the zero-arg closures (peer_fn, cvops_fn) over them, each
+    returning the tensor to compare. It runs only for the cases selected, outside the timed region.
+    """
+
+    op: str
+    shape: str
+    device: str
+    peer: str
+    build: Callable[[], tuple[Closure, Closure]]
+    peak_memory: bool = False  # report peak CUDA memory of one call
+    quick: bool = False  # part of the --quick run
+    rtol: float = 1e-3  # agreement check; looser for low-precision dtypes
+
+    @property
+    def label(self):
+        return f"{self.op} {self.shape} {self.device}"
+
+
+def available_devices():
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def all_cases(devices):
+    return [case for device in devices for family in FAMILIES for case in family.cases(device)]
+
+
+# Imported last: the family modules import Case from this package.
+from benchmarks.cases import gram  # noqa: E402
+
+FAMILIES = [gram]
