@@ -65,6 +65,20 @@ def test_gram_matrix_edge_sizes(shape):
     torch.testing.assert_close(out, ref.gram_matrix(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_reduced_precision_accumulates_in_float32(dtype):
+    x = torch.randn(2, 40, 9, 9).to(dtype)
+    got = cvops.gram_matrix(x)
+    assert got.dtype == dtype
+    want = ref.gram_matrix(x.double())
+    # rounding of the result only: each output is within a few ulps of dtype
+    torch.testing.assert_close(got.double(), want, rtol=1e-2 if dtype == torch.bfloat16 else 2e-3, atol=1e-3)
+    target = ref.gram_matrix(torch.randn(1, 40, 9, 9))[0].to(dtype)
+    loss = cvops.style_loss(x, target, reduction="sum")
+    assert loss.dtype == dtype
+    torch.testing.assert_close(loss.double(), ref.style_loss(x.double(), target.double(), reduction="sum"), rtol=1e-2, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["shared", "per_sample", "bank"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("normalize", ["hw", 3.0])

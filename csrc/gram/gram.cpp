@@ -2,7 +2,7 @@
 #include "gram/gram.h"
 
 #include <ATen/ops/add.h>
-#include <ATen/ops/bmm.h>
+#include <ATen/ops/baddbmm.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -103,12 +103,13 @@ at::Tensor empty_residual(const at::Tensor& x) {
 
 namespace {
 
-// dF = W·F with W [B, C, C] in opmath dtype, returned in x's dtype and shape.
+// dF = alpha·W·F with W [B, C, C] in opmath dtype, returned in x's dtype and shape.
 at::Tensor weight_times_features(const at::Tensor& weight, const at::Tensor& x,
-                                 const FeatureShape& shape) {
+                                 const FeatureShape& shape, double alpha = 1.0) {
   const auto features =
       x.reshape({shape.batch, shape.channels, shape.points}).to(weight.scalar_type());
-  auto grad = at::bmm(weight, features);
+  auto grad = at::empty({shape.batch, shape.channels, shape.points}, features.options());
+  at::baddbmm_out(grad, grad, weight, features, /*beta=*/0.0, alpha);  // beta = 0: never read
   return grad.to(x.scalar_type()).view(x.sizes());
 }
 
@@ -127,7 +128,7 @@ at::Tensor gram_matrix_backward(const at::Tensor& grad, const at::Tensor& x,
               shape.channels, "], got ", grad.sizes());
   // d(s·F·Fᵀ) = s·(dG + dGᵀ)·F: one GEMM.
   const auto g = grad.to(opmath_dtype(x.scalar_type()));
-  return weight_times_features(at::add(g, g.transpose(1, 2)).mul_(scale), x, shape);
+  return weight_times_features(at::add(g, g.transpose(1, 2)), x, shape, scale);
 }
 
 at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
@@ -143,16 +144,24 @@ at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
   CVOPS_CHECK(residual.dim() == 3 && residual.size(0) == shape.batch &&
                   residual.size(1) == shape.channels && residual.size(2) == shape.channels,
               op, "residual must have shape [B, C, C], got ", residual.sizes());
+  CVOPS_CHECK(mode == Reduction::kNone ? (grad_loss.dim() == 1 && grad_loss.size(0) == shape.batch)
+                                        : grad_loss.numel() == 1,
+              op, "grad_loss must have the loss's shape (", (mode == Reduction::kNone ? "[B]" : "[]"),
+              " for reduction '", std::string(reduction), "'), got ", grad_loss.sizes());
   const auto opmath = opmath_dtype(x.scalar_type());
   // L = Σ_b w_b Σ_ij (s·F·Fᵀ − S)²_ij  ⇒  dF_b = 2·s·w_b·(R + Rᵀ)·F_b = 4·s·w_b·R̂_b·F_b with the
   // symmetric residual R̂ = s·F·Fᵀ − (S + Sᵀ)/2 that the forward saved: one GEMM, no transpose.
-  at::Tensor weight = grad_loss.to(opmath);
+  double alpha = 4.0 * scale;
   if (mode == Reduction::kMean) {
-    weight = weight.div(static_cast<double>(shape.batch) * shape.channels * shape.channels);
+    alpha /= static_cast<double>(shape.batch) * shape.channels * shape.channels;
   }
-  weight = (mode == Reduction::kNone ? weight : weight.expand({shape.batch})).mul(4.0 * scale);
-  const auto sym = residual.to(opmath).mul(weight.view({shape.batch, 1, 1}));
-  return weight_times_features(sym, x, shape);
+  const auto r = residual.to(opmath);
+  if (mode != Reduction::kNone && !grad_loss.is_cuda()) {
+    // One weight for all samples, and reading it costs no device sync: fold it into the GEMM.
+    return weight_times_features(r, x, shape, alpha * grad_loss.item<double>());
+  }
+  const auto weight = grad_loss.to(opmath).expand({shape.batch}).mul(alpha);
+  return weight_times_features(r.mul(weight.view({shape.batch, 1, 1})), x, shape);
 }
 
 }  // namespace cvops::gram
