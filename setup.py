@@ -103,7 +103,9 @@ def get_extensions():
     archs = _arch_list(with_cuda)
     info = _write_build_info(with_cuda, reason, archs)
     sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
-    cxx_flags = ["-O3", "-fvisibility=hidden"]
+    # -fopenmp at compile time only: at::parallel_for is an inline OpenMP template (serial without
+    # it); the GOMP symbols resolve through libtorch_cpu to torch's own libgomp, never a second one.
+    cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp"]
     include_dirs = [os.path.join(ROOT, "csrc")]
     kwargs = dict(name="cvops._C", include_dirs=include_dirs, py_limited_api=False)
     if with_cuda:

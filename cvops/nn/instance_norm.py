@@ -1,0 +1,32 @@
+"""ConditionalInstanceNorm2d: instance norm with one (γ, β) per style, chosen or mixed per sample."""
+import torch
+from torch import Tensor, nn
+
+from cvops.ops import instance_norm as F
+
+
+class ConditionalInstanceNorm2d(nn.Module):
+    """Parameters weight [S, C] (ones) and bias [S, C] (zeros); forward(x, style) with style an int64
+    tensor [B] of style indices (or one int for the batch) or float mixing weights [B, S]."""
+
+    def __init__(self, num_features: int, num_styles: int, eps: float = 1e-5, activation=None):
+        super().__init__()
+        if num_features < 1 or num_styles < 1:
+            raise ValueError(f"cvops.ConditionalInstanceNorm2d: num_features and num_styles must be >= 1, got {num_features} and {num_styles}")
+        self.num_features, self.num_styles, self.eps = num_features, num_styles, eps
+        self.activation = None if activation is None else F._activation_arg("ConditionalInstanceNorm2d", activation)
+        self.weight = nn.Parameter(torch.empty(num_styles, num_features))
+        self.bias = nn.Parameter(torch.empty(num_styles, num_features))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, style) -> Tensor:
+        if isinstance(style, int):
+            style = torch.full((x.shape[0],), style, dtype=torch.long, device=x.device)
+        return F.conditional_instance_norm(x, self.weight, self.bias, style, eps=self.eps, activation=self.activation)
+
+    def extra_repr(self):
+        return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}, activation={self.activation!r}"
