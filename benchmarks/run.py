@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 import cvops  # noqa: E402
 from benchmarks.cases import all_cases, available_devices  # noqa: E402
 
-COLUMNS = ("op", "shape", "device", "peer", "peer ms", "cvops ms", "speed-up", "peak MiB")
+COLUMNS = ("op", "shape", "device", "peer", "peer ms", "cvops ms", "speed-up", "cvops GB/s", "peak MiB")
 WARMUP_CALLS = 2
 
 
@@ -110,7 +110,7 @@ def median_ms(fn, min_run_time):
 def run_case(case, min_run_time):
     row = {"op": case.op, "shape": case.shape, "device": case.device, "peer": case.peer, "peer_ms": None,
            "cvops_ms": None, "speedup": None, "peer_peak_mib": None, "cvops_peak_mib": None,
-           "match": None, "max_abs_diff": None, "error": None}
+           "match": None, "max_abs_diff": None, "error": None, "cvops_gbps": None}
     try:
         peer_fn, cvops_fn = case.build()
         row["match"], row["max_abs_diff"] = check(peer_fn(), cvops_fn(), case.rtol)
@@ -119,6 +119,8 @@ def run_case(case, min_run_time):
         row["peer_ms"] = median_ms(peer_fn, min_run_time)
         row["cvops_ms"] = median_ms(cvops_fn, min_run_time)
         row["speedup"] = row["peer_ms"] / row["cvops_ms"]
+        if case.bytes_moved:
+            row["cvops_gbps"] = case.bytes_moved / (row["cvops_ms"] * 1e6)
     except Exception as e:  # one broken case must not hide the others: it gets a FAILED row
         row["error"] = f"{type(e).__name__}: {e}"
     return row
@@ -136,8 +138,9 @@ def cells(row):
             diff = "shapes" if row["max_abs_diff"] is None else f"max abs diff {row['max_abs_diff']:.3g}"
             speedup += f" **WARNING: outputs differ ({diff})**"
     peak = "-" if row["peer_peak_mib"] is None else f"{row['peer_peak_mib']:.0f} / {row['cvops_peak_mib']:.0f}"
+    gbps = "-" if row["cvops_gbps"] is None else f"{row['cvops_gbps']:.1f}"
     return [row["op"], row["shape"], row["device"], row["peer"], ms(row["peer_ms"]), ms(row["cvops_ms"]),
-            speedup, peak]
+            speedup, gbps, peak]
 
 
 def table(rows):
@@ -158,8 +161,9 @@ def report(meta, rows):
         "",
         table(rows),
         "",
-        "Median ms per call; speed-up = peer ms / cvops ms; peak MiB = peak CUDA memory of one call, "
-        "inputs included (peer / cvops).",
+        "Median ms per call; speed-up = peer ms / cvops ms; cvops GB/s = the fewest bytes the op must "
+        "move (inputs read once, outputs written once) / cvops time; peak MiB = peak CUDA memory of one "
+        "call, inputs included (peer / cvops).",
     ]
     bad = [f"{r['op']} {r['shape']} {r['device']}" for r in rows if r["error"] or not r["match"]]
     if bad:

@@ -26,6 +26,7 @@ class Case:
     peak_memory: bool = False  # report peak CUDA memory of one call
     quick: bool = False  # part of the --quick run
     rtol: float = 1e-3  # agreement check; looser for low-precision dtypes
+    bytes_moved: int = 0  # fewest bytes one cvops call must move (inputs read, outputs written): GB/s
 
     @property
     def label(self):
@@ -41,6 +42,6 @@ def all_cases(devices):
 
 
 # Imported last: the family modules import Case from this package.
-from benchmarks.cases import gram  # noqa: E402
+from benchmarks.cases import gram, instance_norm  # noqa: E402
 
-FAMILIES = [gram]
+FAMILIES = [gram, instance_norm]
