@@ -157,7 +157,10 @@ def test_bad_input(call, error, match):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("style_kind", ["index", "mix"])
-@pytest.mark.parametrize("size", [(2, 8, 16, 16), (1, 3, 128, 128), (4, 64, 5, 7), (2, 4, 1, 1)])
+# Split reductions (few planes, many positions), ragged channel tiles (3, 9, 33, 48, 200 channels),
+# odd plane sizes (no 16-byte packs), H·W = 1.
+@pytest.mark.parametrize("size", [(2, 8, 16, 16), (1, 3, 256, 256), (1, 64, 128, 128), (4, 64, 5, 7), (2, 4, 1, 1),
+                                  (2, 33, 7, 9), (2, 9, 5, 5), (1, 48, 64, 64), (2, 200, 6, 6)])
 def test_cuda_matches_reference(dtype, layout, style_kind, size):
     x, weight, bias, style = make_inputs(*size, style_kind=style_kind, layout=layout, dtype=torch.float32, device="cuda")
     want = ref.conditional_instance_norm(x.double(), weight.double(), bias.double(), style.double() if style_kind == "mix" else style, activation="relu")
@@ -184,3 +187,12 @@ def test_cuda_gradcheck_opcheck_determinism():
     w, b, s = torch.randn(1, 2, device="cuda"), torch.randn(1, 2, device="cuda"), torch.tensor([0], device="cuda")
     runs = [torch.autograd.grad(cvops.conditional_instance_norm(big, w, b, s).square().sum(), big)[0] for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.cuda
+def test_cuda_misaligned_input_takes_the_scalar_path():
+    base = torch.randn(2 * 4 * 8 * 8 + 1, device="cuda")
+    x = base[1:].view(2, 4, 8, 8)  # storage offset of one float: not 16-byte aligned
+    weight, bias, style = torch.randn(3, 4, device="cuda"), torch.randn(3, 4, device="cuda"), torch.tensor([2, 0], device="cuda")
+    want = ref.conditional_instance_norm(x.double(), weight.double(), bias.double(), style)
+    torch.testing.assert_close(cvops.conditional_instance_norm(x, weight, bias, style).double(), want, rtol=1e-4, atol=1e-4)

@@ -9,7 +9,8 @@
 
 namespace cvops::instance_norm {
 
-// The device kernels. x [B, C, H, W] is contiguous in NCHW or in channels_last (`channels_last`
+// The device kernels, called only for non-empty x (B·C > 0 and H·W > 0: the ops handle empty
+// inputs themselves). x [B, C, H, W] is contiguous in NCHW or in channels_last (`channels_last`
 // says which); out has x's sizes, dtype and memory format. gamma, beta, mean, rstd are [B, C]
 // contiguous in opmath (float for half/bfloat16/float, double for double). Statistics are biased,
 // eps inside the square root: rstd = 1/sqrt(var + eps).
