@@ -3,6 +3,7 @@
 // channel) statistics over H·W, then a per-sample affine γ_b, β_b chosen from S styles by index
 // or mixed from them by weights, optionally followed by ReLU — in one pass over the data.
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <string_view>
 #include <tuple>
@@ -39,5 +40,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
     const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& style,
     const at::Tensor& mean, const at::Tensor& rstd, std::string_view activation,
     const Kernels& kernels);
+
+// Registers both ops for one dispatch key with that device's kernels:
+//   TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
+template <const Kernels& kernels>
+void register_ops(torch::Library& m) {
+  m.impl("conditional_instance_norm",
+         [](const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+            const at::Tensor& style, double eps, c10::string_view activation) {
+           return conditional_instance_norm(x, weight, bias, style, eps, activation, kernels);
+         });
+  m.impl("conditional_instance_norm_backward",
+         [](const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& out,
+            const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& style,
+            const at::Tensor& mean, const at::Tensor& rstd, c10::string_view activation) {
+           return conditional_instance_norm_backward(grad_out, x, out, weight, bias, style, mean,
+                                                     rstd, activation, kernels);
+         });
+}
 
 }  // namespace cvops::instance_norm

@@ -1013,19 +1013,6 @@ constexpr Kernels kCudaKernels{&forward_cuda, &backward_cuda};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CUDA, m) {
-  m.impl("conditional_instance_norm",
-         [](const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-            const at::Tensor& style, double eps, c10::string_view activation) {
-           return conditional_instance_norm(x, weight, bias, style, eps, activation, kCudaKernels);
-         });
-  m.impl("conditional_instance_norm_backward",
-         [](const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& out,
-            const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& style,
-            const at::Tensor& mean, const at::Tensor& rstd, c10::string_view activation) {
-           return conditional_instance_norm_backward(grad_out, x, out, weight, bias, style, mean,
-                                                     rstd, activation, kCudaKernels);
-         });
-}
+TORCH_LIBRARY_IMPL(cvops, CUDA, m) { register_ops<kCudaKernels>(m); }
 
 }  // namespace cvops::instance_norm
