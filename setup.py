@@ -105,7 +105,9 @@ def get_extensions():
     sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
     # -fopenmp at compile time only: at::parallel_for is an inline OpenMP template (serial without
     # it); the GOMP symbols resolve through libtorch_cpu to torch's own libgomp, never a second one.
-    cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp"]
+    # -fno-trapping-math -fno-math-errno, as PyTorch builds itself: nothing here relies on FP traps
+    # or errno, and without them GCC will not if-convert (so not vectorise) loops with divisions.
+    cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
     include_dirs = [os.path.join(ROOT, "csrc")]
     kwargs = dict(name="cvops._C", include_dirs=include_dirs, py_limited_api=False)
     if with_cuda:

@@ -1,0 +1,91 @@
+// Schemas of the boxes family and the parts shared by its CPU and CUDA kernels.
+#include "boxes/boxes.h"
+
+#include <ATen/ExpandUtils.h>
+#include <ATen/TensorOperators.h>
+#include <c10/util/accumulate.h>
+#include <ATen/ops/atan.h>
+#include <ATen/ops/stack.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "common/checks.h"
+#include "common/dispatch.h"
+
+TORCH_LIBRARY_FRAGMENT(cvops, m) {
+  m.def("box_iou(Tensor boxes1, Tensor boxes2, str kind, str fmt) -> Tensor");
+}
+
+namespace cvops::boxes {
+
+IouKind parse_kind(const char* op, std::string_view kind) {
+  if (kind == "iou") return IouKind::kIou;
+  if (kind == "giou") return IouKind::kGiou;
+  if (kind == "diou") return IouKind::kDiou;
+  if (kind == "ciou") return IouKind::kCiou;
+  CVOPS_CHECK(false, op, "kind must be 'iou', 'giou', 'diou' or 'ciou', got '", std::string(kind),
+              "'");
+  return IouKind::kIou;
+}
+
+at::Tensor box_fields(const at::Tensor& boxes, std::string_view fmt, const char* op) {
+  const auto b = boxes.to(opmath_dtype(boxes.scalar_type()));
+  const auto c0 = b.select(-1, 0), c1 = b.select(-1, 1), c2 = b.select(-1, 2), c3 = b.select(-1, 3);
+  at::Tensor x1, y1, x2, y2, area;
+  // Corners and areas as torchvision forms them, so the values match to the last bit.
+  if (fmt == "xyxy") {
+    x1 = c0, y1 = c1, x2 = c2, y2 = c3;
+    area = (c2 - c0) * (c3 - c1);
+  } else if (fmt == "xywh") {
+    x1 = c0, y1 = c1, x2 = c0 + c2, y2 = c1 + c3;
+    area = c2 * c3;
+  } else if (fmt == "cxcywh") {
+    x1 = c0 - c2 / 2, y1 = c1 - c3 / 2, x2 = c0 + c2 / 2, y2 = c1 + c3 / 2;
+    area = c2 * c3;
+  } else {
+    CVOPS_CHECK(false, op, "fmt must be 'xyxy', 'xywh' or 'cxcywh', got '", std::string(fmt),
+                "'");
+  }
+  const auto cx = (x1 + x2) / 2, cy = (y1 + y2) / 2;
+  const auto aspect = at::atan((x2 - x1) / (y2 - y1));
+  return at::stack({x1, y1, x2, y2, area, cx, cy, aspect}, -1).contiguous();
+}
+
+PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& boxes2,
+                                 std::string_view fmt, const char* op) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"boxes1", boxes1},
+                                std::pair<const char*, const at::Tensor&>{"boxes2", boxes2}}) {
+    check_floating(op, name, t);
+    CVOPS_CHECK(t.dim() >= 2 && t.size(-1) == 4, op, name, " must have shape [..., n, 4], got ",
+                t.sizes());
+  }
+  check_same_device(op, "boxes2", boxes2, "boxes1", boxes1);
+  CVOPS_CHECK(boxes1.scalar_type() == boxes2.scalar_type(), op,
+              "boxes1 and boxes2 must have the same dtype, got ", boxes1.scalar_type(), " and ",
+              boxes2.scalar_type());
+  const auto batch1 = boxes1.sizes().slice(0, boxes1.dim() - 2);
+  const auto batch2 = boxes2.sizes().slice(0, boxes2.dim() - 2);
+  std::vector<int64_t> batch;
+  try {
+    batch = at::infer_size(batch1, batch2);
+  } catch (const c10::Error&) {
+    CVOPS_CHECK(false, op, "the leading dims of boxes1 ", batch1, " and boxes2 ", batch2,
+                " do not broadcast");
+  }
+  const int64_t N = boxes1.size(-2), M = boxes2.size(-2);
+  const int64_t pairs_of_sets = c10::multiply_integers(batch);
+  auto expand = [&](const at::Tensor& t, int64_t n) {
+    std::vector<int64_t> shape(batch);
+    shape.push_back(n);
+    shape.push_back(4);
+    return t.expand(shape).reshape({pairs_of_sets, n, 4});
+  };
+  PairwiseProblem problem{box_fields(expand(boxes1, N), fmt, op),
+                          box_fields(expand(boxes2, M), fmt, op), batch};
+  problem.out_shape.push_back(N);
+  problem.out_shape.push_back(M);
+  return problem;
+}
+
+}  // namespace cvops::boxes

@@ -1,0 +1,38 @@
+"""Detection box ops (the `boxes` family): pairwise IoU / GIoU / DIoU / CIoU.
+
+Same values as torchvision.ops.box_iou / generalized_box_iou / distance_box_iou / complete_box_iou
+(eps = 1e-7), for boxes in "xyxy", "xywh" or "cxcywh" form, with leading batch dims broadcast,
+computed pair by pair in one kernel without N×M×k temporaries. Degenerate boxes follow the same
+formulas (a zero-area pair gives 0/0 = NaN IoU, as in torchvision); NaN coordinates give NaN.
+Float16/bfloat16 boxes are computed in float32 (and autocast runs the op in float32).
+"""
+import torch
+from torch import Tensor
+
+from cvops.ops._validate import check_choice
+
+__all__ = ["box_iou"]
+
+_KINDS = ("iou", "giou", "diou", "ciou")
+_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor, *, kind="iou", fmt="xyxy") -> Tensor:
+    """boxes1 [..., N, 4], boxes2 [..., M, 4] → [..., N, M] (leading dims broadcast).
+
+    kind: "iou" | "giou" | "diou" | "ciou"; fmt: "xyxy" | "xywh" | "cxcywh". Not differentiable
+    (for IoU losses, the element-wise pairs are what a loss needs)."""
+    check_choice("box_iou", "kind", kind, _KINDS)
+    check_choice("box_iou", "fmt", fmt, _FORMATS)
+    return torch.ops.cvops.box_iou(boxes1, boxes2, kind, fmt)
+
+
+@torch.library.register_fake("cvops::box_iou")
+def _box_iou_fake(boxes1, boxes2, kind, fmt):
+    torch._check(boxes1.dim() >= 2 and boxes2.dim() >= 2, lambda: "cvops.box_iou: boxes must have shape [..., n, 4]")
+    batch = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])
+    return boxes1.new_empty((*batch, boxes1.shape[-2], boxes2.shape[-2]))
+
+
+for _device in ("cpu", "cuda"):
+    torch.library.register_autocast("cvops::box_iou", _device, torch.float32)

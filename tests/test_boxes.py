@@ -1,0 +1,140 @@
+"""The boxes family (so far: pairwise box_iou): parity with torchvision.ops on generated box sets,
+formats, broadcasting, edge sizes, reduced precision and autocast, opcheck, torch.compile, bad input."""
+import pytest
+import torch
+import torchvision.ops as tv
+
+import cvops
+
+KINDS = {"iou": tv.box_iou, "giou": tv.generalized_box_iou, "diou": tv.distance_box_iou, "ciou": tv.complete_box_iou}
+FORMATS = ["xyxy", "xywh", "cxcywh"]
+
+
+def boxes_like(kind, n, dtype=torch.float64, device="cpu", generator=None):
+    """xyxy boxes: uniform, clustered around a few objects (the detector case), duplicated, tiny, huge."""
+    g = generator or torch.Generator().manual_seed(n)
+    rand = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    if kind == "uniform":
+        xy, wh = rand(n, 2) * 1000, rand(n, 2) * 200 + 1
+    elif kind == "clustered":
+        centers = rand(5, 2) * 1000
+        xy = centers[torch.randint(0, 5, (n,), generator=g)] + torch.randn(n, 2, generator=g, dtype=torch.float64) * 10
+        wh = 50 + torch.randn(n, 2, generator=g, dtype=torch.float64).abs() * 10
+    elif kind == "duplicates":
+        base = rand(max(n // 4, 1), 2) * 100  # each box about four times
+        xy, wh = base.repeat(n // len(base) + 1, 1)[:n], torch.full((n, 2), 20.0, dtype=torch.float64)
+    elif kind == "tiny":
+        xy, wh = rand(n, 2) * 10, rand(n, 2) * 1e-3 + 1e-4
+    else:  # huge
+        xy, wh = rand(n, 2) * 1e5, rand(n, 2) * 1e5 + 1
+    return torch.cat([xy, xy + wh], -1).to(device=device, dtype=dtype)
+
+
+SETS = ["uniform", "clustered", "duplicates", "tiny", "huge"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("box_set", SETS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_torchvision(kind, box_set, dtype):
+    a, b = boxes_like(box_set, 37, dtype), boxes_like(box_set, 53, dtype, generator=torch.Generator().manual_seed(7))
+    want = KINDS[kind](a, b)
+    got = cvops.box_iou(a, b, kind=kind)
+    assert got.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_formats(fmt, kind):
+    a, b = boxes_like("uniform", 20), boxes_like("clustered", 30)
+    got = cvops.box_iou(tv.box_convert(a, "xyxy", fmt), tv.box_convert(b, "xyxy", fmt), kind=kind, fmt=fmt)
+    torch.testing.assert_close(got, KINDS[kind](a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_broadcasts_leading_dims():
+    a = boxes_like("uniform", 2 * 5).view(2, 1, 5, 4)
+    b = boxes_like("clustered", 3 * 7).view(3, 7, 4)
+    got = cvops.box_iou(a, b, kind="giou")
+    assert got.shape == (2, 3, 5, 7)
+    for i in range(2):
+        for j in range(3):
+            torch.testing.assert_close(got[i, j], tv.generalized_box_iou(a[i, 0], b[j]))
+
+
+@pytest.mark.parametrize("n,m", [(0, 5), (5, 0), (0, 0), (1, 1)])
+def test_edge_sizes(n, m):
+    a, b = boxes_like("uniform", max(n, 1))[:n], boxes_like("uniform", max(m, 1))[:m]
+    got = cvops.box_iou(a, b)
+    assert got.shape == (n, m)
+    torch.testing.assert_close(got, tv.box_iou(a, b))
+
+
+def test_degenerate_boxes_follow_torchvision():
+    a = torch.tensor([[0.0, 0, 0, 0], [5, 5, 2, 2], [0, 0, 4, 4]])  # a point, an inverted box, a box
+    b = torch.tensor([[0.0, 0, 0, 0], [1, 1, 3, 3]])
+    torch.testing.assert_close(cvops.box_iou(a, b), tv.box_iou(a, b), equal_nan=True)
+    torch.testing.assert_close(cvops.box_iou(a, b, kind="giou"), tv.generalized_box_iou(a, b), equal_nan=True)
+
+
+def test_reduced_precision_and_autocast():
+    a, b = boxes_like("clustered", 40, torch.float32), boxes_like("uniform", 30, torch.float32)
+    half = cvops.box_iou(a.half(), b.half())
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), tv.box_iou(a.half().float(), b.half().float()), rtol=2e-3, atol=2e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = cvops.box_iou(a.bfloat16(), b.bfloat16())
+    assert out.dtype == torch.float32  # the op runs in float32 under autocast
+
+
+def test_inputs_not_mutated():
+    a, b = boxes_like("uniform", 9), boxes_like("uniform", 11)
+    saved = a.clone(), b.clone()
+    cvops.box_iou(a, b, kind="ciou", fmt="cxcywh")
+    assert torch.equal(saved[0], a) and torch.equal(saved[1], b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_opcheck(kind):
+    a, b = boxes_like("uniform", 6), boxes_like("clustered", 8)
+    torch.library.opcheck(torch.ops.cvops.box_iou.default, (a, b, kind, "xyxy"))
+    torch.library.opcheck(torch.ops.cvops.box_iou.default, (a.view(2, 3, 4), b.view(1, 8, 4), kind, "xywh"))
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    a, b = boxes_like("uniform", 12, torch.float32), boxes_like("uniform", 9, torch.float32)
+    fn = lambda x, y: cvops.box_iou(x, y, kind="diou").max(dim=1).values  # noqa: E731
+    torch.testing.assert_close(torch.compile(fn, backend="aot_eager", fullgraph=True)(a, b), fn(a, b))
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: cvops.box_iou(torch.rand(3, 5), torch.rand(2, 4)), RuntimeError, r"cvops.box_iou: boxes1 must have shape \[..., n, 4\]"),
+    (lambda: cvops.box_iou(torch.rand(4), torch.rand(2, 4)), RuntimeError, r"boxes1 must have shape \[..., n, 4\]"),
+    (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 3)), RuntimeError, r"boxes2 must have shape"),
+    (lambda: cvops.box_iou(torch.ones(3, 4, dtype=torch.int64), torch.rand(2, 4)), RuntimeError, r"boxes1 must be a floating-point"),
+    (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4, dtype=torch.float64)), RuntimeError, r"must have the same dtype"),
+    (lambda: cvops.box_iou(torch.rand(2, 3, 4), torch.rand(3, 2, 4)), RuntimeError, r"leading dims of boxes1 \[2\] and boxes2 \[3\] do not broadcast"),
+    (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), kind="iou2"), ValueError, r"cvops.box_iou: kind must be one of"),
+    (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), fmt="xyhw"), ValueError, r"cvops.box_iou: fmt must be one of"),
+    (lambda: torch.ops.cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), "iou", "yxyx"), RuntimeError, r"cvops.box_iou: fmt must be 'xyxy'"),
+    (lambda: torch.ops.cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), "dice", "xyxy"), RuntimeError, r"cvops.box_iou: kind must be 'iou'"),
+])
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("box_set", SETS)
+def test_cuda_matches_torchvision(kind, box_set):
+    for n, m in [(37, 53), (1000, 3), (2, 70000)]:
+        a = boxes_like(box_set, n, torch.float32, "cuda")
+        b = boxes_like(box_set, m, torch.float32, "cuda", generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(cvops.box_iou(a, b, kind=kind), KINDS[kind](a, b), rtol=1e-5, atol=1e-5)
+    a64, b64 = boxes_like(box_set, 40, device="cuda"), boxes_like(box_set, 30, device="cuda")
+    torch.testing.assert_close(cvops.box_iou(a64, b64, kind=kind, fmt="xyxy"), KINDS[kind](a64, b64), rtol=1e-12, atol=1e-12)
+    batched = cvops.box_iou(a64.view(2, 20, 4), b64.view(1, 30, 4), kind=kind)
+    torch.testing.assert_close(batched[1], KINDS[kind](a64[20:], b64), rtol=1e-12, atol=1e-12)
