@@ -1,0 +1,8 @@
+"""pytest-benchmark view of benchmarks/cases/instance_norm.py:
+
+    python -m pytest benchmarks/bench_instance_norm.py --benchmark-only -q [-k CASE]
+"""
+from benchmarks.pytest_cases import family_benchmark
+from benchmarks.cases import instance_norm
+
+test_instance_norm = family_benchmark(instance_norm)
