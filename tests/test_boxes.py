@@ -88,6 +88,15 @@ def test_reduced_precision_and_autocast():
     assert out.dtype == torch.float32  # the op runs in float32 under autocast
 
 
+def test_non_contiguous_inputs():
+    a = boxes_like("uniform", 24).view(4, 6, 4).transpose(0, 1)[::2]  # [3, 4, 4], strided
+    b = boxes_like("clustered", 20).t().contiguous().t()  # column-major [20, 4]
+    assert not a.is_contiguous() and not b.is_contiguous()
+    got = cvops.box_iou(a, b, kind="giou")
+    for i in range(3):
+        torch.testing.assert_close(got[i], tv.generalized_box_iou(a[i], b), rtol=1e-12, atol=1e-12)
+
+
 def test_inputs_not_mutated():
     a, b = boxes_like("uniform", 9), boxes_like("uniform", 11)
     saved = a.clone(), b.clone()
