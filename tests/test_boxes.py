@@ -147,3 +147,92 @@ def test_cuda_matches_torchvision(kind, box_set):
     torch.testing.assert_close(cvops.box_iou(a64, b64, kind=kind, fmt="xyxy"), KINDS[kind](a64, b64), rtol=1e-12, atol=1e-12)
     batched = cvops.box_iou(a64.view(2, 20, 4), b64.view(1, 30, 4), kind=kind)
     torch.testing.assert_close(batched[1], KINDS[kind](a64[20:], b64), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- box_iou_aligned
+
+LOSSES = {"giou": tv.generalized_box_iou_loss, "diou": tv.distance_box_iou_loss, "ciou": tv.complete_box_iou_loss}
+
+
+def aligned_pairs(n=48):
+    """Element-wise pairs: half overlapping (perturbed copies), half unrelated."""
+    a, b = boxes_like("uniform", n), boxes_like("uniform", n, generator=torch.Generator().manual_seed(5))
+    near = a[: n // 2] + torch.randn(n // 2, 4, generator=torch.Generator().manual_seed(6), dtype=a.dtype) * 5
+    near[:, 2:] = torch.maximum(near[:, 2:], near[:, :2] + 1)
+    b[: n // 2] = near
+    return a, b
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_aligned_matches_torchvision_values_and_gradients(kind):
+    a, b = aligned_pairs()
+    weights = torch.randn(len(a), dtype=a.dtype)
+    leaves = [t.clone().requires_grad_() for t in (a, b)]
+    got = cvops.box_iou_aligned(*leaves, kind=kind)
+    ref_leaves = [t.clone().requires_grad_() for t in (a, b)]
+    if kind == "iou":
+        want = torch.diagonal(tv.box_iou(*ref_leaves))
+    else:  # torchvision's losses are 1 − value, with a 1e-7 eps inside the IoU
+        want = 1 - LOSSES[kind](*ref_leaves, reduction="none")
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
+    grads = torch.autograd.grad((got * weights).sum(), leaves)
+    want_grads = torch.autograd.grad((want * weights).sum(), ref_leaves)
+    for g, w in zip(grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["iou", "giou", "diou"])  # CIoU holds α out of the gradient, as torchvision
+def test_aligned_gradcheck(kind, fmt):
+    a, b = aligned_pairs(8)
+    leaves = [tv.box_convert(t, "xyxy", fmt).clone().requires_grad_() for t in (a, b)]
+    assert torch.autograd.gradcheck(lambda x, y: cvops.box_iou_aligned(x, y, kind=kind, fmt=fmt), leaves)
+
+
+def test_aligned_broadcasts_and_reduces_gradients():
+    a, b = aligned_pairs(6)
+    one = b[:1].clone().requires_grad_()  # one target for every box
+    many = a.view(2, 3, 4).clone().requires_grad_()
+    got = cvops.box_iou_aligned(many, one, kind="giou")
+    assert got.shape == (2, 3)
+    got.sum().backward()
+    assert one.grad.shape == (1, 4) and many.grad.shape == (2, 3, 4)
+    ref_one = b[:1].clone().requires_grad_()
+    torch.diagonal(tv.generalized_box_iou(a, ref_one.expand(6, 4))).sum().backward()
+    torch.testing.assert_close(one.grad, ref_one.grad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_aligned_opcheck_and_compile(kind):
+    a, b = aligned_pairs(8)
+    torch.library.opcheck(torch.ops.cvops.box_iou_aligned.default, (a.clone().requires_grad_(), b.clone().requires_grad_(), kind, "xyxy"))
+    torch.library.opcheck(torch.ops.cvops.box_iou_aligned_backward.default, (torch.randn(8, dtype=a.dtype), a, b, kind, "cxcywh"))
+    torch._dynamo.reset()
+    loss = lambda x, y: (1 - cvops.box_iou_aligned(x, y, kind=kind)).mean()  # noqa: E731
+    x = a.float().requires_grad_()
+    got = torch.compile(loss, backend="aot_eager", fullgraph=True)(x, b.float())
+    torch.testing.assert_close(got, loss(x, b.float()))
+    torch.testing.assert_close(torch.autograd.grad(got, x)[0], torch.autograd.grad(loss(x, b.float()), x)[0])
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: cvops.box_iou_aligned(torch.rand(3, 5), torch.rand(3, 4)), r"cvops.box_iou_aligned: boxes1 must have shape \[..., 4\]"),
+    (lambda: cvops.box_iou_aligned(torch.rand(3, 4), torch.rand(2, 4)), r"cvops.box_iou_aligned: the leading dims of boxes1 \[3\] and boxes2 \[2\] do not broadcast"),
+    (lambda: cvops.box_iou_aligned(torch.ones(3, 4, dtype=torch.int32), torch.rand(3, 4)), r"boxes1 must be a floating-point"),
+    (lambda: torch.ops.cvops.box_iou_aligned_backward(torch.rand(2), torch.rand(3, 4), torch.rand(3, 4), "iou", "xyxy"), r"cvops.box_iou_aligned_backward: grad must have the output's shape \[3\]"),
+])
+def test_aligned_bad_input(call, match):
+    with pytest.raises(RuntimeError, match=match):
+        call()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_aligned(kind):
+    a, b = aligned_pairs(4000)
+    leaves = [t.cuda().requires_grad_() for t in (a, b)]
+    cpu_leaves = [t.clone().requires_grad_() for t in (a, b)]
+    got, want = cvops.box_iou_aligned(*leaves, kind=kind), cvops.box_iou_aligned(*cpu_leaves, kind=kind)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12)
+    for g, w in zip(torch.autograd.grad(got.sum(), leaves), torch.autograd.grad(want.sum(), cpu_leaves)):
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-10, atol=1e-12)

@@ -15,6 +15,10 @@
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   m.def("box_iou(Tensor boxes1, Tensor boxes2, str kind, str fmt) -> Tensor");
+  m.def("box_iou_aligned(Tensor boxes1, Tensor boxes2, str kind, str fmt) -> Tensor");
+  m.def(
+      "box_iou_aligned_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str kind, str fmt) "
+      "-> (Tensor, Tensor)");
 }
 
 namespace cvops::boxes {
@@ -86,6 +90,59 @@ PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& box
   problem.out_shape.push_back(N);
   problem.out_shape.push_back(M);
   return problem;
+}
+
+BoxFormat parse_format(const char* op, std::string_view fmt) {
+  if (fmt == "xyxy") return BoxFormat::kXyxy;
+  if (fmt == "xywh") return BoxFormat::kXywh;
+  if (fmt == "cxcywh") return BoxFormat::kCxcywh;
+  CVOPS_CHECK(false, op, "fmt must be 'xyxy', 'xywh' or 'cxcywh', got '", std::string(fmt), "'");
+  return BoxFormat::kXyxy;
+}
+
+AlignedProblem aligned_problem(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"boxes1", boxes1},
+                                std::pair<const char*, const at::Tensor&>{"boxes2", boxes2}}) {
+    check_floating(op, name, t);
+    CVOPS_CHECK(t.dim() >= 1 && t.size(-1) == 4, op, name, " must have shape [..., 4], got ",
+                t.sizes());
+  }
+  check_same_device(op, "boxes2", boxes2, "boxes1", boxes1);
+  CVOPS_CHECK(boxes1.scalar_type() == boxes2.scalar_type(), op,
+              "boxes1 and boxes2 must have the same dtype, got ", boxes1.scalar_type(), " and ",
+              boxes2.scalar_type());
+  const auto batch1 = boxes1.sizes().slice(0, boxes1.dim() - 1);
+  const auto batch2 = boxes2.sizes().slice(0, boxes2.dim() - 1);
+  std::vector<int64_t> batch;
+  try {
+    batch = at::infer_size(batch1, batch2);
+  } catch (const c10::Error&) {
+    CVOPS_CHECK(false, op, "the leading dims of boxes1 ", batch1, " and boxes2 ", batch2,
+                " do not broadcast");
+  }
+  const int64_t pairs = c10::multiply_integers(batch);
+  std::vector<int64_t> shape(batch);
+  shape.push_back(4);
+  const auto opmath = opmath_dtype(boxes1.scalar_type());
+  auto flat = [&](const at::Tensor& t) { return t.to(opmath).expand(shape).reshape({pairs, 4}).contiguous(); };
+  return {flat(boxes1), flat(boxes2), batch};
+}
+
+at::Tensor aligned_grad_input(const at::Tensor& grad, const AlignedProblem& problem, const char* op) {
+  CVOPS_CHECK(grad.sizes() == at::IntArrayRef(problem.batch), op, "grad must have the output's shape ",
+              at::IntArrayRef(problem.batch), ", got ", grad.sizes());
+  return grad.to(problem.boxes1.scalar_type()).reshape({-1}).contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor> aligned_grads_to_inputs(const at::Tensor& grad1,
+                                                           const at::Tensor& grad2,
+                                                           const at::Tensor& boxes1,
+                                                           const at::Tensor& boxes2,
+                                                           const AlignedProblem& problem) {
+  std::vector<int64_t> shape(problem.batch);
+  shape.push_back(4);
+  return {at::sum_to(grad1.view(shape), boxes1.sizes()).to(boxes1.scalar_type()),
+          at::sum_to(grad2.view(shape), boxes2.sizes()).to(boxes2.scalar_type())};
 }
 
 }  // namespace cvops::boxes

@@ -3,6 +3,7 @@
 // one branch-free loop over set 2 that the compiler vectorises; the float row is also compiled
 // for AVX2 (target_clones: GCC picks the variant at load time from the CPU's features).
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -93,8 +94,67 @@ at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2,
   return out.view(problem.out_shape).to(boxes1.scalar_type());
 }
 
+constexpr int64_t kPairsPerTask = 2048;
+
+at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2,
+                               std::string_view kind_name, std::string_view fmt_name) {
+  constexpr const char* op = "box_iou_aligned";
+  const IouKind kind = parse_kind(op, kind_name);
+  const BoxFormat fmt = parse_format(op, fmt_name);
+  const auto problem = aligned_problem(boxes1, boxes2, op);
+  const int64_t pairs = problem.boxes1.size(0);
+  auto out = at::empty({pairs}, problem.boxes1.options());
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_aligned_cpu", [&] {
+    const scalar_t* a = problem.boxes1.const_data_ptr<scalar_t>();
+    const scalar_t* b = problem.boxes2.const_data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    dispatch_kind(kind, [&](auto k) {
+      constexpr IouKind K = decltype(k)::value;
+      at::parallel_for(0, pairs, kPairsPerTask, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) o[p] = aligned_value<K>(a + 4 * p, b + 4 * p, fmt);
+      });
+    });
+  });
+  return out.view(problem.batch).to(boxes1.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward_cpu(const at::Tensor& grad,
+                                                                const at::Tensor& boxes1,
+                                                                const at::Tensor& boxes2,
+                                                                std::string_view kind_name,
+                                                                std::string_view fmt_name) {
+  constexpr const char* op = "box_iou_aligned_backward";
+  const IouKind kind = parse_kind(op, kind_name);
+  const BoxFormat fmt = parse_format(op, fmt_name);
+  const auto problem = aligned_problem(boxes1, boxes2, op);
+  const int64_t pairs = problem.boxes1.size(0);
+  const auto g = aligned_grad_input(grad, problem, op);
+  auto grad1 = at::empty({pairs, 4}, problem.boxes1.options());
+  auto grad2 = at::empty({pairs, 4}, problem.boxes1.options());
+  AT_DISPATCH_FLOATING_TYPES(grad1.scalar_type(), "cvops_box_iou_aligned_backward_cpu", [&] {
+    const scalar_t* a = problem.boxes1.const_data_ptr<scalar_t>();
+    const scalar_t* b = problem.boxes2.const_data_ptr<scalar_t>();
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    scalar_t* ga = grad1.data_ptr<scalar_t>();
+    scalar_t* gb = grad2.data_ptr<scalar_t>();
+    dispatch_kind(kind, [&](auto k) {
+      constexpr IouKind K = decltype(k)::value;
+      at::parallel_for(0, pairs, kPairsPerTask, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+          aligned_grad<K>(a + 4 * p, b + 4 * p, fmt, gp[p], ga + 4 * p, gb + 4 * p);
+        }
+      });
+    });
+  });
+  return aligned_grads_to_inputs(grad1, grad2, boxes1, boxes2, problem);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CPU, m) { m.impl("box_iou", &box_iou_cpu); }
+TORCH_LIBRARY_IMPL(cvops, CPU, m) {
+  m.impl("box_iou", &box_iou_cpu);
+  m.impl("box_iou_aligned", &box_iou_aligned_cpu);
+  m.impl("box_iou_aligned_backward", &box_iou_aligned_backward_cpu);
+}
 
 }  // namespace cvops::boxes

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from cvops.ops._validate import check_choice
 
-__all__ = ["box_iou"]
+__all__ = ["box_iou", "box_iou_aligned"]
 
 _KINDS = ("iou", "giou", "diou", "ciou")
 _FORMATS = ("xyxy", "xywh", "cxcywh")
@@ -27,6 +27,15 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, *, kind="iou", fmt="xyxy") -> Tensor
     return torch.ops.cvops.box_iou(boxes1, boxes2, kind, fmt)
 
 
+def box_iou_aligned(boxes1: Tensor, boxes2: Tensor, *, kind="iou", fmt="xyxy") -> Tensor:
+    """Element-wise pairs: boxes1 [..., 4] and boxes2 [..., 4] (broadcast) → [...], differentiable in
+    both — the IoU / GIoU / DIoU / CIoU term of box-regression losses (loss = 1 − value). CIoU keeps
+    its trade-off α out of the gradient, as torchvision's complete_box_iou_loss does."""
+    check_choice("box_iou_aligned", "kind", kind, _KINDS)
+    check_choice("box_iou_aligned", "fmt", fmt, _FORMATS)
+    return torch.ops.cvops.box_iou_aligned(boxes1, boxes2, kind, fmt)
+
+
 @torch.library.register_fake("cvops::box_iou")
 def _box_iou_fake(boxes1, boxes2, kind, fmt):
     torch._check(boxes1.dim() >= 2 and boxes2.dim() >= 2, lambda: "cvops.box_iou: boxes must have shape [..., n, 4]")
@@ -34,5 +43,29 @@ def _box_iou_fake(boxes1, boxes2, kind, fmt):
     return boxes1.new_empty((*batch, boxes1.shape[-2], boxes2.shape[-2]))
 
 
-for _device in ("cpu", "cuda"):
-    torch.library.register_autocast("cvops::box_iou", _device, torch.float32)
+@torch.library.register_fake("cvops::box_iou_aligned")
+def _box_iou_aligned_fake(boxes1, boxes2, kind, fmt):
+    return boxes1.new_empty(torch.broadcast_shapes(boxes1.shape[:-1], boxes2.shape[:-1]))
+
+
+@torch.library.register_fake("cvops::box_iou_aligned_backward")
+def _box_iou_aligned_backward_fake(grad, boxes1, boxes2, kind, fmt):
+    return torch.empty_like(boxes1), torch.empty_like(boxes2)
+
+
+def _aligned_setup(ctx, inputs, output):
+    boxes1, boxes2, ctx.kind, ctx.fmt = inputs
+    ctx.save_for_backward(boxes1, boxes2)
+
+
+def _aligned_backward(ctx, grad):
+    boxes1, boxes2 = ctx.saved_tensors
+    grad1, grad2 = torch.ops.cvops.box_iou_aligned_backward(grad, boxes1, boxes2, ctx.kind, ctx.fmt)
+    return grad1, grad2, None, None
+
+
+torch.library.register_autograd("cvops::box_iou_aligned", _aligned_backward, setup_context=_aligned_setup)
+
+for _op in ("cvops::box_iou", "cvops::box_iou_aligned"):
+    for _device in ("cpu", "cuda"):
+        torch.library.register_autocast(_op, _device, torch.float32)
