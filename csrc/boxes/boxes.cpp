@@ -56,27 +56,38 @@ at::Tensor box_fields(const at::Tensor& boxes, std::string_view fmt, const char*
   return at::stack({x1, y1, x2, y2, area, cx, cy, aspect}, -1).contiguous();
 }
 
-PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                 std::string_view fmt, const char* op) {
+namespace {
+
+// Checks two box tensors [..., n, 4] (set_dims = 2) or [..., 4] (set_dims = 1) and returns the
+// broadcast shape of their leading dims.
+std::vector<int64_t> broadcast_batch(const at::Tensor& boxes1, const at::Tensor& boxes2,
+                                     int64_t set_dims, const char* op) {
+  const char* layout = set_dims == 2 ? " must have shape [..., n, 4], got " : " must have shape [..., 4], got ";
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"boxes1", boxes1},
                                 std::pair<const char*, const at::Tensor&>{"boxes2", boxes2}}) {
     check_floating(op, name, t);
-    CVOPS_CHECK(t.dim() >= 2 && t.size(-1) == 4, op, name, " must have shape [..., n, 4], got ",
-                t.sizes());
+    CVOPS_CHECK(t.dim() >= set_dims && t.size(-1) == 4, op, name, layout, t.sizes());
   }
   check_same_device(op, "boxes2", boxes2, "boxes1", boxes1);
   CVOPS_CHECK(boxes1.scalar_type() == boxes2.scalar_type(), op,
               "boxes1 and boxes2 must have the same dtype, got ", boxes1.scalar_type(), " and ",
               boxes2.scalar_type());
-  const auto batch1 = boxes1.sizes().slice(0, boxes1.dim() - 2);
-  const auto batch2 = boxes2.sizes().slice(0, boxes2.dim() - 2);
-  std::vector<int64_t> batch;
+  const auto batch1 = boxes1.sizes().slice(0, boxes1.dim() - set_dims);
+  const auto batch2 = boxes2.sizes().slice(0, boxes2.dim() - set_dims);
   try {
-    batch = at::infer_size(batch1, batch2);
+    return at::infer_size(batch1, batch2);
   } catch (const c10::Error&) {
     CVOPS_CHECK(false, op, "the leading dims of boxes1 ", batch1, " and boxes2 ", batch2,
                 " do not broadcast");
   }
+  return {};
+}
+
+}  // namespace
+
+PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& boxes2,
+                                 std::string_view fmt, const char* op) {
+  const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/2, op);
   const int64_t N = boxes1.size(-2), M = boxes2.size(-2);
   const int64_t pairs_of_sets = c10::multiply_integers(batch);
   auto expand = [&](const at::Tensor& t, int64_t n) {
@@ -101,25 +112,7 @@ BoxFormat parse_format(const char* op, std::string_view fmt) {
 }
 
 AlignedProblem aligned_problem(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"boxes1", boxes1},
-                                std::pair<const char*, const at::Tensor&>{"boxes2", boxes2}}) {
-    check_floating(op, name, t);
-    CVOPS_CHECK(t.dim() >= 1 && t.size(-1) == 4, op, name, " must have shape [..., 4], got ",
-                t.sizes());
-  }
-  check_same_device(op, "boxes2", boxes2, "boxes1", boxes1);
-  CVOPS_CHECK(boxes1.scalar_type() == boxes2.scalar_type(), op,
-              "boxes1 and boxes2 must have the same dtype, got ", boxes1.scalar_type(), " and ",
-              boxes2.scalar_type());
-  const auto batch1 = boxes1.sizes().slice(0, boxes1.dim() - 1);
-  const auto batch2 = boxes2.sizes().slice(0, boxes2.dim() - 1);
-  std::vector<int64_t> batch;
-  try {
-    batch = at::infer_size(batch1, batch2);
-  } catch (const c10::Error&) {
-    CVOPS_CHECK(false, op, "the leading dims of boxes1 ", batch1, " and boxes2 ", batch2,
-                " do not broadcast");
-  }
+  const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/1, op);
   const int64_t pairs = c10::multiply_integers(batch);
   std::vector<int64_t> shape(batch);
   shape.push_back(4);
