@@ -5,12 +5,16 @@
 #include <ATen/TensorOperators.h>
 #include <c10/util/accumulate.h>
 #include <ATen/ops/atan.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/stack.h>
 #include <torch/library.h>
 
 #include <string>
+#include <vector>
 
 #include "common/checks.h"
+#include "common/cpu_memory.h"
 #include "common/dispatch.h"
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
@@ -22,6 +26,8 @@ TORCH_LIBRARY_FRAGMENT(cvops, m) {
 }
 
 namespace cvops::boxes {
+namespace {
+
 
 IouKind parse_kind(const char* op, std::string_view kind) {
   if (kind == "iou") return IouKind::kIou;
@@ -33,30 +39,26 @@ IouKind parse_kind(const char* op, std::string_view kind) {
   return IouKind::kIou;
 }
 
-at::Tensor box_fields(const at::Tensor& boxes, std::string_view fmt, const char* op) {
+// [..., n, kBoxFields] in opmath, corners and areas formed as torchvision forms them, so the
+// values match it to the last bit.
+at::Tensor box_fields(const at::Tensor& boxes, BoxFormat fmt) {
   const auto b = boxes.to(opmath_dtype(boxes.scalar_type()));
   const auto c0 = b.select(-1, 0), c1 = b.select(-1, 1), c2 = b.select(-1, 2), c3 = b.select(-1, 3);
   at::Tensor x1, y1, x2, y2, area;
-  // Corners and areas as torchvision forms them, so the values match to the last bit.
-  if (fmt == "xyxy") {
+  if (fmt == BoxFormat::kXyxy) {
     x1 = c0, y1 = c1, x2 = c2, y2 = c3;
     area = (c2 - c0) * (c3 - c1);
-  } else if (fmt == "xywh") {
+  } else if (fmt == BoxFormat::kXywh) {
     x1 = c0, y1 = c1, x2 = c0 + c2, y2 = c1 + c3;
     area = c2 * c3;
-  } else if (fmt == "cxcywh") {
+  } else {
     x1 = c0 - c2 / 2, y1 = c1 - c3 / 2, x2 = c0 + c2 / 2, y2 = c1 + c3 / 2;
     area = c2 * c3;
-  } else {
-    CVOPS_CHECK(false, op, "fmt must be 'xyxy', 'xywh' or 'cxcywh', got '", std::string(fmt),
-                "'");
   }
   const auto cx = (x1 + x2) / 2, cy = (y1 + y2) / 2;
   const auto aspect = at::atan((x2 - x1) / (y2 - y1));
   return at::stack({x1, y1, x2, y2, area, cx, cy, aspect}, -1).contiguous();
 }
-
-namespace {
 
 // Checks two box tensors [..., n, 4] (set_dims = 2) or [..., 4] (set_dims = 1) and returns the
 // broadcast shape of their leading dims.
@@ -83,10 +85,15 @@ std::vector<int64_t> broadcast_batch(const at::Tensor& boxes1, const at::Tensor&
   return {};
 }
 
-}  // namespace
+// Validates the pair, broadcasts the leading dims: fields1 [sets, N, 8], fields2 [sets, M, 8]
+// (contiguous opmath) and the output shape [..., N, M].
+struct PairwiseProblem {
+  at::Tensor fields1, fields2;
+  std::vector<int64_t> out_shape;
+};
 
 PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                 std::string_view fmt, const char* op) {
+                                 BoxFormat fmt, const char* op) {
   const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/2, op);
   const int64_t N = boxes1.size(-2), M = boxes2.size(-2);
   const int64_t pairs_of_sets = c10::multiply_integers(batch);
@@ -96,8 +103,8 @@ PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& box
     shape.push_back(4);
     return t.expand(shape).reshape({pairs_of_sets, n, 4});
   };
-  PairwiseProblem problem{box_fields(expand(boxes1, N), fmt, op),
-                          box_fields(expand(boxes2, M), fmt, op), batch};
+  PairwiseProblem problem{box_fields(expand(boxes1, N), fmt), box_fields(expand(boxes2, M), fmt),
+                          batch};
   problem.out_shape.push_back(N);
   problem.out_shape.push_back(M);
   return problem;
@@ -111,6 +118,13 @@ BoxFormat parse_format(const char* op, std::string_view fmt) {
   return BoxFormat::kXyxy;
 }
 
+// Both sets broadcast to one batch shape and flattened to [pairs, 4] (contiguous opmath); `batch`
+// is the output shape.
+struct AlignedProblem {
+  at::Tensor boxes1, boxes2;
+  std::vector<int64_t> batch;
+};
+
 AlignedProblem aligned_problem(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
   const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/1, op);
   const int64_t pairs = c10::multiply_integers(batch);
@@ -121,12 +135,14 @@ AlignedProblem aligned_problem(const at::Tensor& boxes1, const at::Tensor& boxes
   return {flat(boxes1), flat(boxes2), batch};
 }
 
+// The backward's incoming gradient, checked against the output shape, as [pairs] opmath.
 at::Tensor aligned_grad_input(const at::Tensor& grad, const AlignedProblem& problem, const char* op) {
   CVOPS_CHECK(grad.sizes() == at::IntArrayRef(problem.batch), op, "grad must have the output's shape ",
               at::IntArrayRef(problem.batch), ", got ", grad.sizes());
   return grad.to(problem.boxes1.scalar_type()).reshape({-1}).contiguous();
 }
 
+// Per-pair gradients [pairs, 4] summed back over broadcast dims to each input's shape and dtype.
 std::tuple<at::Tensor, at::Tensor> aligned_grads_to_inputs(const at::Tensor& grad1,
                                                            const at::Tensor& grad2,
                                                            const at::Tensor& boxes1,
@@ -136,6 +152,51 @@ std::tuple<at::Tensor, at::Tensor> aligned_grads_to_inputs(const at::Tensor& gra
   shape.push_back(4);
   return {at::sum_to(grad1.view(shape), boxes1.sizes()).to(boxes1.scalar_type()),
           at::sum_to(grad2.view(shape), boxes2.sizes()).to(boxes2.scalar_type())};
+}
+
+}  // namespace
+
+at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view kind_name,
+                   std::string_view fmt_name, const Kernels& kernels) {
+  constexpr const char* op = "box_iou";
+  const IouKind kind = parse_kind(op, kind_name);
+  const auto problem = pairwise_problem(boxes1, boxes2, parse_format(op, fmt_name), op);
+  const int64_t sets = problem.fields1.size(0), N = problem.fields1.size(1);
+  const int64_t M = problem.fields2.size(1);
+  auto out = empty_streaming_output({sets, N, M}, problem.fields1.options());
+  if (out.numel() > 0) {
+    // Set 2 field by field ([sets, 8, M]) so each field is one contiguous run.
+    kernels.pairwise(problem.fields1, problem.fields2.transpose(1, 2).contiguous(), kind, out);
+  }
+  return out.view(problem.out_shape).to(boxes1.scalar_type());
+}
+
+at::Tensor box_iou_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2,
+                           std::string_view kind_name, std::string_view fmt_name,
+                           const Kernels& kernels) {
+  constexpr const char* op = "box_iou_aligned";
+  const IouKind kind = parse_kind(op, kind_name);
+  const BoxFormat fmt = parse_format(op, fmt_name);
+  const auto problem = aligned_problem(boxes1, boxes2, op);
+  auto out = at::empty({problem.boxes1.size(0)}, problem.boxes1.options());
+  if (out.numel() > 0) kernels.aligned(problem.boxes1, problem.boxes2, kind, fmt, out);
+  return out.view(problem.batch).to(boxes1.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward(const at::Tensor& grad,
+                                                            const at::Tensor& boxes1,
+                                                            const at::Tensor& boxes2,
+                                                            std::string_view kind_name,
+                                                            std::string_view fmt_name,
+                                                            const Kernels& kernels) {
+  constexpr const char* op = "box_iou_aligned_backward";
+  const IouKind kind = parse_kind(op, kind_name);
+  const BoxFormat fmt = parse_format(op, fmt_name);
+  const auto problem = aligned_problem(boxes1, boxes2, op);
+  const auto g = aligned_grad_input(grad, problem, op);
+  auto grad1 = at::empty_like(problem.boxes1), grad2 = at::empty_like(problem.boxes1);
+  if (g.numel() > 0) kernels.aligned_backward(g, problem.boxes1, problem.boxes2, kind, fmt, grad1, grad2);
+  return aligned_grads_to_inputs(grad1, grad2, boxes1, boxes2, problem);
 }
 
 }  // namespace cvops::boxes

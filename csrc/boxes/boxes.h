@@ -1,52 +1,67 @@
 #pragma once
-// The boxes family: pairwise IoU / GIoU / DIoU / CIoU between two sets of boxes in xyxy, xywh or
-// cxcywh form, with the same values as torchvision.ops (box_iou, generalized_box_iou,
-// distance_box_iou, complete_box_iou; eps = 1e-7 for DIoU/CIoU).
+// The boxes family: IoU / GIoU / DIoU / CIoU between boxes in xyxy, xywh or cxcywh form, pairwise
+// (box_iou) or element-wise with gradients (box_iou_aligned), with the same values as torchvision.ops
+// (box_iou, generalized_box_iou, distance_box_iou, complete_box_iou; eps = 1e-7 for DIoU/CIoU).
+// The ops (validation, broadcasting, per-box fields, outputs) are device-generic; each device
+// supplies only the loops over pairs (Kernels).
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <string_view>
 #include <tuple>
-#include <vector>
 
 namespace cvops::boxes {
 
 enum class IouKind { kIou, kGiou, kDiou, kCiou };
 enum class BoxFormat { kXyxy, kXywh, kCxcywh };
 
-IouKind parse_kind(const char* op, std::string_view kind);
-
-// Per-box quantities every pair needs, computed once: [..., n, kBoxFields] in opmath dtype.
-// Columns: x1, y1, x2, y2, area, cx, cy, atan(w/h).
+// Per-box quantities every pair needs, computed once per box. Columns: x1, y1, x2, y2, area, cx,
+// cy, atan(w/h).
 constexpr int64_t kBoxFields = 8;
-at::Tensor box_fields(const at::Tensor& boxes, std::string_view fmt, const char* op);
 
-// Validates the pair, broadcasts the leading dims and returns (fields1 [T, N, 8], fields2
-// [T, M, 8], output shape [..., N, M]), both contiguous in opmath.
-struct PairwiseProblem {
-  at::Tensor fields1, fields2;
-  std::vector<int64_t> out_shape;
+// The device loops, called only with non-empty, contiguous opmath tensors.
+struct Kernels {
+  // out [sets, N, M]: fields1 [sets, N, kBoxFields] against fields2 laid out field by field
+  // [sets, kBoxFields, M].
+  void (*pairwise)(const at::Tensor& fields1, const at::Tensor& fields2, IouKind kind,
+                   at::Tensor& out);
+  // out [pairs] for boxes1, boxes2 [pairs, 4] in `fmt`.
+  void (*aligned)(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
+                  at::Tensor& out);
+  // grad1, grad2 [pairs, 4] = grad [pairs] · d out / d boxes.
+  void (*aligned_backward)(const at::Tensor& grad, const at::Tensor& boxes1,
+                           const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
+                           at::Tensor& grad1, at::Tensor& grad2);
 };
-PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                 std::string_view fmt, const char* op);
 
-BoxFormat parse_format(const char* op, std::string_view fmt);
+at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view kind,
+                   std::string_view fmt, const Kernels& kernels);
+at::Tensor box_iou_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2,
+                           std::string_view kind, std::string_view fmt, const Kernels& kernels);
+std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward(const at::Tensor& grad,
+                                                            const at::Tensor& boxes1,
+                                                            const at::Tensor& boxes2,
+                                                            std::string_view kind,
+                                                            std::string_view fmt,
+                                                            const Kernels& kernels);
 
-// box_iou_aligned: both sets broadcast to one batch shape and flattened to [pairs, 4] (opmath,
-// contiguous); `batch` is the output shape.
-struct AlignedProblem {
-  at::Tensor boxes1, boxes2;
-  std::vector<int64_t> batch;
-};
-AlignedProblem aligned_problem(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op);
-
-// The backward's incoming gradient, checked against the output shape, as [pairs] opmath.
-at::Tensor aligned_grad_input(const at::Tensor& grad, const AlignedProblem& problem, const char* op);
-
-// Per-pair gradients [pairs, 4] summed back over broadcast dims to each input's shape and dtype.
-std::tuple<at::Tensor, at::Tensor> aligned_grads_to_inputs(const at::Tensor& grad1,
-                                                           const at::Tensor& grad2,
-                                                           const at::Tensor& boxes1,
-                                                           const at::Tensor& boxes2,
-                                                           const AlignedProblem& problem);
+// Registers the family's ops for one dispatch key with that device's loops:
+//   TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
+template <const Kernels& kernels>
+void register_ops(torch::Library& m) {
+  m.impl("box_iou", [](const at::Tensor& boxes1, const at::Tensor& boxes2,
+                       c10::string_view kind, c10::string_view fmt) {
+    return box_iou(boxes1, boxes2, kind, fmt, kernels);
+  });
+  m.impl("box_iou_aligned", [](const at::Tensor& boxes1, const at::Tensor& boxes2,
+                               c10::string_view kind, c10::string_view fmt) {
+    return box_iou_aligned(boxes1, boxes2, kind, fmt, kernels);
+  });
+  m.impl("box_iou_aligned_backward",
+         [](const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
+            c10::string_view kind, c10::string_view fmt) {
+           return box_iou_aligned_backward(grad, boxes1, boxes2, kind, fmt, kernels);
+         });
+}
 
 }  // namespace cvops::boxes

@@ -3,7 +3,6 @@
 // one branch-free loop over set 2 that the compiler vectorises; the float row is also compiled
 // for AVX2 (target_clones: GCC picks the variant at load time from the CPU's features).
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -11,8 +10,6 @@
 
 #include "boxes/boxes.h"
 #include "boxes/iou_pair.h"
-#include "common/cpu_memory.h"
-#include "common/checks.h"
 #include "common/cpu_features.h"
 #include "common/dispatch.h"
 
@@ -67,19 +64,12 @@ __attribute__((target_clones("avx2", "default"))) void iou_rows(const float* a_r
 }
 #endif
 
-at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                       std::string_view kind_name, std::string_view fmt) {
-  constexpr const char* op = "box_iou";
-  const IouKind kind = parse_kind(op, kind_name);
-  const auto problem = pairwise_problem(boxes1, boxes2, fmt, op);
-  const int64_t sets = problem.fields1.size(0), N = problem.fields1.size(1);
-  const int64_t M = problem.fields2.size(1);
-  // Set 2 field by field ([sets, 8, M]) so the inner loop reads contiguous runs.
-  const auto b_fields = problem.fields2.transpose(1, 2).contiguous();
-  auto out = empty_streaming_output({sets, N, M}, problem.fields1.options());
+void pairwise_cpu(const at::Tensor& fields1, const at::Tensor& fields2, IouKind kind,
+                  at::Tensor& out) {
+  const int64_t sets = fields1.size(0), N = fields1.size(1), M = fields2.size(2);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_cpu", [&] {
-    const scalar_t* a = problem.fields1.const_data_ptr<scalar_t>();
-    const scalar_t* b = b_fields.const_data_ptr<scalar_t>();
+    const scalar_t* a = fields1.const_data_ptr<scalar_t>();
+    const scalar_t* b = fields2.const_data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     const int64_t tasks_per_set = (N + kRowsPerTask - 1) / kRowsPerTask;
     at::parallel_for(0, sets * tasks_per_set, 1, [&](int64_t begin, int64_t end) {
@@ -91,22 +81,16 @@ at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2,
       }
     });
   });
-  return out.view(problem.out_shape).to(boxes1.scalar_type());
 }
 
 constexpr int64_t kPairsPerTask = 2048;
 
-at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                               std::string_view kind_name, std::string_view fmt_name) {
-  constexpr const char* op = "box_iou_aligned";
-  const IouKind kind = parse_kind(op, kind_name);
-  const BoxFormat fmt = parse_format(op, fmt_name);
-  const auto problem = aligned_problem(boxes1, boxes2, op);
-  const int64_t pairs = problem.boxes1.size(0);
-  auto out = at::empty({pairs}, problem.boxes1.options());
+void aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
+                 at::Tensor& out) {
+  const int64_t pairs = boxes1.size(0);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_aligned_cpu", [&] {
-    const scalar_t* a = problem.boxes1.const_data_ptr<scalar_t>();
-    const scalar_t* b = problem.boxes2.const_data_ptr<scalar_t>();
+    const scalar_t* a = boxes1.const_data_ptr<scalar_t>();
+    const scalar_t* b = boxes2.const_data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     dispatch_kind(kind, [&](auto k) {
       constexpr IouKind K = decltype(k)::value;
@@ -115,46 +99,33 @@ at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes
       });
     });
   });
-  return out.view(problem.batch).to(boxes1.scalar_type());
 }
 
-std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward_cpu(const at::Tensor& grad,
-                                                                const at::Tensor& boxes1,
-                                                                const at::Tensor& boxes2,
-                                                                std::string_view kind_name,
-                                                                std::string_view fmt_name) {
-  constexpr const char* op = "box_iou_aligned_backward";
-  const IouKind kind = parse_kind(op, kind_name);
-  const BoxFormat fmt = parse_format(op, fmt_name);
-  const auto problem = aligned_problem(boxes1, boxes2, op);
-  const int64_t pairs = problem.boxes1.size(0);
-  const auto g = aligned_grad_input(grad, problem, op);
-  auto grad1 = at::empty({pairs, 4}, problem.boxes1.options());
-  auto grad2 = at::empty({pairs, 4}, problem.boxes1.options());
+void aligned_backward_cpu(const at::Tensor& grad, const at::Tensor& boxes1,
+                          const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
+                          at::Tensor& grad1, at::Tensor& grad2) {
+  const int64_t pairs = boxes1.size(0);
   AT_DISPATCH_FLOATING_TYPES(grad1.scalar_type(), "cvops_box_iou_aligned_backward_cpu", [&] {
-    const scalar_t* a = problem.boxes1.const_data_ptr<scalar_t>();
-    const scalar_t* b = problem.boxes2.const_data_ptr<scalar_t>();
-    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* a = boxes1.const_data_ptr<scalar_t>();
+    const scalar_t* b = boxes2.const_data_ptr<scalar_t>();
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
     scalar_t* ga = grad1.data_ptr<scalar_t>();
     scalar_t* gb = grad2.data_ptr<scalar_t>();
     dispatch_kind(kind, [&](auto k) {
       constexpr IouKind K = decltype(k)::value;
       at::parallel_for(0, pairs, kPairsPerTask, [&](int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) {
-          aligned_grad<K>(a + 4 * p, b + 4 * p, fmt, gp[p], ga + 4 * p, gb + 4 * p);
+          aligned_grad<K>(a + 4 * p, b + 4 * p, fmt, g[p], ga + 4 * p, gb + 4 * p);
         }
       });
     });
   });
-  return aligned_grads_to_inputs(grad1, grad2, boxes1, boxes2, problem);
 }
+
+constexpr Kernels kCpuKernels{&pairwise_cpu, &aligned_cpu, &aligned_backward_cpu};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CPU, m) {
-  m.impl("box_iou", &box_iou_cpu);
-  m.impl("box_iou_aligned", &box_iou_aligned_cpu);
-  m.impl("box_iou_aligned_backward", &box_iou_aligned_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
 
 }  // namespace cvops::boxes

@@ -3,7 +3,6 @@
 // fields every thread of the block reads from the same addresses (broadcast); writes are
 // coalesced along j.
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -38,37 +37,25 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-at::Tensor box_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                        std::string_view kind_name, std::string_view fmt) {
-  constexpr const char* op = "box_iou";
-  const IouKind kind = parse_kind(op, kind_name);
-  c10::cuda::CUDAGuard guard(boxes1.device());
-  const auto problem = pairwise_problem(boxes1, boxes2, fmt, op);
-  const int64_t sets = problem.fields1.size(0), N = problem.fields1.size(1);
-  const int64_t M = problem.fields2.size(1);
-  const auto fields2 = problem.fields2.transpose(1, 2).contiguous();  // [sets, 8, M]
-  auto out = at::empty({sets, N, M}, problem.fields1.options());
-  if (out.numel() > 0) {
-    CVOPS_CHECK(sets <= 65535, op, "the CUDA kernel takes at most 65535 broadcast sets, got ",
-                sets);
-    const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(M, kThreads)),
-                    static_cast<unsigned>(std::min(ceil_div<int64_t>(N, kRowsPerBlock), kMaxGridY)),
-                    static_cast<unsigned>(sets));
-    auto stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_cuda", [&] {
-      const scalar_t* f1 = problem.fields1.const_data_ptr<scalar_t>();
-      const scalar_t* f2 = fields2.const_data_ptr<scalar_t>();
-      scalar_t* o = out.data_ptr<scalar_t>();
-      switch (kind) {
-        case IouKind::kIou: box_iou_kernel<IouKind::kIou><<<grid, kThreads, 0, stream>>>(f1, f2, N, M, o); break;
-        case IouKind::kGiou: box_iou_kernel<IouKind::kGiou><<<grid, kThreads, 0, stream>>>(f1, f2, N, M, o); break;
-        case IouKind::kDiou: box_iou_kernel<IouKind::kDiou><<<grid, kThreads, 0, stream>>>(f1, f2, N, M, o); break;
-        case IouKind::kCiou: box_iou_kernel<IouKind::kCiou><<<grid, kThreads, 0, stream>>>(f1, f2, N, M, o); break;
-      }
+void pairwise_cuda(const at::Tensor& fields1, const at::Tensor& fields2, IouKind kind,
+                   at::Tensor& out) {
+  const int64_t sets = fields1.size(0), N = fields1.size(1), M = fields2.size(2);
+  CVOPS_CHECK(sets <= 65535, "box_iou", "the CUDA kernel takes at most 65535 broadcast sets, got ",
+              sets);
+  c10::cuda::CUDAGuard guard(out.device());
+  const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(M, kThreads)),
+                  static_cast<unsigned>(std::min(ceil_div<int64_t>(N, kRowsPerBlock), kMaxGridY)),
+                  static_cast<unsigned>(sets));
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_cuda", [&] {
+    dispatch_kind(kind, [&](auto k) {
+      constexpr IouKind K = decltype(k)::value;
+      box_iou_kernel<K><<<grid, kThreads, 0, stream>>>(fields1.const_data_ptr<scalar_t>(),
+                                                       fields2.const_data_ptr<scalar_t>(), N, M,
+                                                       out.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  }
-  return out.view(problem.out_shape).to(boxes1.scalar_type());
+  });
 }
 
 // Element-wise pairs: one thread per pair (grid-stride).
@@ -96,66 +83,44 @@ unsigned elementwise_blocks(int64_t items) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div<int64_t>(items, kThreads), 32 * num_sms())));
 }
 
-at::Tensor box_iou_aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                std::string_view kind_name, std::string_view fmt_name) {
-  constexpr const char* op = "box_iou_aligned";
-  const IouKind kind = parse_kind(op, kind_name);
-  const BoxFormat fmt = parse_format(op, fmt_name);
-  c10::cuda::CUDAGuard guard(boxes1.device());
-  const auto problem = aligned_problem(boxes1, boxes2, op);
-  const int64_t pairs = problem.boxes1.size(0);
-  auto out = at::empty({pairs}, problem.boxes1.options());
-  if (pairs > 0) {
-    auto stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_aligned_cuda", [&] {
-      dispatch_kind(kind, [&](auto k) {
+void aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind kind,
+                  BoxFormat fmt, at::Tensor& out) {
+  const int64_t pairs = boxes1.size(0);
+  c10::cuda::CUDAGuard guard(out.device());
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_aligned_cuda", [&] {
+    dispatch_kind(kind, [&](auto k) {
       constexpr IouKind K = decltype(k)::value;
-        box_iou_aligned_kernel<K><<<elementwise_blocks(pairs), kThreads, 0, stream>>>(
-            problem.boxes1.const_data_ptr<scalar_t>(), problem.boxes2.const_data_ptr<scalar_t>(),
-            fmt, pairs, out.data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+      box_iou_aligned_kernel<K><<<elementwise_blocks(pairs), kThreads, 0, stream>>>(
+          boxes1.const_data_ptr<scalar_t>(), boxes2.const_data_ptr<scalar_t>(), fmt, pairs,
+          out.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  }
-  return out.view(problem.batch).to(boxes1.scalar_type());
+  });
 }
 
-std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward_cuda(const at::Tensor& grad,
-                                                                 const at::Tensor& boxes1,
-                                                                 const at::Tensor& boxes2,
-                                                                 std::string_view kind_name,
-                                                                 std::string_view fmt_name) {
-  constexpr const char* op = "box_iou_aligned_backward";
-  const IouKind kind = parse_kind(op, kind_name);
-  const BoxFormat fmt = parse_format(op, fmt_name);
-  c10::cuda::CUDAGuard guard(boxes1.device());
-  const auto problem = aligned_problem(boxes1, boxes2, op);
-  const int64_t pairs = problem.boxes1.size(0);
-  const auto g = aligned_grad_input(grad, problem, op);
-  auto grad1 = at::empty({pairs, 4}, problem.boxes1.options());
-  auto grad2 = at::empty({pairs, 4}, problem.boxes1.options());
-  if (pairs > 0) {
-    auto stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES(grad1.scalar_type(), "cvops_box_iou_aligned_backward_cuda", [&] {
-      dispatch_kind(kind, [&](auto k) {
+void aligned_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
+                           const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
+                           at::Tensor& grad1, at::Tensor& grad2) {
+  const int64_t pairs = boxes1.size(0);
+  c10::cuda::CUDAGuard guard(grad1.device());
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(grad1.scalar_type(), "cvops_box_iou_aligned_backward_cuda", [&] {
+    dispatch_kind(kind, [&](auto k) {
       constexpr IouKind K = decltype(k)::value;
-        box_iou_aligned_backward_kernel<K><<<elementwise_blocks(pairs), kThreads, 0, stream>>>(
-            problem.boxes1.const_data_ptr<scalar_t>(), problem.boxes2.const_data_ptr<scalar_t>(),
-            g.const_data_ptr<scalar_t>(), fmt, pairs, grad1.data_ptr<scalar_t>(),
-            grad2.data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+      box_iou_aligned_backward_kernel<K><<<elementwise_blocks(pairs), kThreads, 0, stream>>>(
+          boxes1.const_data_ptr<scalar_t>(), boxes2.const_data_ptr<scalar_t>(),
+          grad.const_data_ptr<scalar_t>(), fmt, pairs, grad1.data_ptr<scalar_t>(),
+          grad2.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  }
-  return aligned_grads_to_inputs(grad1, grad2, boxes1, boxes2, problem);
+  });
 }
+
+constexpr Kernels kCudaKernels{&pairwise_cuda, &aligned_cuda, &aligned_backward_cuda};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CUDA, m) {
-  m.impl("box_iou", &box_iou_cuda);
-  m.impl("box_iou_aligned", &box_iou_aligned_cuda);
-  m.impl("box_iou_aligned_backward", &box_iou_aligned_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(cvops, CUDA, m) { register_ops<kCudaKernels>(m); }
 
 }  // namespace cvops::boxes
