@@ -3,6 +3,7 @@
 // one branch-free loop over set 2 that the compiler vectorises; the float row is also compiled
 // for AVX2 (target_clones: GCC picks the variant at load time from the CPU's features).
 #include <ATen/Parallel.h>
+#include <c10/macros/Macros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -19,7 +20,7 @@ namespace {
 constexpr int64_t kRowsPerTask = 16;
 // Rows of set 1 against every box of set 2 (field-major, so each field is one contiguous run).
 template <IouKind kind, typename T>
-CVOPS_ALWAYS_INLINE void rows_of(const T* a_rows, int64_t rows, const T* b_fields, int64_t M,
+C10_ALWAYS_INLINE void rows_of(const T* a_rows, int64_t rows, const T* b_fields, int64_t M,
                                  T* out) {
   // Restrict-qualified runs: without them the vectoriser gives up on the alias checks of nine
   // streams (DIoU/CIoU read all eight fields).
@@ -41,7 +42,7 @@ CVOPS_ALWAYS_INLINE void rows_of(const T* a_rows, int64_t rows, const T* b_field
 }
 
 template <typename T>
-CVOPS_ALWAYS_INLINE void iou_rows_impl(const T* a_rows, int64_t rows, const T* b_fields,
+C10_ALWAYS_INLINE void iou_rows_impl(const T* a_rows, int64_t rows, const T* b_fields,
                                        int64_t M, IouKind kind, T* out) {
   switch (kind) {
     case IouKind::kIou: return rows_of<IouKind::kIou>(a_rows, rows, b_fields, M, out);

@@ -21,7 +21,3 @@ inline bool cpu_has_avx512() {
 }
 
 }  // namespace cvops
-
-// Forces a kernel body to inline into its callers, so that a caller compiled with
-// __attribute__((target("avx2,fma"))) recompiles the body for that target.
-#define CVOPS_ALWAYS_INLINE inline __attribute__((always_inline))

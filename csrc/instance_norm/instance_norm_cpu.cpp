@@ -5,6 +5,7 @@
 // channels; statistics in one pass around a per-channel pivot (the first value), which keeps the
 // cancellation of Σd² − (Σd)²/n small, then one normalising pass.
 #include <ATen/Parallel.h>
+#include <c10/macros/Macros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -52,7 +53,7 @@ int64_t grain(int64_t elements_per_task) {
 
 // One (sample, channel) plane of n values: statistics, then the affine (+ ReLU) output.
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-CVOPS_ALWAYS_INLINE void forward_plane(const scalar_t* xp, acc_t gamma, acc_t beta, acc_t eps,
+C10_ALWAYS_INLINE void forward_plane(const scalar_t* xp, acc_t gamma, acc_t beta, acc_t eps,
                                        bool relu, int64_t n, scalar_t* op, acc_t* mean,
                                        acc_t* rstd) {
   const acc_t m = lane_sum<acc_t>(n, [&](int64_t i) { return static_cast<acc_t>(xp[i]); }) / n;
@@ -73,7 +74,7 @@ CVOPS_ALWAYS_INLINE void forward_plane(const scalar_t* xp, acc_t gamma, acc_t be
 
 // One plane of the backward: Σdy', Σdy'·x̂, then dx.
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-CVOPS_ALWAYS_INLINE void backward_plane(const scalar_t* dy, const scalar_t* x, const scalar_t* out,
+C10_ALWAYS_INLINE void backward_plane(const scalar_t* dy, const scalar_t* x, const scalar_t* out,
                                         acc_t m, acc_t r, acc_t gamma, bool relu, int64_t n,
                                         scalar_t* dx, acc_t* dgamma, acc_t* dbeta) {
   auto grad = [&](int64_t i) { return masked_grad<acc_t>(dy[i], out[i], relu); };
@@ -92,7 +93,7 @@ struct ChannelTask {
 };
 
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-CVOPS_ALWAYS_INLINE void forward_channels(const scalar_t* x, const acc_t* gamma, const acc_t* beta,
+C10_ALWAYS_INLINE void forward_channels(const scalar_t* x, const acc_t* gamma, const acc_t* beta,
                                           acc_t eps, bool relu, int64_t C, int64_t n,
                                           ChannelTask task, scalar_t* out, acc_t* mean,
                                           acc_t* rstd) {
@@ -127,7 +128,7 @@ CVOPS_ALWAYS_INLINE void forward_channels(const scalar_t* x, const acc_t* gamma,
 }
 
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-CVOPS_ALWAYS_INLINE void backward_channels(const scalar_t* dy, const scalar_t* x,
+C10_ALWAYS_INLINE void backward_channels(const scalar_t* dy, const scalar_t* x,
                                            const scalar_t* out, const acc_t* mean,
                                            const acc_t* rstd, const acc_t* gamma, bool relu,
                                            int64_t C, int64_t n, ChannelTask task, scalar_t* dx,
