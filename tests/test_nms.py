@@ -1,0 +1,323 @@
+"""The boxes family's NMS ops (nms, batched_nms, multiclass_nms, soft_nms): parity with torchvision.ops
+and with reference/boxes.py on generated box sets (uniform, clustered, duplicates, tiny, huge; tied
+scores; thresholds 0, 0.5, 1), the NaN/inf/degenerate policy, reduced precision, empty inputs, opcheck,
+torch.compile and bad input."""
+import math
+
+import pytest
+import torch
+import torchvision.ops as tv
+
+import cvops
+import reference.boxes as ref
+from box_sets import SETS, boxes_like
+from conftest import devices
+
+THRESHOLDS = [0.0, 0.5, 1.0]
+
+
+def scores_for(n, tied=False, dtype=torch.float64, device="cpu", seed=1):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(n, generator=g, dtype=torch.float64)
+    if tied:  # few distinct values: ties everywhere, decided by the lower index
+        s = (s * 4).floor() / 4
+    return s.to(device=device, dtype=dtype)
+
+
+def distinct_scores(n, dtype=torch.float64, device="cpu", seed=1):
+    """A permutation of n distinct values (torchvision's batched_nms orders exact ties arbitrarily)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randperm(n, generator=g).to(torch.float64) / n).to(device=device, dtype=dtype)
+
+
+# ---- nms ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("box_set", SETS)
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tied", [False, True])
+def test_nms_matches_torchvision(device, box_set, threshold, dtype, tied):
+    # 600 boxes: the x1 sweep (segments of >= 256 boxes) as well as the all-pairs loop below.
+    for n in (37, 600):
+        boxes = boxes_like(box_set, n, dtype, device)
+        scores = scores_for(n, tied, dtype, device)
+        want = tv.nms(boxes.cpu(), scores.cpu(), threshold)
+        torch.testing.assert_close(cvops.nms(boxes, scores, threshold).cpu(), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.7])
+def test_nms_matches_reference_on_many_sets(threshold):
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        n = int(torch.randint(1, 400, (1,), generator=g))
+        boxes = boxes_like(SETS[seed % len(SETS)], n, generator=g)
+        scores = scores_for(n, tied=seed % 2 == 0, seed=seed)
+        torch.testing.assert_close(cvops.nms(boxes, scores, threshold), ref.nms(boxes, scores, threshold))
+
+
+# ---- batched_nms ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("box_set", SETS)
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+@pytest.mark.parametrize("num_classes", [1, 3, 80])
+def test_batched_nms_matches_torchvision(device, box_set, threshold, num_classes):
+    n = 700
+    boxes = boxes_like(box_set, n, torch.float32, device)
+    scores = distinct_scores(n, torch.float32, device)
+    idxs = torch.randint(0, num_classes, (n,), device=device)
+    want = tv.batched_nms(boxes.cpu(), scores.cpu(), idxs.cpu(), threshold)
+    torch.testing.assert_close(cvops.batched_nms(boxes, scores, idxs, threshold).cpu(), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_batched_nms_ties_and_category_ids(device):
+    # Tied scores (lower index first), negative / huge / sparse category ids, int32 ids.
+    n = 500
+    boxes = boxes_like("clustered", n, device=device)
+    scores = scores_for(n, tied=True, device=device)
+    for idxs in (torch.randint(-3, 3, (n,)), torch.randint(0, 4, (n,)) * 10**12, torch.randint(0, 5, (n,), dtype=torch.int32)):
+        got = cvops.batched_nms(boxes, scores, idxs.to(device), 0.5).cpu()
+        torch.testing.assert_close(got, ref.batched_nms(boxes.cpu(), scores.cpu(), idxs.long(), 0.5))
+
+
+def test_batched_nms_boxes_of_other_categories_never_suppress():
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert cvops.batched_nms(boxes, scores, torch.tensor([0, 1, 0]), 0.5).tolist() == [0, 1]
+
+
+# ---- multiclass_nms -----------------------------------------------------------------------------------
+
+def detector_output(B, N, C, per_class=False, dtype=torch.float64, device="cpu", seed=0):
+    """Clustered boxes (several anchors per object) with random class scores."""
+    g = torch.Generator().manual_seed(seed)
+    boxes = torch.stack([boxes_like("clustered", N * (C if per_class else 1), generator=g) for _ in range(B)])
+    boxes = boxes.view(B, N, C, 4) if per_class else boxes
+    scores = torch.rand(B, N, C, generator=g, dtype=torch.float64)
+    return boxes.to(device=device, dtype=dtype), scores.to(device=device, dtype=dtype)
+
+
+def assert_same_detections(got, want):
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        torch.testing.assert_close(g.cpu(), w.cpu(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("per_class", [False, True])
+@pytest.mark.parametrize("class_agnostic", [False, True])
+@pytest.mark.parametrize("limits", [(100, 100), (3, 10), (50, 7)])
+def test_multiclass_nms_matches_reference(device, per_class, class_agnostic, limits):
+    max_per_class, max_total = limits
+    boxes, scores = detector_output(3, 300, 5, per_class, device=device)
+    kwargs = dict(iou_threshold=0.5, score_threshold=0.3, max_per_class=max_per_class, max_total=max_total,
+                  class_agnostic=class_agnostic)
+    got = cvops.multiclass_nms(boxes, scores, **kwargs)
+    assert_same_detections(got, ref.multiclass_nms(boxes.cpu(), scores.cpu(), **kwargs))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multiclass_nms_is_a_loop_of_torchvision_nms(dtype):
+    boxes, scores = detector_output(2, 400, 4, dtype=dtype, seed=3)
+    out_boxes, out_scores, classes, indices, num_valid = cvops.multiclass_nms(
+        boxes, scores, iou_threshold=0.6, score_threshold=0.2, max_per_class=30, max_total=60)
+    for b in range(2):
+        dets = []
+        for c in range(4):
+            members = torch.nonzero(scores[b, :, c] > 0.2).flatten()
+            kept = members[tv.nms(boxes[b, members], scores[b, members, c], 0.6)][:30]
+            dets += [(-scores[b, n, c].item(), c, n) for n in kept.tolist()]
+        dets = sorted(dets)[:60]
+        k = int(num_valid[b])
+        assert k == len(dets)
+        assert list(zip(classes[b, :k].tolist(), indices[b, :k].tolist())) == [(c, n) for _, c, n in dets]
+        torch.testing.assert_close(out_boxes[b, :k], boxes[b, indices[b, :k]])
+        torch.testing.assert_close(out_scores[b, :k], scores[b, indices[b, :k], classes[b, :k]])
+        assert (indices[b, k:] == -1).all() and (classes[b, k:] == -1).all()
+        assert (out_scores[b, k:] == 0).all() and (out_boxes[b, k:] == 0).all()
+
+
+def test_multiclass_nms_empty_and_all_padding():
+    for B, N, C in [(0, 5, 3), (2, 0, 3), (2, 5, 0)]:
+        out = cvops.multiclass_nms(torch.rand(B, N, 4), torch.rand(B, N, C), iou_threshold=0.5, max_total=4)
+        assert [t.shape for t in out] == [(B, 4, 4), (B, 4), (B, 4), (B, 4), (B,)]
+        assert (out[3] == -1).all() and (out[4] == 0).all()
+    # No score above the threshold.
+    out = cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, score_threshold=1.0)
+    assert (out[4] == 0).all() and (out[3] == -1).all()
+
+
+# ---- soft_nms --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("method", ["gaussian", "linear"])
+@pytest.mark.parametrize("box_set", ["uniform", "clustered", "duplicates"])
+def test_soft_nms_matches_reference(device, method, box_set):
+    boxes = boxes_like(box_set, 300, device=device)
+    scores = scores_for(300, tied=box_set == "duplicates", device=device)
+    kwargs = dict(sigma=0.5, iou_threshold=0.3, score_threshold=0.01, method=method)
+    kept, kept_scores = cvops.soft_nms(boxes, scores, **kwargs)
+    want, want_scores = ref.soft_nms(boxes.cpu(), scores.cpu(), **kwargs)
+    torch.testing.assert_close(kept.cpu(), want)
+    torch.testing.assert_close(kept_scores.cpu(), want_scores, rtol=1e-12, atol=1e-12)
+
+
+def test_soft_nms_decays_instead_of_removing():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    kept, kept_scores = cvops.soft_nms(boxes, scores, method="linear", iou_threshold=0.3)
+    iou = 90 / 110
+    assert kept.tolist() == [0, 2, 1]
+    torch.testing.assert_close(kept_scores, torch.tensor([0.9, 0.7, 0.8 * (1 - iou)]))
+
+
+# ---- one policy for NaN, inf and degenerate boxes ---------------------------------------------------
+
+def policy_case(dtype=torch.float64, device="cpu"):
+    nan, inf = math.nan, math.inf
+    boxes = torch.tensor([
+        [0, 0, 10, 10],      # 0: kept
+        [1, 1, 10, 10],      # 1: suppressed by 0
+        [0, 0, 10, 10],      # 2: NaN score: dropped, suppresses nothing
+        [nan, 0, 10, 10],    # 3: NaN coordinate: kept, overlaps nothing
+        [0, 0, inf, 10],     # 4: infinite coordinate: kept, overlaps nothing
+        [10, 10, 0, 0],      # 5: degenerate (x2 < x1): kept, overlaps nothing
+        [5, 5, 5, 15],       # 6: zero width: kept
+    ], dtype=dtype, device=device)
+    scores = torch.tensor([0.5, 0.4, nan, 0.9, 0.8, 0.7, 0.6], dtype=dtype, device=device)
+    return boxes, scores
+
+
+@pytest.mark.parametrize("device", devices())
+def test_nan_inf_and_degenerate_policy(device):
+    boxes, scores = policy_case(device=device)
+    assert cvops.nms(boxes, scores, 0.1).tolist() == [3, 4, 5, 6, 0]
+    assert cvops.batched_nms(boxes, scores, torch.zeros(7, dtype=torch.long, device=device), 0.1).tolist() == [3, 4, 5, 6, 0]
+    out = cvops.multiclass_nms(boxes[None], scores[None, :, None], iou_threshold=0.1, score_threshold=0.0)
+    assert out[3][0, :5].tolist() == [3, 4, 5, 6, 0] and int(out[4][0]) == 5
+    assert torch.isnan(out[0][0, 0, 0])  # the box as given, not its replacement
+    kept, _ = cvops.soft_nms(boxes, scores, method="linear", iou_threshold=0.1)
+    assert kept.tolist() == [3, 4, 5, 6, 0, 1]  # 1 is decayed, not removed
+
+
+# ---- dtypes, layouts, inputs not mutated --------------------------------------------------------------
+
+def test_reduced_precision_computes_in_float32():
+    boxes, scores = boxes_like("clustered", 300, torch.float16), scores_for(300, dtype=torch.float16)
+    want = cvops.nms(boxes.float(), scores.float(), 0.5)
+    assert torch.equal(cvops.nms(boxes, scores, 0.5), want)
+    out = cvops.multiclass_nms(boxes[None], scores[None, :, None], iou_threshold=0.5)
+    assert out[0].dtype == torch.float16 and out[1].dtype == torch.float16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(cvops.nms(boxes.float(), scores.float(), 0.5), want)
+
+
+def test_non_contiguous_inputs_and_no_mutation():
+    boxes = boxes_like("clustered", 200)
+    scores = scores_for(200)
+    wide = torch.stack([boxes, boxes], -1).view(200, 8)[:, ::2]  # same values, strided
+    assert not wide.is_contiguous()
+    keep = cvops.nms(wide, scores, 0.5)
+    torch.testing.assert_close(keep, tv.nms(boxes, scores, 0.5))
+    before = (boxes.clone(), scores.clone())
+    cvops.nms(boxes, scores, 0.5)
+    cvops.soft_nms(boxes, scores)
+    cvops.multiclass_nms(boxes[None], scores[None, :, None], iou_threshold=0.5)
+    assert torch.equal(boxes, before[0]) and torch.equal(scores, before[1])
+
+
+def test_empty_inputs():
+    empty, none = torch.zeros(0, 4), torch.zeros(0)
+    assert cvops.nms(empty, none, 0.5).shape == (0,)
+    assert cvops.batched_nms(empty, none, torch.zeros(0, dtype=torch.long), 0.5).dtype == torch.long
+    kept, kept_scores = cvops.soft_nms(empty, none)
+    assert kept.shape == (0,) and kept_scores.shape == (0,)
+
+
+# ---- opcheck and torch.compile -------------------------------------------------------------------------
+
+def test_opcheck():
+    boxes, scores = boxes_like("clustered", 50, torch.float32), scores_for(50, dtype=torch.float32)
+    idxs = torch.randint(0, 3, (50,))
+    ops = torch.ops.cvops
+    torch.library.opcheck(ops.nms.default, (boxes, scores, 0.5))
+    torch.library.opcheck(ops.batched_nms.default, (boxes, scores, idxs, 0.5))
+    torch.library.opcheck(ops.soft_nms.default, (boxes, scores, 0.5, 0.3, 0.01, "linear"))
+    b, s = detector_output(2, 30, 3, dtype=torch.float32)
+    torch.library.opcheck(ops.multiclass_nms.default, (b, s, 0.5, 0.1, 5, 8, False))
+
+
+def test_multiclass_nms_compiles_without_graph_breaks():
+    boxes, scores = detector_output(2, 100, 3, dtype=torch.float32)
+
+    def postprocess(boxes, scores):
+        out_boxes, out_scores, classes, indices, num_valid = cvops.multiclass_nms(
+            boxes * 2, scores.sigmoid(), iou_threshold=0.5, max_per_class=10, max_total=20)
+        return out_boxes.sum(-1), out_scores, classes, num_valid
+
+    compiled = torch.compile(postprocess, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(boxes, scores), postprocess(boxes, scores)):
+        torch.testing.assert_close(got, want)
+
+
+def test_nms_compiles_with_dynamic_output(monkeypatch):
+    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
+    boxes, scores = boxes_like("clustered", 100, torch.float32), scores_for(100, dtype=torch.float32)
+
+    def keep_boxes(boxes, scores):
+        return boxes[cvops.nms(boxes, scores, 0.5)]
+
+    compiled = torch.compile(keep_boxes, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(boxes, scores), keep_boxes(boxes, scores))
+
+
+# ---- bad input -------------------------------------------------------------------------------------------
+
+B4, S = torch.rand(5, 4), torch.rand(5)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: cvops.nms(torch.rand(5, 3), S, 0.5), r"cvops.nms: boxes must have shape \[n, 4\]"),
+    (lambda: cvops.nms(B4, torch.rand(4), 0.5), "cvops.nms: scores must have one value per box"),
+    (lambda: cvops.nms(B4, torch.randint(0, 5, (5,)), 0.5), "cvops.nms: scores must be a floating-point"),
+    (lambda: cvops.nms(B4, S.double(), 0.5), "cvops.nms: boxes and scores must have the same dtype"),
+    (lambda: cvops.nms(B4, S, math.nan), "cvops.nms: iou_threshold must be a number >= 0"),
+    (lambda: cvops.nms(B4, S, -0.1), "cvops.nms: iou_threshold must be a number >= 0"),
+    (lambda: cvops.batched_nms(B4, S, torch.zeros(4, dtype=torch.long), 0.5), r"cvops.batched_nms: idxs must have shape \[n\]"),
+    (lambda: cvops.batched_nms(B4, S, torch.zeros(5), 0.5), "cvops.batched_nms: idxs must be an integer tensor"),
+    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 3), torch.rand(2, 5, 3), iou_threshold=0.5), "cvops.multiclass_nms: boxes must have shape"),
+    (lambda: cvops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 5, 3), iou_threshold=0.5), "cvops.multiclass_nms: boxes .* do not match scores"),
+    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 2, 4), torch.rand(2, 5, 3), iou_threshold=0.5), "do not match scores"),
+    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5), iou_threshold=0.5), r"scores must have shape \[B, N, C\]"),
+    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_total=0), "max_total must be >= 1"),
+    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_per_class=0), "max_per_class must be >= 1"),
+    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_total=2.5), "max_total must be an int"),
+    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, score_threshold=math.nan), "score_threshold must be a number"),
+    (lambda: cvops.soft_nms(B4, S, method="hard"), "cvops.soft_nms: method must be one of"),
+    (lambda: cvops.soft_nms(B4, S, sigma=0.0), "cvops.soft_nms: sigma must be > 0"),
+])
+def test_bad_input(call, match):
+    with pytest.raises((RuntimeError, ValueError), match=match):
+        call()
+
+
+# ---- CUDA --------------------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 4000])
+def test_cuda_nms_sizes_match_cpu(n):
+    boxes, scores = boxes_like("clustered", n, torch.float32), scores_for(n, tied=True, dtype=torch.float32)
+    idxs = torch.randint(0, 7, (n,))
+    torch.testing.assert_close(cvops.nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), cvops.nms(boxes, scores, 0.5))
+    torch.testing.assert_close(cvops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
+                               cvops.batched_nms(boxes, scores, idxs, 0.5))
+
+
+@pytest.mark.cuda
+def test_cuda_multiclass_nms_large_matches_cpu():
+    boxes, scores = detector_output(4, 3000, 20, dtype=torch.float32, seed=5)
+    kwargs = dict(iou_threshold=0.5, score_threshold=0.05, max_per_class=100, max_total=300)
+    assert_same_detections(cvops.multiclass_nms(boxes.cuda(), scores.cuda(), **kwargs),
+                           cvops.multiclass_nms(boxes, scores, **kwargs))
