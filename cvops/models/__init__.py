@@ -1,4 +1,4 @@
 """Full model assemblies built from cvops.nn (one module per model)."""
-from cvops.models import style_transfer
+from cvops.models import detection, style_transfer
 
-__all__ = ["style_transfer"]
+__all__ = ["detection", "style_transfer"]
