@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torchvision.ops as tv
+from hypothesis import given, settings, strategies as st
 
 import cvops
 import reference.boxes as ref
@@ -54,6 +55,18 @@ def test_nms_matches_reference_on_many_sets(threshold):
         boxes = boxes_like(SETS[seed % len(SETS)], n, generator=g)
         scores = scores_for(n, tied=seed % 2 == 0, seed=seed)
         torch.testing.assert_close(cvops.nms(boxes, scores, threshold), ref.nms(boxes, scores, threshold))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), threshold=st.floats(0, 1), seed=st.integers(0, 2**31 - 1),
+       box_set=st.sampled_from(SETS), tied=st.booleans(), classes=st.integers(1, 9))
+def test_nms_and_batched_nms_property(n, threshold, seed, box_set, tied, classes):
+    g = torch.Generator().manual_seed(seed)
+    boxes = boxes_like(box_set, n, torch.float32, generator=g)
+    scores = scores_for(n, tied, torch.float32, seed=seed)
+    idxs = torch.randint(0, classes, (n,), generator=g)
+    assert torch.equal(cvops.nms(boxes, scores, threshold), ref.nms(boxes, scores, threshold))
+    assert torch.equal(cvops.batched_nms(boxes, scores, idxs, threshold), ref.batched_nms(boxes, scores, idxs, threshold))
 
 
 # ---- batched_nms ------------------------------------------------------------------------------------
@@ -266,11 +279,16 @@ def test_nms_compiles_with_dynamic_output(monkeypatch):
     monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
     boxes, scores = boxes_like("clustered", 100, torch.float32), scores_for(100, dtype=torch.float32)
 
+    idxs = torch.randint(0, 3, (100,))
+
     def keep_boxes(boxes, scores):
-        return boxes[cvops.nms(boxes, scores, 0.5)]
+        soft, soft_scores = cvops.soft_nms(boxes, scores, method="linear")
+        return (boxes[cvops.nms(boxes, scores, 0.5)], cvops.batched_nms(boxes, scores, idxs, 0.5),
+                soft, soft_scores)
 
     compiled = torch.compile(keep_boxes, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(boxes, scores), keep_boxes(boxes, scores))
+    for got, want in zip(compiled(boxes, scores), keep_boxes(boxes, scores)):
+        torch.testing.assert_close(got, want)
 
 
 # ---- bad input -------------------------------------------------------------------------------------------
