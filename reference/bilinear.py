@@ -1,6 +1,8 @@
 """Reference bilinear pooling and its approximations, written the textbook way: explicit outer
 products, the FFT Tensor Sketch (count sketch per position, rfft, product, irfft, sum), explicit
 random projections, unfused MFB, explicit low-rank scores. Float64-capable; slow by design."""
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +21,7 @@ def epilogue(z, signed_sqrt_on=True, l2_normalize=True, eps=1e-8):
 
 def _positions(x):
     """[B, C, *spatial] (or [B, C]) → [B, N, C]."""
-    return x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 2)
+    return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:])).transpose(1, 2)
 
 
 def _reduce(total, points, reduce):
@@ -62,7 +64,7 @@ def random_maclaurin(x, y, w1, w2, reduce="mean", signed_sqrt_on=True, l2_normal
 
 def factorized_bilinear_pool(x, y, k, signed_sqrt_on=True, l2_normalize=True, eps=1e-8):
     product = x * y
-    pooled = product.view(x.shape[0], -1, k).sum(-1)
+    pooled = product.reshape(x.shape[0], x.shape[1] // k, k).sum(-1)
     return epilogue(pooled, signed_sqrt_on, l2_normalize, eps)
 
 

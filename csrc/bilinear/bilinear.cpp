@@ -222,7 +222,8 @@ at::Tensor epilogue_backward(const at::Tensor& grad, const at::Tensor& out, cons
 
 // The rows [B·N, C] of x (one per sample and position), in the GEMM dtype.
 at::Tensor position_rows(const at::Tensor& features) {
-  return gemm_operand(features).transpose(1, 2).reshape({-1, features.size(1)}).contiguous();
+  return gemm_operand(features).transpose(1, 2)
+      .reshape({features.size(0) * features.size(2), features.size(1)}).contiguous();
 }
 
 int64_t chunk_rows(const at::Tensor& like, int64_t width) {
@@ -321,7 +322,7 @@ LowRank check_lowrank(const char* op, const at::Tensor& x, const at::Tensor& u,
               "num_positive must lie in [0, r] = [0, ", u.size(2), "], got ", num_positive);
   const int64_t B = x.size(0), C = x.size(1), N = count_points(x);
   const auto rows = position_rows(x.reshape({B, C, N}));
-  const auto uflat = u.permute({1, 0, 2}).reshape({C, -1}).to(rows.scalar_type()).contiguous();
+  const auto uflat = u.permute({1, 0, 2}).reshape({C, u.size(0) * u.size(2)}).to(rows.scalar_type()).contiguous();
   return {B, C, N, u.size(0), u.size(2), rows, uflat};
 }
 
@@ -448,7 +449,7 @@ TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tens
   }
   auto to_input = [&](const at::Tensor& rows_grad, const at::Tensor& like, int64_t channels) {
     return rows_grad.view({p.batch, p.points, channels}).transpose(1, 2)
-        .to(like.scalar_type()).reshape(like.sizes());
+        .to(like.scalar_type()).contiguous().view(like.sizes());
   };
   return {to_input(gxr, x, p.c),
           p.fy.defined() ? to_input(gyr, *y, p.d) : at::empty({0}, x.options())};
@@ -538,7 +539,7 @@ TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Ten
     gu.addmm_(xc.t(), dz);
   }
   auto grad_x = gxr.view({lr.batch, lr.points, lr.channels}).transpose(1, 2)
-                    .to(x.scalar_type()).reshape(x.sizes());
+                    .to(x.scalar_type()).contiguous().view(x.sizes());
   auto grad_u = gu.view({lr.channels, lr.classes, lr.rank}).permute({1, 0, 2})
                     .to(u.scalar_type()).contiguous();
   return {grad_x, grad_u};

@@ -39,7 +39,7 @@ def _check_int(op, name, value, minimum):
 
 
 def _check_eps(op, eps):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:  # NaN fails too
         raise ValueError(f"cvops.{op}: eps must be a finite number >= 0, got {eps!r}")
     return float(eps)
 
