@@ -162,9 +162,9 @@ at::Tensor row_dots(const at::Tensor& out, const at::Tensor& grad, int64_t rows,
   auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t chunks = ceil_div<int64_t>(n, kChunk);
   check_grid("bilinear epilogue backward", rows * chunks);
-  const auto acc_options = out.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-  auto partials = at::empty({rows * chunks}, acc_options);
-  auto dots = at::empty({rows}, acc_options);
+  const at::TensorOptions acc_options = out.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  at::Tensor partials = at::empty({rows * chunks}, acc_options);
+  at::Tensor dots = at::empty({rows}, acc_options);
   dot_partials_kernel<scalar_t, acc_t><<<static_cast<unsigned>(rows * chunks), kThreads, 0, stream>>>(
       out.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(), n, chunks, partials.data_ptr<acc_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
