@@ -55,6 +55,17 @@ def test_tensor_sketch_matches_fft_formulation(with_y, reduce, l2):
     close(got, ref.tensor_sketch_fft(x, y, *params, d, reduce, False, l2))
 
 
+@pytest.mark.parametrize("channels", [70, 130])
+def test_tensor_sketch_symmetric_panels(channels):
+    """y = x on CPU sketches the Gram's upper-triangle GEMM panels directly (2–3 panels here)."""
+    x, d = randn(3, channels, 3, 3), 97
+    params = ts_params(channels, channels, d, seed=2)
+    got = cvops.compact_bilinear_pool(x, output_dim=d, params=params, signed_sqrt=False)
+    close(got, ref.tensor_sketch_fft(x, None, *params, d, "mean", False))
+    via_gemm = cvops.compact_bilinear_pool(x, x, output_dim=d, params=params, signed_sqrt=False)  # the bmm route
+    close(got, via_gemm)
+
+
 def test_tensor_sketch_signed_sqrt_matches_fft_formulation():
     # The FFT leaves ~1e-16 instead of 0 in empty bins, which sign(z)·√(|z| + eps) turns into √eps:
     # compare where every bin is hit (36 channel pairs into 7 bins).

@@ -363,6 +363,14 @@ TensorPair tensor_sketch_pool(const at::Tensor& x, const OptTensor& y, const at:
   const auto args = sketch_args(op, p, x, h1, s1, h2, s2, output_dim);
   // The sketch is linear in the outer product: Σ_p TS(x_p ⊗ y_p) = TS(G) with G = Σ_p x_p y_pᵀ,
   // so one GEMM and one pass over G replace H·W FFTs of size d.
+  if (!p.fy.defined() && kernels.symmetric_tensor_sketch && p.points > 0 && p.batch * p.c > 0) {
+    // y = x: sketch the upper-triangle GEMM panels as they come (each off-diagonal entry feeds
+    // two bins), never assembling or mirroring G; the scale moves into the epilogue.
+    const auto features = gemm_operand(p.fx).contiguous();
+    auto sketch = at::zeros({p.batch, output_dim}, features.options());
+    kernels.symmetric_tensor_sketch(features, args.h1, args.s1, args.h2, args.s2, sketch);
+    return finish(sketch, reduce_scale(reduce, p.points), opts, x.scalar_type(), kernels);
+  }
   auto [g, alpha] = pooled_outer(p, reduce);
   auto sketch = at::zeros({p.batch, output_dim}, g.options());
   if (g.numel() > 0) kernels.tensor_sketch(g, args.h1, args.s1, args.h2, args.s2, sketch);

@@ -42,6 +42,11 @@ struct Kernels {
   // (h1[a] + h2[c]) mod d, for G [B, C, D] acc, h1 [C] / h2 [D] int64 in [0, d), s1 / s2 acc.
   void (*tensor_sketch)(const at::Tensor& gram, const at::Tensor& h1, const at::Tensor& s1,
                         const at::Tensor& h2, const at::Tensor& s2, at::Tensor& sketch);
+  // Optional (null where the device has none): the same sketch for y = x straight from the
+  // features [B, C, N] (acc, contiguous) with G = F·Fᵀ unscaled, reading only G's upper triangle.
+  void (*symmetric_tensor_sketch)(const at::Tensor& features, const at::Tensor& h1,
+                                  const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
+                                  at::Tensor& sketch);
   // grad_gram [B, C, D] acc = s1[a]·s2[c]·grad[b, (h1[a] + h2[c]) mod d] (the transpose: a gather).
   void (*tensor_sketch_backward)(const at::Tensor& grad, const at::Tensor& h1,
                                  const at::Tensor& s1, const at::Tensor& h2,

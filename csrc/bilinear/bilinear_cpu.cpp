@@ -13,6 +13,7 @@
 #include "bilinear/bilinear.h"
 #include "bilinear/epilogue_math.h"
 #include "common/dispatch.h"
+#include "gram/gram.h"
 
 namespace cvops::bilinear {
 namespace {
@@ -147,6 +148,59 @@ void tensor_sketch_cpu(const at::Tensor& gram, const at::Tensor& h1, const at::T
         for (int64_t b = begin; b < end; ++b) {
           for (int64_t c = 0; c < chunks; ++c) {
             const scalar_t* src = acc + (b * chunks + c) * d;
+            for (int64_t k = 0; k < d; ++k) out[b * d + k] += src[k];
+          }
+        }
+      });
+    }
+  });
+}
+
+void symmetric_tensor_sketch_cpu(const at::Tensor& features, const at::Tensor& h1,
+                                 const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
+                                 at::Tensor& sketch) {
+  const int64_t B = features.size(0), C = features.size(1), d = sketch.size(1);
+  const int64_t panel = gram::panel_rows(C);
+  const auto panels = gram::upper_panels(features);  // the gram family's GEMMs (MKL, threaded)
+  const int64_t P = static_cast<int64_t>(panels.size()), tasks = B * P;
+  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "cvops_symmetric_tensor_sketch_cpu", [&] {
+    const int64_t* b1 = h1.const_data_ptr<int64_t>();
+    const int64_t* b2 = h2.const_data_ptr<int64_t>();
+    const scalar_t* sign1 = s1.const_data_ptr<scalar_t>();
+    const scalar_t* sign2 = s2.const_data_ptr<scalar_t>();
+    // One accumulator per (sample, panel) task, merged in panel order: reproducible bit for bit.
+    auto partial = tasks > 1 ? at::zeros({tasks, d}, sketch.options()) : sketch;
+    scalar_t* acc = partial.data_ptr<scalar_t>();
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / P, p = t % P, i0 = p * panel, width = C - i0;
+        const int64_t rows = panels[p].size(1);
+        const scalar_t* src = panels[p].const_data_ptr<scalar_t>() + b * rows * width;
+        scalar_t* bins = acc + t * d;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t a = i0 + r;
+          const int64_t a1 = b1[a], a2 = b2[a];
+          const scalar_t sa1 = sign1[a], sa2 = sign2[a];
+          const scalar_t* row = src + r * width;
+          int64_t k = a1 + a2;
+          bins[k >= d ? k - d : k] += sa1 * sa2 * row[r];  // G[a, a]
+          for (int64_t cc = r + 1; cc < width; ++cc) {  // G[a, c] = G[c, a], c > a: two bins
+            const int64_t c = i0 + cc;
+            const scalar_t v = row[cc];
+            int64_t k1 = a1 + b2[c];
+            bins[k1 >= d ? k1 - d : k1] += sa1 * sign2[c] * v;
+            int64_t k2 = b1[c] + a2;
+            bins[k2 >= d ? k2 - d : k2] += sign1[c] * sa2 * v;
+          }
+        }
+      }
+    });
+    if (tasks > 1) {
+      scalar_t* out = sketch.data_ptr<scalar_t>();
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          for (int64_t p = 0; p < P; ++p) {
+            const scalar_t* src = acc + (b * P + p) * d;
             for (int64_t k = 0; k < d; ++k) out[b * d + k] += src[k];
           }
         }
@@ -327,6 +381,7 @@ void factorized_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& x, c
 constexpr Kernels kCpuKernels{&epilogue_cpu,
                               &epilogue_backward_cpu,
                               &tensor_sketch_cpu,
+                              &symmetric_tensor_sketch_cpu,
                               &tensor_sketch_backward_cpu,
                               &segment_product_sum_cpu,
                               &factorized_pool_cpu,
