@@ -99,6 +99,33 @@ def peak_mib(fn):
     return torch.cuda.max_memory_allocated() / 2**20
 
 
+def _proc_status_bytes(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def cpu_peak_mib(fn):
+    """Peak growth of resident memory during one call (Linux): free heap memory is returned to
+    the OS first (malloc_trim) and the high-water mark reset (clear_refs 5), so the call's buffers
+    must fault in again. Inputs are excluded; None where /proc or glibc is unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        fn()  # lazy initialisation stays out of the measurement
+        libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _proc_status_bytes("VmRSS:")
+        fn()
+        return max(0, _proc_status_bytes("VmHWM:") - base) / 2**20
+    except (OSError, AttributeError):
+        return None
+
+
 def median_ms(fn, min_run_time):
     for _ in range(WARMUP_CALLS):
         fn()
@@ -116,6 +143,8 @@ def run_case(case, min_run_time):
         row["match"], row["max_abs_diff"] = check(peer_fn(), cvops_fn(), case.rtol)
         if case.peak_memory and case.device == "cuda":
             row["peer_peak_mib"], row["cvops_peak_mib"] = peak_mib(peer_fn), peak_mib(cvops_fn)
+        elif case.peak_memory and case.device == "cpu":
+            row["peer_peak_mib"], row["cvops_peak_mib"] = cpu_peak_mib(peer_fn), cpu_peak_mib(cvops_fn)
         row["peer_ms"] = median_ms(peer_fn, min_run_time)
         row["cvops_ms"] = median_ms(cvops_fn, min_run_time)
         row["speedup"] = row["peer_ms"] / row["cvops_ms"]
@@ -137,7 +166,7 @@ def cells(row):
         if not row["match"]:
             diff = "shapes" if row["max_abs_diff"] is None else f"max abs diff {row['max_abs_diff']:.3g}"
             speedup += f" **WARNING: outputs differ ({diff})**"
-    peak = "-" if row["peer_peak_mib"] is None else f"{row['peer_peak_mib']:.0f} / {row['cvops_peak_mib']:.0f}"
+    peak = "-" if None in (row["peer_peak_mib"], row["cvops_peak_mib"]) else f"{row['peer_peak_mib']:.0f} / {row['cvops_peak_mib']:.0f}"
     gbps = "-" if row["cvops_gbps"] is None else f"{row['cvops_gbps']:.1f}"
     return [row["op"], row["shape"], row["device"], row["peer"], ms(row["peer_ms"]), ms(row["cvops_ms"]),
             speedup, gbps, peak]
@@ -162,8 +191,9 @@ def report(meta, rows):
         table(rows),
         "",
         "Median ms per call; speed-up = peer ms / cvops ms; cvops GB/s = the fewest bytes the op must "
-        "move (inputs read once, outputs written once) / cvops time; peak MiB = peak CUDA memory of one "
-        "call, inputs included (peer / cvops).",
+        "move (inputs read once, outputs written once) / cvops time; peak MiB (peer / cvops) = peak CUDA "
+        "memory of one call, inputs included, or on CPU the peak growth of resident memory during "
+        "one call, inputs excluded.",
     ]
     bad = [f"{r['op']} {r['shape']} {r['device']}" for r in rows if r["error"] or not r["match"]]
     if bad:

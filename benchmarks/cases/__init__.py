@@ -42,6 +42,6 @@ def all_cases(devices):
 
 
 # Imported last: the family modules import Case from this package.
-from benchmarks.cases import boxes, gram, instance_norm  # noqa: E402
+from benchmarks.cases import bilinear, boxes, gram, instance_norm  # noqa: E402
 
-FAMILIES = [gram, instance_norm, boxes]
+FAMILIES = [gram, instance_norm, boxes, bilinear]

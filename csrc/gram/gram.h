@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string_view>
+#include <vector>
 
 namespace cvops::gram {
 
@@ -35,6 +36,12 @@ at::Tensor reduce_loss(const at::Tensor& per_sample, Reduction reduction, const 
 
 // Shapes of style_loss's outputs, shared with the fake kernel's rules (see cvops/ops/gram.py).
 at::Tensor empty_residual(const at::Tensor& x);
+
+// CPU: the GEMM panels of F·Fᵀ on and above the diagonal, for features [B, C, N] (contiguous,
+// float or double): panels[p] = F[:, i0:i0+P]·F[:, i0:]ᵀ [B, P, C − i0] with i0 = p·P, P =
+// panel_rows(C) (the last panel may have fewer rows). The gram and bilinear families build on them.
+int64_t panel_rows(int64_t channels);
+std::vector<at::Tensor> upper_panels(const at::Tensor& features);
 
 // Device-generic backward ops (ATen only: symmetrise, then one GEMM through at::bmm/cuBLAS).
 at::Tensor gram_matrix_backward(const at::Tensor& grad, const at::Tensor& x,

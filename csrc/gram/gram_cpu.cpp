@@ -21,16 +21,28 @@
 #include "gram/gram.h"
 
 namespace cvops::gram {
-namespace {
-
-constexpr int64_t kMirrorBlock = 64;  // lower-triangle copy in L1-sized blocks
-constexpr int64_t kPairBlock = 32;    // residual pass: three 32 × 32 tiles stay in a 32 KiB L1
 
 // Rows per GEMM panel: narrow enough to skip most of the lower triangle (the GEMMs do
 // 1/2 + P/2C of bmm's FLOPs), wide enough to keep them efficient (measured on AVX-512, 2 cores).
 int64_t panel_rows(int64_t channels) {
   return std::clamp<int64_t>((channels / 2 + 15) / 16 * 16, 32, 64);
 }
+
+std::vector<at::Tensor> upper_panels(const at::Tensor& features) {
+  const int64_t C = features.size(1);
+  const int64_t panel = panel_rows(C);
+  std::vector<at::Tensor> panels;  // panels[p]: [B, rows, C − i0], rows i0.. of G from column i0
+  for (int64_t i0 = 0; i0 < C; i0 += panel) {
+    const int64_t rows = std::min(panel, C - i0);
+    panels.push_back(at::bmm(features.narrow(1, i0, rows), features.narrow(1, i0, C - i0).transpose(1, 2)));
+  }
+  return panels;
+}
+
+namespace {
+
+constexpr int64_t kMirrorBlock = 64;  // lower-triangle copy in L1-sized blocks
+constexpr int64_t kPairBlock = 32;    // residual pass: three 32 × 32 tiles stay in a 32 KiB L1
 
 // g[i, j] = g[j, i] for i > j over one C × C plane, block by block so both sides stay in cache.
 template <typename T>
@@ -98,11 +110,7 @@ void mirror_plane(T* g, int64_t C) {
 void symmetric_gram(const at::Tensor& features, double scale, bool mirror, at::Tensor& gram) {
   const int64_t B = features.size(0), C = features.size(1);
   const int64_t panel = panel_rows(C);
-  std::vector<at::Tensor> panels;  // panels[p]: [B, rows, C − i0], rows i0.. of G from column i0
-  for (int64_t i0 = 0; i0 < C; i0 += panel) {
-    const int64_t rows = std::min(panel, C - i0);
-    panels.push_back(at::bmm(features.narrow(1, i0, rows), features.narrow(1, i0, C - i0).transpose(1, 2)));
-  }
+  const auto panels = upper_panels(features);
   AT_DISPATCH_FLOATING_TYPES(gram.scalar_type(), "cvops_gram_assemble", [&] {
     const auto s = static_cast<scalar_t>(scale);
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {

@@ -1,5 +1,11 @@
 """torch.nn modules over the cvops ops."""
+from cvops.nn.bilinear import (
+    MFB, MFH, MLB, BilinearPooling, CompactBilinearPooling, LowRankBilinearClassifier,
+)
 from cvops.nn.gram import GramMatrix, StyleLoss
 from cvops.nn.instance_norm import ConditionalInstanceNorm2d
 
-__all__ = ["ConditionalInstanceNorm2d", "GramMatrix", "StyleLoss"]
+__all__ = [
+    "BilinearPooling", "CompactBilinearPooling", "ConditionalInstanceNorm2d", "GramMatrix", "LowRankBilinearClassifier",
+    "MFB", "MFH", "MLB", "StyleLoss",
+]

@@ -1,6 +1,13 @@
 """The functional API: one module per op family, each registering fake and autograd kernels."""
+from cvops.ops.bilinear import (
+    bilinear_pool, compact_bilinear_params, compact_bilinear_pool, factorized_bilinear_pool, lowrank_bilinear_score,
+)
 from cvops.ops.boxes import batched_nms, box_iou, box_iou_aligned, multiclass_nms, nms, soft_nms
 from cvops.ops.gram import gram_matrix, style_loss
 from cvops.ops.instance_norm import conditional_instance_norm
 
-__all__ = ["batched_nms", "box_iou", "box_iou_aligned", "multiclass_nms", "nms", "soft_nms", "conditional_instance_norm", "gram_matrix", "style_loss"]
+__all__ = [
+    "batched_nms", "bilinear_pool", "box_iou", "box_iou_aligned", "compact_bilinear_params", "compact_bilinear_pool",
+    "conditional_instance_norm", "factorized_bilinear_pool", "gram_matrix", "lowrank_bilinear_score",
+    "multiclass_nms", "nms", "soft_nms", "style_loss",
+]

@@ -1,0 +1,48 @@
+#pragma once
+// The element-wise math of the bilinear epilogue, shared by the CPU and CUDA kernels so both
+// compute the same values: u = sign(z)·√(|z| + eps), out = u / max(‖u‖, kNormEps).
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+
+namespace cvops::bilinear {
+
+template <typename T>
+C10_HOST_DEVICE inline T signed_sqrt(T z, T eps) {
+  // sign(0) = 0, as torch.sign: the gradient there is 0 too (see signed_sqrt_slope).
+  // One sqrt and a select (no branches): vectorises on CPU, no divergence on GPU.
+  const T root = std::sqrt(std::abs(z) + eps);
+  return z > T(0) ? root : (z < T(0) ? -root : T(0));
+}
+
+template <typename T>
+C10_HOST_DEVICE inline T maybe_signed_sqrt(T z, T eps, bool enabled) {
+  return enabled ? signed_sqrt(z, eps) : z;
+}
+
+// d u / d z read from u itself: 1 / (2|u|), 0 where u = 0 (z = 0). |u| >= √eps elsewhere, so the
+// slope stays finite for eps > 0.
+template <typename T>
+C10_HOST_DEVICE inline T signed_sqrt_slope(T u) {
+  return u != T(0) ? T(0.5) / (u > T(0) ? u : -u) : T(0);
+}
+
+// The L2 scale and its clamp, as F.normalize: divide by max(norm, kNormEps).
+template <typename T>
+C10_HOST_DEVICE inline T clamped_norm(T norm, T norm_eps) {
+  return norm > norm_eps ? norm : norm_eps;
+}
+
+// grad_z for one element from the forward's out, the row's clamped norm `scale` (1 without L2),
+// whether the clamp was inactive (`projected`: the L2 gradient removes the out·(out·g) component)
+// and dot = Σ out·g over the row.
+template <typename T>
+C10_HOST_DEVICE inline T epilogue_grad(T g, T out, T scale, T dot, bool l2, bool projected,
+                                       bool signed_sqrt_on) {
+  T du = g;
+  if (l2) du = (projected ? g - out * dot : g) / scale;
+  if (!signed_sqrt_on) return du;
+  return du * signed_sqrt_slope(out * scale);
+}
+
+}  // namespace cvops::bilinear
