@@ -339,3 +339,44 @@ def test_cuda_multiclass_nms_large_matches_cpu():
     kwargs = dict(iou_threshold=0.5, score_threshold=0.05, max_per_class=100, max_total=300)
     assert_same_detections(cvops.multiclass_nms(boxes.cuda(), scores.cuda(), **kwargs),
                            cvops.multiclass_nms(boxes, scores, **kwargs))
+
+
+@pytest.mark.cuda
+def test_cuda_nms_many_chunks_and_all_nan():
+    boxes, scores = boxes_like("uniform", 60_000, torch.float32), distinct_scores(60_000, torch.float32)
+    torch.testing.assert_close(cvops.nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), cvops.nms(boxes, scores, 0.5))
+    nan = torch.full((100,), math.nan, device="cuda")
+    assert cvops.nms(boxes[:100].cuda(), nan, 0.5).numel() == 0
+    assert cvops.soft_nms(boxes[:100].cuda(), nan)[0].numel() == 0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("per_class, class_agnostic, C", [(False, False, 1), (True, False, 3), (False, True, 4)])
+def test_cuda_multiclass_nms_many_survivors(per_class, class_agnostic, C):
+    # Tiny scattered boxes: almost every candidate survives, past the kernel's shared-memory cache.
+    g = torch.Generator().manual_seed(0)
+    boxes = boxes_like("tiny", 2 * 3000 * (C if per_class else 1), torch.float32, generator=g) * 100
+    boxes = boxes.view(2, 3000, C, 4) if per_class else boxes.view(2, 3000, 4)
+    scores = torch.rand(2, 3000, C, generator=g)
+    kwargs = dict(iou_threshold=0.5, score_threshold=0.1, max_per_class=2000, max_total=2500, class_agnostic=class_agnostic)
+    assert_same_detections(cvops.multiclass_nms(boxes.cuda(), scores.cuda(), **kwargs),
+                           cvops.multiclass_nms(boxes, scores, **kwargs))
+
+
+@pytest.mark.cuda
+def test_cuda_multiclass_nms_in_a_cuda_graph():
+    boxes, scores = detector_output(2, 500, 4, dtype=torch.float32)
+    boxes, scores = boxes.cuda(), scores.cuda()
+    run = lambda: cvops.multiclass_nms(boxes, scores, iou_threshold=0.5, max_total=50)  # noqa: E731
+    want = run()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run()  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = run()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_same_detections(captured, want)
