@@ -40,9 +40,6 @@ __device__ T block_sum(T v) {
   return v;
 }
 
-unsigned grid_for(int64_t items) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div<int64_t>(items, kThreads), 32 * int64_t(num_sms()))));
-}
 
 // ---------------------------------------------------------------------------- pooled values
 // z(row, i): the pooled value before the epilogue, read from a dense [R, N] tensor or formed from
@@ -122,7 +119,7 @@ void run_epilogue(const Values& values, int64_t rows, int64_t n, const EpilogueO
         partials.data_ptr<acc_t>(), chunks, /*root=*/true, np);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  write_out_kernel<scalar_t, acc_t><<<grid_for(rows * n), kThreads, 0, stream>>>(
+  write_out_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * n, kThreads), kThreads, 0, stream>>>(
       values, rows, n, opts.signed_sqrt, eps, np, out.data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -209,7 +206,7 @@ void epilogue_backward_cuda(const at::Tensor& grad, const at::Tensor& out, const
       rg.norm = norm.const_data_ptr<acc_t>();
       rg.dot = dots.const_data_ptr<acc_t>();
     }
-    epilogue_grad_kernel<scalar_t, acc_t><<<grid_for(rows * n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    epilogue_grad_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * n, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, rows, n, grad_z.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -250,7 +247,7 @@ void tensor_sketch_cuda(const at::Tensor& gram, const at::Tensor& h1, const at::
   const auto offsets = at::searchsorted(bins, at::arange(d + 1, h2.options()));
   const auto signs = at::index_select(s2, 0, cols).contiguous();
   AT_DISPATCH_FLOATING_TYPES(gram.scalar_type(), "cvops_tensor_sketch_cuda", [&] {
-    tensor_sketch_kernel<scalar_t><<<grid_for(B * d), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    tensor_sketch_kernel<scalar_t><<<grid_stride_blocks(B * d, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         gram.const_data_ptr<scalar_t>(), B, C, D, d, h1.const_data_ptr<int64_t>(), s1.const_data_ptr<scalar_t>(),
         offsets.const_data_ptr<int64_t>(), cols.const_data_ptr<int64_t>(), signs.const_data_ptr<scalar_t>(),
         sketch.data_ptr<scalar_t>());
@@ -275,7 +272,7 @@ void tensor_sketch_backward_cuda(const at::Tensor& grad, const at::Tensor& h1, c
   const int64_t B = grad_gram.size(0), C = grad_gram.size(1), D = grad_gram.size(2), d = grad.size(1);
   c10::cuda::CUDAGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad_gram.scalar_type(), "cvops_tensor_sketch_backward_cuda", [&] {
-    tensor_sketch_backward_kernel<scalar_t><<<grid_for(B * C * D), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    tensor_sketch_backward_kernel<scalar_t><<<grid_stride_blocks(B * C * D, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), B, C, D, d, h1.const_data_ptr<int64_t>(), s1.const_data_ptr<scalar_t>(),
         h2.const_data_ptr<int64_t>(), s2.const_data_ptr<scalar_t>(), grad_gram.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -365,7 +362,7 @@ void factorized_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& x, 
       rg.norm = norm.const_data_ptr<acc_t>();
       rg.dot = dots.const_data_ptr<acc_t>();
     }
-    factorized_backward_kernel<scalar_t, acc_t><<<grid_for(rows * o), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    factorized_backward_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * o, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, x.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(), rows, o, k, grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -79,9 +79,6 @@ __global__ void box_iou_aligned_backward_kernel(const T* __restrict__ a, const T
   }
 }
 
-unsigned elementwise_blocks(int64_t items) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div<int64_t>(items, kThreads), 32 * num_sms())));
-}
 
 void aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind kind,
                   BoxFormat fmt, at::Tensor& out) {
@@ -91,7 +88,7 @@ void aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind ki
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_aligned_cuda", [&] {
     dispatch_kind(kind, [&](auto k) {
       constexpr IouKind K = decltype(k)::value;
-      box_iou_aligned_kernel<K><<<elementwise_blocks(pairs), kThreads, 0, stream>>>(
+      box_iou_aligned_kernel<K><<<grid_stride_blocks(pairs, kThreads), kThreads, 0, stream>>>(
           boxes1.const_data_ptr<scalar_t>(), boxes2.const_data_ptr<scalar_t>(), fmt, pairs,
           out.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -108,7 +105,7 @@ void aligned_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
   AT_DISPATCH_FLOATING_TYPES(grad1.scalar_type(), "cvops_box_iou_aligned_backward_cuda", [&] {
     dispatch_kind(kind, [&](auto k) {
       constexpr IouKind K = decltype(k)::value;
-      box_iou_aligned_backward_kernel<K><<<elementwise_blocks(pairs), kThreads, 0, stream>>>(
+      box_iou_aligned_backward_kernel<K><<<grid_stride_blocks(pairs, kThreads), kThreads, 0, stream>>>(
           boxes1.const_data_ptr<scalar_t>(), boxes2.const_data_ptr<scalar_t>(),
           grad.const_data_ptr<scalar_t>(), fmt, pairs, grad1.data_ptr<scalar_t>(),
           grad2.data_ptr<scalar_t>());

@@ -51,10 +51,6 @@ constexpr int64_t kMaskBudgetBytes = int64_t(256) << 20;
 // shared arrays the block stays under the 48 KiB that needs no opt-in), in global memory beyond.
 constexpr int64_t kGreedySharedWords = 5120;
 
-unsigned elementwise_blocks(int64_t items) {
-  return static_cast<unsigned>(std::max<int64_t>(
-      1, std::min<int64_t>(ceil_div<int64_t>(items, kThreads), 32 * int64_t(num_sms()))));
-}
 
 u64* words_of(at::Tensor& t) { return static_cast<u64*>(t.data_ptr()); }
 
@@ -287,10 +283,10 @@ at::Tensor nms_typed(const at::Tensor& boxes, const at::Tensor& scores,
   const int64_t tiles = ceil_div<int64_t>(n, kTile);
   auto fields = at::empty({5, n}, boxes.options());
   auto removed = at::empty({tiles}, long_options);
-  nms_fields_kernel<T><<<elementwise_blocks(n), kThreads, 0, stream>>>(
+  nms_fields_kernel<T><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(
       boxes.const_data_ptr<T>(), order.const_data_ptr<int64_t>(), n, fields.data_ptr<T>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  nms_init_removed_kernel<T><<<elementwise_blocks(tiles), kThreads, 0, stream>>>(
+  nms_init_removed_kernel<T><<<grid_stride_blocks(tiles, kThreads), kThreads, 0, stream>>>(
       sorted_scores.const_data_ptr<T>(), n, tiles, words_of(removed));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::Tensor tile_last;
@@ -298,7 +294,7 @@ at::Tensor nms_typed(const at::Tensor& boxes, const at::Tensor& scores,
   const int64_t* categories_ptr = nullptr;
   if (categories.defined()) {
     tile_last = at::empty({tiles}, long_options);
-    nms_tile_last_kernel<<<elementwise_blocks(tiles), kThreads, 0, stream>>>(
+    nms_tile_last_kernel<<<grid_stride_blocks(tiles, kThreads), kThreads, 0, stream>>>(
         sorted_categories.const_data_ptr<int64_t>(), n, tiles, tile_last.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     tile_last_ptr = tile_last.const_data_ptr<int64_t>();
@@ -330,7 +326,7 @@ at::Tensor nms_typed(const at::Tensor& boxes, const at::Tensor& scores,
 
   // The kept boxes by decreasing score, ties lower index: the one host synchronisation.
   auto keep = at::empty({n}, boxes.options().dtype(at::kBool));
-  nms_keep_kernel<<<elementwise_blocks(n), kThreads, 0, stream>>>(
+  nms_keep_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(
       words_of(removed), categories.defined() ? order.const_data_ptr<int64_t>() : nullptr, n,
       keep.data_ptr<bool>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -533,7 +529,7 @@ void multiclass_typed(const at::Tensor& boxes, const at::Tensor& scores,
   // place below).
   auto keys = at::empty({B, C, N}, scores.options());
   keys.copy_(scores.transpose(1, 2));
-  candidate_keys_kernel<T><<<elementwise_blocks(keys.numel()), kThreads, 0, stream>>>(
+  candidate_keys_kernel<T><<<grid_stride_blocks(keys.numel(), kThreads), kThreads, 0, stream>>>(
       keys.data_ptr<T>(), keys.numel(), score_threshold);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   auto [sorted_keys, positions] =
@@ -560,7 +556,7 @@ void multiclass_typed(const at::Tensor& boxes, const at::Tensor& scores,
   }
   auto total = surv_count.view({B, per_image}).sum(1).clamp_max(K);
   num_valid.copy_(total);
-  multiclass_output_kernel<T><<<elementwise_blocks(B * K), kThreads, 0, stream>>>(
+  multiclass_output_kernel<T><<<grid_stride_blocks(B * K, kThreads), kThreads, 0, stream>>>(
       surv_score.const_data_ptr<T>(), surv_key.const_data_ptr<int64_t>(),
       order.defined() ? order.const_data_ptr<int64_t>() : nullptr,
       total.const_data_ptr<int64_t>(), B, entries, N, K, scores_out.data_ptr<T>(),
