@@ -150,7 +150,7 @@ def test_demo_writes_a_grid(tmp_path):
      r"cvops.TransformerNet: style must be an int, int64 indices \[B\] = \[2\] or floating mixing weights \[B, S\] = \[2, 2\]"),
     (lambda: TransformerNet(2)(torch.rand(2, 3, 16, 16), torch.tensor([0, 2])), RuntimeError,
      r"cvops.conditional_instance_norm: style values must lie in \[0, 2\)"),
-    (lambda: TransformerNet(0), ValueError, r"cvops.TransformerNet: num_styles must be a positive int"),
+    (lambda: TransformerNet(0), ValueError, r"cvops.TransformerNet: num_styles must be an int >= 1"),
     (lambda: VGGFeatures()(torch.rand(1, 1, 16, 16)), ValueError, r"cvops.VGGFeatures: x must be RGB images"),
     (lambda: VGGFeatures.from_torchvision_state_dict({"0.weight": torch.zeros(64, 3, 3, 3)}), ValueError,
      r"cvops.VGGFeatures: state_dict is not a torchvision vgg16 `features` state_dict: missing \['0.bias'"),

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from cvops.nn.bilinear import BilinearPooling, CompactBilinearPooling, LowRankBilinearClassifier
+from cvops.ops._validate import check_int
 
 __all__ = ["BilinearCNN", "POOLINGS", "vgg16_conv5_3", "train_step"]
 
@@ -49,8 +50,7 @@ class BilinearCNN(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"cvops.BilinearCNN: pooling must be one of {', '.join(map(repr, POOLINGS))}, got {pooling!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"cvops.BilinearCNN: num_classes must be a positive int, got {num_classes!r}")
+        check_int("BilinearCNN", "num_classes", num_classes)
         self.pooling_kind = pooling
         self.features = vgg16_conv5_3(width_mult)
         channels = self.features[-2].out_channels

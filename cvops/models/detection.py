@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import cvops
+from cvops.ops._validate import check_int
 
 __all__ = [
     "AssignedTargets", "Detections", "DetectionLoss", "DetectionPostprocess", "YoloHead",
@@ -74,11 +75,6 @@ def _check_raw(owner: str, raw, num_anchors: int, num_classes=None) -> int:
                          f"(tx, ty, tw, th, objectness, class logits), got {raw.shape[2]}")
     return num_classes
 
-
-def _check_positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"cvops.{owner}: {name} must be a positive int, got {value!r}")
-    return value
 
 
 def _check_fraction(owner: str, name: str, value) -> float:
@@ -232,12 +228,12 @@ class YoloHead(nn.Module):
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, *, prior: float = 0.01):
         super().__init__()
-        self.num_anchors = _check_positive_int("YoloHead", "num_anchors", num_anchors)
-        self.num_classes = _check_positive_int("YoloHead", "num_classes", num_classes)
+        self.num_anchors = check_int("YoloHead", "num_anchors", num_anchors)
+        self.num_classes = check_int("YoloHead", "num_classes", num_classes)
         if not 0 < prior < 1:
             raise ValueError(f"cvops.YoloHead: prior must lie in (0, 1), got {prior!r}")
         self.prior = prior
-        self.conv = nn.Conv2d(_check_positive_int("YoloHead", "in_channels", in_channels),
+        self.conv = nn.Conv2d(check_int("YoloHead", "in_channels", in_channels),
                               num_anchors * (5 + num_classes), 1)
         self.reset_parameters()
 
@@ -274,14 +270,14 @@ class DetectionPostprocess(nn.Module):
         super().__init__()
         owner = "DetectionPostprocess"
         _check_anchors(owner, anchors)
-        self.num_classes = _check_positive_int(owner, "num_classes", num_classes)
+        self.num_classes = check_int(owner, "num_classes", num_classes)
         self.iou_threshold = _check_fraction(owner, "iou_threshold", iou_threshold)
         if (isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float))
                 or not math.isfinite(score_threshold)):
             raise ValueError(f"cvops.{owner}: score_threshold must be a finite number, got {score_threshold!r}")
         self.score_threshold = float(score_threshold)
-        self.max_per_class = _check_positive_int(owner, "max_per_class", max_per_class)
-        self.max_total = _check_positive_int(owner, "max_total", max_total)
+        self.max_per_class = check_int(owner, "max_per_class", max_per_class)
+        self.max_total = check_int(owner, "max_total", max_total)
         self.class_agnostic = bool(class_agnostic)
         self.image_size = None if image_size is None else _pair(owner, "image_size", image_size)
         self.max_log_scale = float(max_log_scale)
@@ -319,7 +315,7 @@ class DetectionLoss(nn.Module):
                  max_log_scale: float = MAX_LOG_SCALE):
         super().__init__()
         _check_anchors("DetectionLoss", anchors)
-        self.num_classes = _check_positive_int("DetectionLoss", "num_classes", num_classes)
+        self.num_classes = check_int("DetectionLoss", "num_classes", num_classes)
         self.pos_iou = _check_fraction("DetectionLoss", "pos_iou", pos_iou)
         self.neg_iou = _check_fraction("DetectionLoss", "neg_iou", neg_iou)
         if self.neg_iou > self.pos_iou:

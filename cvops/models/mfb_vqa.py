@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from cvops.nn.bilinear import MFB, MFH
+from cvops.ops._validate import check_int
 
 __all__ = ["MFBVQA"]
 
@@ -21,8 +22,7 @@ class MFBVQA(nn.Module):
         super().__init__()
         for name, value in dict(num_answers=num_answers, vocab_size=vocab_size, image_channels=image_channels,
                                 glimpses=glimpses).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"cvops.MFBVQA: {name} must be a positive int, got {value!r}")
+            check_int("MFBVQA", name, value)
         self.glimpses, self.high_order = glimpses, bool(high_order)
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 import cvops
 from cvops.nn import ConditionalInstanceNorm2d, StyleLoss
+from cvops.ops._validate import check_int
 
 __all__ = [
     "FEATURE_NAMES", "TransformerNet", "VGGFeatures", "VGGOutputs", "StyleTransferLoss",
@@ -106,9 +107,7 @@ class TransformerNet(nn.Module):
 
     def __init__(self, num_styles: int):
         super().__init__()
-        if not isinstance(num_styles, int) or num_styles < 1:
-            raise ValueError(f"cvops.TransformerNet: num_styles must be a positive int, got {num_styles!r}")
-        self.num_styles = num_styles
+        self.num_styles = check_int("TransformerNet", "num_styles", num_styles)
         self.stem = _ConvNorm(3, 32, 9, num_styles)
         self.down = nn.ModuleList([_ConvNorm(32, 64, 3, num_styles, stride=2), _ConvNorm(64, 128, 3, num_styles, stride=2)])
         self.residual = nn.ModuleList([_ResidualBlock(128, num_styles) for _ in range(5)])

@@ -5,13 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from cvops.ops import bilinear as F
-from cvops.ops._validate import check_choice
-
-
-def _positive_int(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"cvops.{owner}: {name} must be a positive int, got {value!r}")
-    return value
+from cvops.ops._validate import check_choice, check_int
 
 
 def _dropout_rate(owner, p):
@@ -45,9 +39,9 @@ class CompactBilinearPooling(nn.Module):
                  signed_sqrt=True, l2_normalize=True, eps=F.DEFAULT_EPS):
         super().__init__()
         owner = "CompactBilinearPooling"
-        self.in_channels = _positive_int(owner, "in_channels", in_channels)
-        self.in_channels2 = in_channels if in_channels2 is None else _positive_int(owner, "in_channels2", in_channels2)
-        self.output_dim = _positive_int(owner, "output_dim", output_dim)
+        self.in_channels = check_int(owner, "in_channels", in_channels)
+        self.in_channels2 = in_channels if in_channels2 is None else check_int(owner, "in_channels2", in_channels2)
+        self.output_dim = check_int(owner, "output_dim", output_dim)
         self.kind = check_choice(owner, "kind", kind, F._KINDS)
         self.reduce = check_choice(owner, "reduce", reduce, F._REDUCE)
         self.signed_sqrt, self.l2_normalize, self.eps = bool(signed_sqrt), bool(l2_normalize), F._check_eps(owner, eps)
@@ -87,9 +81,9 @@ class MFB(nn.Module):
     def __init__(self, x_dim, y_dim, *, k=5, o=1000, dropout=0.1, signed_sqrt=True, l2_normalize=True):
         super().__init__()
         owner = type(self).__name__
-        self.k, self.o = _positive_int(owner, "k", k), _positive_int(owner, "o", o)
-        self.proj_x = nn.Linear(_positive_int(owner, "x_dim", x_dim), k * o)
-        self.proj_y = nn.Linear(_positive_int(owner, "y_dim", y_dim), k * o)
+        self.k, self.o = check_int(owner, "k", k), check_int(owner, "o", o)
+        self.proj_x = nn.Linear(check_int(owner, "x_dim", x_dim), k * o)
+        self.proj_y = nn.Linear(check_int(owner, "y_dim", y_dim), k * o)
         self.dropout = nn.Dropout(_dropout_rate(owner, dropout))
         self.signed_sqrt, self.l2_normalize = bool(signed_sqrt), bool(l2_normalize)
 
@@ -122,7 +116,7 @@ class MFH(nn.Module):
 
     def __init__(self, x_dim, y_dim, *, k=5, o=1000, order=2, dropout=0.1, signed_sqrt=True, l2_normalize=True):
         super().__init__()
-        self.order = _positive_int("MFH", "order", order)
+        self.order = check_int("MFH", "order", order)
         self.stages = nn.ModuleList(
             MFB(x_dim, y_dim, k=k, o=o, dropout=dropout, signed_sqrt=signed_sqrt, l2_normalize=l2_normalize)
             for _ in range(order))
@@ -145,10 +139,10 @@ class MLB(nn.Module):
 
     def __init__(self, x_dim, y_dim, *, rank=1200, output_dim=None, dropout=0.0):
         super().__init__()
-        self.proj_x = nn.Linear(_positive_int("MLB", "x_dim", x_dim), _positive_int("MLB", "rank", rank))
-        self.proj_y = nn.Linear(_positive_int("MLB", "y_dim", y_dim), rank)
+        self.proj_x = nn.Linear(check_int("MLB", "x_dim", x_dim), check_int("MLB", "rank", rank))
+        self.proj_y = nn.Linear(check_int("MLB", "y_dim", y_dim), rank)
         self.dropout = nn.Dropout(_dropout_rate("MLB", dropout))
-        self.out = None if output_dim is None else nn.Linear(rank, _positive_int("MLB", "output_dim", output_dim))
+        self.out = None if output_dim is None else nn.Linear(rank, check_int("MLB", "output_dim", output_dim))
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         z = torch.tanh(self.proj_x(x)) * torch.tanh(self.proj_y(y))
@@ -164,16 +158,16 @@ class LowRankBilinearClassifier(nn.Module):
     def __init__(self, in_channels, num_classes, *, rank=8, num_positive=None, reduced_channels=None, bias=True):
         super().__init__()
         owner = "LowRankBilinearClassifier"
-        _positive_int(owner, "in_channels", in_channels)
-        self.num_classes = _positive_int(owner, "num_classes", num_classes)
-        self.rank = _positive_int(owner, "rank", rank)
+        check_int(owner, "in_channels", in_channels)
+        self.num_classes = check_int(owner, "num_classes", num_classes)
+        self.rank = check_int(owner, "rank", rank)
         self.num_positive = rank // 2 if num_positive is None else num_positive
         if isinstance(self.num_positive, bool) or not isinstance(self.num_positive, int) or not 0 <= self.num_positive <= rank:
             raise ValueError(f"cvops.{owner}: num_positive must be an int in [0, rank] = [0, {rank}], got {num_positive!r}")
         self.reduce = None
         channels = in_channels
         if reduced_channels is not None:
-            channels = _positive_int(owner, "reduced_channels", reduced_channels)
+            channels = check_int(owner, "reduced_channels", reduced_channels)
             self.reduce = nn.Conv2d(in_channels, channels, 1)
         self.U = nn.Parameter(torch.empty(num_classes, channels, rank))
         self.bias = nn.Parameter(torch.zeros(num_classes)) if bias else None

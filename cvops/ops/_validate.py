@@ -9,6 +9,12 @@ def check_choice(op, name, value, choices):
     return value
 
 
+def check_int(op, name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"cvops.{op}: {name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
 def check_positive_number(op, name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"cvops.{op}: {name} must be a number, got {type(value).__name__}")

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from cvops.ops._validate import check_choice
+from cvops.ops._validate import check_choice, check_int
 
 __all__ = [
     "bilinear_pool",
@@ -28,14 +28,6 @@ __all__ = [
 _REDUCE = ("mean", "sum")
 _KINDS = ("ts", "rm")
 DEFAULT_EPS = 1e-8
-
-
-def _check_int(op, name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"cvops.{op}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"cvops.{op}: {name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_eps(op, eps):
@@ -92,10 +84,10 @@ def compact_bilinear_params(kind, x_channels, y_channels=None, output_dim=8192, 
     (two independent draws even when y = x)."""
     op = "compact_bilinear_params"
     check_choice(op, "kind", kind, _KINDS)
-    _check_int(op, "x_channels", x_channels, 0)
-    y_channels = x_channels if y_channels is None else _check_int(op, "y_channels", y_channels, 0)
-    _check_int(op, "output_dim", output_dim, 1)
-    _check_int(op, "seed", seed, 0)
+    check_int(op, "x_channels", x_channels, 0)
+    y_channels = x_channels if y_channels is None else check_int(op, "y_channels", y_channels, 0)
+    check_int(op, "output_dim", output_dim, 1)
+    check_int(op, "seed", seed, 0)
     params = _params_cpu(kind, x_channels, y_channels, output_dim, seed)
     return tuple(p.to(device) if device is not None else p.clone() for p in params)
 
@@ -114,7 +106,7 @@ def compact_bilinear_pool(x: Tensor, y: Tensor = None, *, output_dim=8192, kind=
     op = "compact_bilinear_pool"
     check_choice(op, "kind", kind, _KINDS)
     check_choice(op, "reduce", reduce, _REDUCE)
-    _check_int(op, "output_dim", output_dim, 1)
+    check_int(op, "output_dim", output_dim, 1)
     eps = _check_eps(op, eps)
     x, y = _same_dtype(x, y)
     if params is None:
@@ -137,7 +129,7 @@ def factorized_bilinear_pool(x: Tensor, y: Tensor, *, k, signed_sqrt=True, l2_no
     Σ over contiguous groups of k of x∘y, then the signed square root and L2 normalisation, in one
     pass (and one pass backward)."""
     op = "factorized_bilinear_pool"
-    _check_int(op, "k", k, 1)
+    check_int(op, "k", k, 1)
     x, y = _same_dtype(x, y)
     out, _ = torch.ops.cvops.factorized_bilinear_pool(x, y, k, bool(signed_sqrt), bool(l2_normalize), _check_eps(op, eps))
     return out
@@ -148,7 +140,7 @@ def lowrank_bilinear_score(x: Tensor, U: Tensor, *, num_positive) -> Tensor:
     [B, K] = Σ_p ‖U₊ᵀx_p‖² − ‖U₋ᵀx_p‖², U₊ = U[:, :, :num_positive], U₋ the rest; i.e. the
     bilinear form tr(W·Σ_p x_p x_pᵀ) with W = U₊U₊ᵀ − U₋U₋ᵀ of rank r, without forming W or the Gram.
     Differentiable in x and U."""
-    _check_int("lowrank_bilinear_score", "num_positive", num_positive, 0)
+    check_int("lowrank_bilinear_score", "num_positive", num_positive, 0)
     x, U = _same_dtype(x, U)
     return torch.ops.cvops.lowrank_bilinear_score(x, U, num_positive)
 

@@ -17,7 +17,7 @@ NMS (nms, batched_nms, multiclass_nms, soft_nms) — one policy on CPU and CUDA:
 import torch
 from torch import Tensor
 
-from cvops.ops._validate import check_choice
+from cvops.ops._validate import check_choice, check_int
 
 __all__ = ["batched_nms", "box_iou", "box_iou_aligned", "multiclass_nms", "nms", "soft_nms"]
 
@@ -70,9 +70,8 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, *, iou_threshold: float, score
     scores 0, classes -1, indices -1. class_agnostic: one NMS per image over all (box, class)
     candidates, so a box suppresses overlapping boxes of every class (and its own other classes);
     max_per_class does not apply."""
-    for name, value in (("max_per_class", max_per_class), ("max_total", max_total)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"cvops.multiclass_nms: {name} must be an int, got {type(value).__name__}")
+    check_int("multiclass_nms", "max_per_class", max_per_class)
+    check_int("multiclass_nms", "max_total", max_total)
     return torch.ops.cvops.multiclass_nms(boxes, scores, iou_threshold, score_threshold, max_per_class,
                                           max_total, bool(class_agnostic))
 
