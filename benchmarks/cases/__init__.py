@@ -26,6 +26,7 @@ class Case:
     peak_memory: bool = False  # report peak CUDA memory of one call
     quick: bool = False  # part of the --quick run
     rtol: float = 1e-3  # agreement check; looser for low-precision dtypes
+    atol_scale: float = 1e-4  # agreement check's atol, as a fraction of the peer output's largest value
     bytes_moved: int = 0  # fewest bytes one cvops call must move (inputs read, outputs written): GB/s
 
     @property

@@ -110,10 +110,11 @@ def compact_cases(device):
              build_public_fft, peak_memory=True, quick=True, rtol=1e-3),
         Case("compact_bilinear_pool ts", label, device, "bmm + index_add composite", build_composite,
              peak_memory=True, quick=True),
-        # Gradients through the signed sqrt of nearly empty bins (slope up to 1/(2√eps)) differ between
-        # two float32 computations by more than 1e-3: the float64 tests check them exactly.
+        # Gradients through the signed sqrt of bins whose sum nearly cancels (slope up to 1/(2√eps))
+        # differ between two float32 computations by ~1e-3 of the largest gradient: the float64
+        # tests check them exactly.
         Case("compact_bilinear_pool ts fwd+bwd", label, device, "bmm + index_add composite", build_fwd_bwd,
-             peak_memory=True, rtol=5e-2),
+             peak_memory=True, atol_scale=2e-3),
     ]
 
 
