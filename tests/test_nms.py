@@ -213,6 +213,11 @@ def test_nan_inf_and_degenerate_policy(device):
     assert torch.isnan(out[0][0, 0, 0])  # the box as given, not its replacement
     kept, _ = cvops.soft_nms(boxes, scores, method="linear", iou_threshold=0.1)
     assert kept.tolist() == [3, 4, 5, 6, 0, 1]  # 1 is decayed, not removed
+    nan = torch.full_like(scores, math.nan)
+    assert cvops.nms(boxes, nan, 0.5).numel() == 0
+    assert cvops.batched_nms(boxes, nan, torch.arange(7, device=device), 0.5).numel() == 0
+    assert cvops.soft_nms(boxes, nan)[0].numel() == 0
+    assert int(cvops.multiclass_nms(boxes[None], nan[None, :, None], iou_threshold=0.5)[4][0]) == 0
 
 
 # ---- dtypes, layouts, inputs not mutated --------------------------------------------------------------
