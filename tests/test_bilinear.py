@@ -3,6 +3,7 @@ formulation, Random Maclaurin against explicit projections), factorized_bilinear
 and lowrank_bilinear_score (explicit LRBP) against reference/bilinear.py in float64; autograd,
 opcheck, torch.compile, determinism, edge sizes, bad input, the nn modules and CUDA."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -535,3 +536,22 @@ def test_cuda_deterministic_and_large_sketch():
     xd = x.detach().double()
     want = ref.tensor_sketch_fft(xd, None, params[0], params[1].double(), params[2], params[3].double(), 8192)
     torch.testing.assert_close(a.double(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_nan_features_give_nan_like_the_reference():
+    # The epilogue must not hide a NaN (signed sqrt of NaN, L2 norm of a row holding NaN).
+    x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    x[0, 1, 2, 2] = math.nan
+    got = cvops.bilinear_pool(x)
+    want = ref.bilinear_pool(x)
+    assert torch.isnan(got[0]).all() and torch.isnan(want[0]).all()
+    torch.testing.assert_close(got[1], want[1])
+
+
+def test_tensor_sketch_backward_of_an_empty_sketch_is_zero():
+    x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    h, s = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.float64)  # hashes into [0, max(d, 1))
+    empty = torch.zeros(2, 0, dtype=torch.float64)
+    gx, gy = torch.ops.cvops.tensor_sketch_pool_backward(empty, x, None, h, s, h, s, empty,
+                                                         torch.zeros(0, dtype=torch.float64), "mean", True, False)
+    assert torch.equal(gx, torch.zeros_like(x))

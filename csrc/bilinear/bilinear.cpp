@@ -391,8 +391,11 @@ TensorPair tensor_sketch_pool_backward(const at::Tensor& grad, const at::Tensor&
   check_saved(op, grad, out, norm, p.batch, output_dim, l2_normalize);
   const auto args = sketch_args(op, p, x, h1, s1, h2, s2, std::max<int64_t>(output_dim, 1));
   const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, kernels);
-  auto grad_g = at::empty({p.batch, p.c, p.d}, grad_z.options());
-  if (grad_g.numel() > 0) {
+  // An empty sketch (out [B, 0], only reachable by calling this op directly) has no bin to read:
+  // nothing flows back.
+  auto grad_g = output_dim > 0 ? at::empty({p.batch, p.c, p.d}, grad_z.options())
+                               : at::zeros({p.batch, p.c, p.d}, grad_z.options());
+  if (grad_g.numel() > 0 && output_dim > 0) {
     kernels.tensor_sketch_backward(grad_z, args.h1, args.s1, args.h2, args.s2, grad_g);
   }
   return pooled_outer_backward(grad_g, x, y, p, reduce);

@@ -11,8 +11,9 @@ template <typename T>
 C10_HOST_DEVICE inline T signed_sqrt(T z, T eps) {
   // sign(0) = 0, as torch.sign: the gradient there is 0 too (see signed_sqrt_slope).
   // One sqrt and a select (no branches): vectorises on CPU, no divergence on GPU.
+  // z = NaN keeps NaN (root is NaN, root·0 too), as sign(z)·√(|z| + eps); z = ±0 gives +0.
   const T root = std::sqrt(std::abs(z) + eps);
-  return z > T(0) ? root : (z < T(0) ? -root : T(0));
+  return z > T(0) ? root : (z < T(0) ? -root : root * T(0));
 }
 
 template <typename T>
@@ -30,7 +31,8 @@ C10_HOST_DEVICE inline T signed_sqrt_slope(T u) {
 // The L2 scale and its clamp, as F.normalize: divide by max(norm, kNormEps).
 template <typename T>
 C10_HOST_DEVICE inline T clamped_norm(T norm, T norm_eps) {
-  return norm > norm_eps ? norm : norm_eps;
+  // A NaN norm stays NaN (clamp_min propagates it): never 1 / norm_eps on a row that holds NaN.
+  return norm < norm_eps ? norm_eps : norm;
 }
 
 // grad_z for one element from the forward's out, the row's clamped norm `scale` (1 without L2),
