@@ -12,6 +12,7 @@
 
 #include "bilinear/bilinear.h"
 #include "bilinear/epilogue_math.h"
+#include "common/cpu_reduce.h"
 #include "common/dispatch.h"
 #include "gram/gram.h"
 
@@ -22,30 +23,16 @@ constexpr int kLanes = 16;                        // independent partial sums: v
 constexpr int64_t kSketchChunk = int64_t(1) << 17;  // G entries per sketch task (fixed: deterministic)
 constexpr int64_t kColumnGrain = 64;
 
-// Σ_i f(i) for i < n in kLanes interleaved partial sums (a fixed order for a given n).
-template <typename acc_t, typename F>
-inline acc_t lane_sum(int64_t n, const F& f) {
-  acc_t lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lanes[l] += f(i + l);
-  }
-  for (; i < n; ++i) lanes[i % kLanes] += f(i);
-  acc_t total = 0;
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
-  return total;
-}
-
 // ‖ssqrt(alpha·z)‖² of one row. With the signed sqrt u² = |alpha·z| + eps (z ≠ 0): no sqrt needed.
 template <typename acc_t>
 acc_t row_sum_squares(const acc_t* z, int64_t n, acc_t alpha, bool ssqrt, acc_t eps) {
   if (ssqrt) {
-    return lane_sum<acc_t>(n, [&](int64_t i) {
+    return lane_sum<kLanes, acc_t>(n, [&](int64_t i) {
       const acc_t v = alpha * z[i];
       return v != acc_t(0) ? std::abs(v) + eps : acc_t(0);
     });
   }
-  return lane_sum<acc_t>(n, [&](int64_t i) {
+  return lane_sum<kLanes, acc_t>(n, [&](int64_t i) {
     const acc_t v = alpha * z[i];
     return v * v;
   });
@@ -99,7 +86,7 @@ void epilogue_backward_cpu(const at::Tensor& grad, const at::Tensor& out, const 
         if (np) {
           scale = clamped_norm(np[r], static_cast<acc_t>(kNormEps));
           projected = np[r] > static_cast<acc_t>(kNormEps);
-          dot = lane_sum<acc_t>(n, [&](int64_t i) { return acc_t(o[i]) * acc_t(g[i]); });
+          dot = lane_sum<kLanes, acc_t>(n, [&](int64_t i) { return acc_t(o[i]) * acc_t(g[i]); });
         }
         acc_t* d = dz + r * n;
         for (int64_t i = 0; i < n; ++i) {
@@ -291,7 +278,7 @@ void factorized_rows(const scalar_t* xp, const scalar_t* yp, int64_t rows, int64
       }
       acc_t inv = 1;
       if (np) {
-        const acc_t nr = std::sqrt(lane_sum<acc_t>(o, [&](int64_t j) { return u[j] * u[j]; }));
+        const acc_t nr = std::sqrt(lane_sum<kLanes, acc_t>(o, [&](int64_t j) { return u[j] * u[j]; }));
         np[r] = nr;
         inv = acc_t(1) / clamped_norm(nr, static_cast<acc_t>(kNormEps));
       }
@@ -317,7 +304,7 @@ void factorized_backward_rows(const scalar_t* gp, const scalar_t* xp, const scal
       if (l2) {
         scale = clamped_norm(np[r], static_cast<acc_t>(kNormEps));
         projected = np[r] > static_cast<acc_t>(kNormEps);
-        dot = lane_sum<acc_t>(o, [&](int64_t j) { return acc_t(out[j]) * acc_t(g[j]); });
+        dot = lane_sum<kLanes, acc_t>(o, [&](int64_t j) { return acc_t(out[j]) * acc_t(g[j]); });
       }
       const scalar_t* x = xp + r * o * kk;
       const scalar_t* y = yp + r * o * kk;

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "common/cpu_features.h"
+#include "common/cpu_reduce.h"
 #include "common/dispatch.h"
 #include "instance_norm/instance_norm.h"
 
@@ -22,19 +23,6 @@ constexpr int kLanes = 8;              // independent partial sums: vectorisable
 constexpr int64_t kChannelBlock = 64;  // channels_last: channels per task
 constexpr int64_t kTaskElements = 1 << 15;  // parallel_for grain: about this many elements
 
-// Σ_{i<n} term(i), in kLanes partial sums.
-template <typename acc_t, typename Term>
-inline acc_t lane_sum(int64_t n, const Term& term) {
-  acc_t lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lanes[l] += term(i + l);
-  }
-  acc_t total = 0;
-  for (; i < n; ++i) total += term(i);
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
-  return total;
-}
 
 template <typename acc_t>
 inline acc_t activate(acc_t y, bool relu) {
@@ -56,8 +44,8 @@ template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 C10_ALWAYS_INLINE void forward_plane(const scalar_t* xp, acc_t gamma, acc_t beta, acc_t eps,
                                        bool relu, int64_t n, scalar_t* op, acc_t* mean,
                                        acc_t* rstd) {
-  const acc_t m = lane_sum<acc_t>(n, [&](int64_t i) { return static_cast<acc_t>(xp[i]); }) / n;
-  const acc_t var = lane_sum<acc_t>(n, [&](int64_t i) {
+  const acc_t m = lane_sum<kLanes, acc_t>(n, [&](int64_t i) { return static_cast<acc_t>(xp[i]); }) / n;
+  const acc_t var = lane_sum<kLanes, acc_t>(n, [&](int64_t i) {
                       const acc_t d = static_cast<acc_t>(xp[i]) - m;
                       return d * d;
                     }) / n;
@@ -79,8 +67,8 @@ C10_ALWAYS_INLINE void backward_plane(const scalar_t* dy, const scalar_t* x, con
                                         scalar_t* dx, acc_t* dgamma, acc_t* dbeta) {
   auto grad = [&](int64_t i) { return masked_grad<acc_t>(dy[i], out[i], relu); };
   auto xhat = [&](int64_t i) { return (static_cast<acc_t>(x[i]) - m) * r; };
-  const acc_t sum_dy = lane_sum<acc_t>(n, grad);
-  const acc_t sum_dy_xhat = lane_sum<acc_t>(n, [&](int64_t i) { return grad(i) * xhat(i); });
+  const acc_t sum_dy = lane_sum<kLanes, acc_t>(n, grad);
+  const acc_t sum_dy_xhat = lane_sum<kLanes, acc_t>(n, [&](int64_t i) { return grad(i) * xhat(i); });
   *dbeta = sum_dy;
   *dgamma = sum_dy_xhat;
   const acc_t k = gamma * r, a = sum_dy / n, b = sum_dy_xhat / n;
