@@ -18,8 +18,6 @@
 
 namespace cvops::bilinear {
 
-// F.normalize's clamp: u / max(‖u‖, kNormEps).
-constexpr double kNormEps = 1e-12;
 
 struct EpilogueOptions {
   bool signed_sqrt;

@@ -55,7 +55,7 @@ void epilogue_cpu(const at::Tensor& z, double alpha, const EpilogueOptions& opts
         if (np) {
           const acc_t nr = std::sqrt(row_sum_squares(zr, n, a, opts.signed_sqrt, eps));
           np[r] = nr;
-          inv = acc_t(1) / clamped_norm(nr, static_cast<acc_t>(kNormEps));
+          inv = acc_t(1) / clamped_norm(nr);
         }
         if (opts.signed_sqrt) {
           for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(signed_sqrt(a * zr[i], eps) * inv);
@@ -81,16 +81,14 @@ void epilogue_backward_cpu(const at::Tensor& grad, const at::Tensor& out, const 
       for (int64_t r = begin; r < end; ++r) {
         const scalar_t* g = gp + r * n;
         const scalar_t* o = op + r * n;
-        acc_t scale = 1, dot = 0;
-        bool projected = false;
-        if (np) {
-          scale = clamped_norm(np[r], static_cast<acc_t>(kNormEps));
-          projected = np[r] > static_cast<acc_t>(kNormEps);
+        acc_t row_norm = 0, dot = 0;
+        if (l2) {
+          row_norm = np[r];
           dot = lane_sum<kLanes, acc_t>(n, [&](int64_t i) { return acc_t(o[i]) * acc_t(g[i]); });
         }
         acc_t* d = dz + r * n;
         for (int64_t i = 0; i < n; ++i) {
-          d[i] = epilogue_grad<acc_t>(g[i], o[i], scale, dot, l2, projected, signed_sqrt_on);
+          d[i] = epilogue_grad<acc_t>(g[i], o[i], l2, row_norm, dot, signed_sqrt_on);
         }
       }
     });
@@ -280,7 +278,7 @@ void factorized_rows(const scalar_t* xp, const scalar_t* yp, int64_t rows, int64
       if (np) {
         const acc_t nr = std::sqrt(lane_sum<kLanes, acc_t>(o, [&](int64_t j) { return u[j] * u[j]; }));
         np[r] = nr;
-        inv = acc_t(1) / clamped_norm(nr, static_cast<acc_t>(kNormEps));
+        inv = acc_t(1) / clamped_norm(nr);
       }
       scalar_t* out = outp + r * o;
       for (int64_t j = 0; j < o; ++j) out[j] = static_cast<scalar_t>(u[j] * inv);
@@ -299,11 +297,9 @@ void factorized_backward_rows(const scalar_t* gp, const scalar_t* xp, const scal
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* g = gp + r * o;
       const scalar_t* out = outp + r * o;
-      acc_t scale = 1, dot = 0;
-      bool projected = false;
+      acc_t row_norm = 0, dot = 0;
       if (l2) {
-        scale = clamped_norm(np[r], static_cast<acc_t>(kNormEps));
-        projected = np[r] > static_cast<acc_t>(kNormEps);
+        row_norm = np[r];
         dot = lane_sum<kLanes, acc_t>(o, [&](int64_t j) { return acc_t(out[j]) * acc_t(g[j]); });
       }
       const scalar_t* x = xp + r * o * kk;
@@ -311,7 +307,7 @@ void factorized_backward_rows(const scalar_t* gp, const scalar_t* xp, const scal
       scalar_t* gx = gxp + r * o * kk;
       scalar_t* gy = gyp + r * o * kk;
       for (int64_t j = 0; j < o; ++j) {
-        const acc_t dz = epilogue_grad<acc_t>(g[j], out[j], scale, dot, l2, projected, ssqrt);
+        const acc_t dz = epilogue_grad<acc_t>(g[j], out[j], l2, row_norm, dot, ssqrt);
         for (int64_t i = j * kk; i < (j + 1) * kk; ++i) {
           gx[i] = static_cast<scalar_t>(dz * acc_t(y[i]));
           gy[i] = static_cast<scalar_t>(dz * acc_t(x[i]));

@@ -96,7 +96,7 @@ __global__ void write_out_kernel(Values values, int64_t rows, int64_t n, bool ss
                                  const acc_t* norm, scalar_t* out) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * n; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = e / n, i = e % n;
-    const acc_t inv = norm ? acc_t(1) / clamped_norm(norm[row], static_cast<acc_t>(kNormEps)) : acc_t(1);
+    const acc_t inv = norm ? acc_t(1) / clamped_norm(norm[row]) : acc_t(1);
     out[e] = static_cast<scalar_t>(maybe_signed_sqrt(values(row, i), eps, ssqrt) * inv);
   }
 }
@@ -178,12 +178,24 @@ struct RowGrad {
   const acc_t* dot;
   bool ssqrt;
   __device__ acc_t operator()(int64_t row, acc_t g, acc_t out) const {
-    if (!norm) return epilogue_grad(g, out, acc_t(1), acc_t(0), false, false, ssqrt);
-    const acc_t n = norm[row];
-    return epilogue_grad(g, out, clamped_norm(n, static_cast<acc_t>(kNormEps)), dot[row], true,
-                         n > static_cast<acc_t>(kNormEps), ssqrt);
+    if (!norm) return epilogue_grad(g, out, false, acc_t(0), acc_t(0), ssqrt);
+    return epilogue_grad(g, out, true, norm[row], dot[row], ssqrt);
   }
 };
+
+// The RowGrad of grad and out [rows, n]; with L2 it reads the forward's norm and the row dots,
+// which `dots` keeps alive until the kernel using it has been queued.
+template <typename scalar_t, typename acc_t>
+RowGrad<acc_t> row_grad(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& norm,
+                        bool ssqrt, bool l2, at::Tensor& dots) {
+  RowGrad<acc_t> rg{nullptr, nullptr, ssqrt};
+  if (l2) {
+    dots = row_dots<scalar_t, acc_t>(out, grad, out.size(0), out.size(1));
+    rg.norm = norm.const_data_ptr<acc_t>();
+    rg.dot = dots.const_data_ptr<acc_t>();
+  }
+  return rg;
+}
 
 template <typename scalar_t, typename acc_t>
 __global__ void epilogue_grad_kernel(const scalar_t* grad, const scalar_t* out, RowGrad<acc_t> rg,
@@ -200,12 +212,7 @@ void epilogue_backward_cuda(const at::Tensor& grad, const at::Tensor& out, const
   CVOPS_DISPATCH_FLOATING(out.scalar_type(), "cvops_bilinear_epilogue_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor dots;
-    RowGrad<acc_t> rg{nullptr, nullptr, signed_sqrt_on};
-    if (l2) {
-      dots = row_dots<scalar_t, acc_t>(out, grad, rows, n);
-      rg.norm = norm.const_data_ptr<acc_t>();
-      rg.dot = dots.const_data_ptr<acc_t>();
-    }
+    const auto rg = row_grad<scalar_t, acc_t>(grad, out, norm, signed_sqrt_on, l2, dots);
     epilogue_grad_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * n, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, rows, n, grad_z.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -356,12 +363,7 @@ void factorized_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& x, 
   CVOPS_DISPATCH_FLOATING(x.scalar_type(), "cvops_factorized_pool_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor dots;
-    RowGrad<acc_t> rg{nullptr, nullptr, signed_sqrt_on};
-    if (l2) {
-      dots = row_dots<scalar_t, acc_t>(out, grad, rows, o);
-      rg.norm = norm.const_data_ptr<acc_t>();
-      rg.dot = dots.const_data_ptr<acc_t>();
-    }
+    const auto rg = row_grad<scalar_t, acc_t>(grad, out, norm, signed_sqrt_on, l2, dots);
     factorized_backward_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * o, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, x.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(), rows, o, k, grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());

@@ -7,6 +7,9 @@
 
 namespace cvops::bilinear {
 
+// F.normalize's clamp: u / max(‖u‖, kNormEps).
+constexpr double kNormEps = 1e-12;
+
 template <typename T>
 C10_HOST_DEVICE inline T signed_sqrt(T z, T eps) {
   // sign(0) = 0, as torch.sign: the gradient there is 0 too (see signed_sqrt_slope).
@@ -30,19 +33,21 @@ C10_HOST_DEVICE inline T signed_sqrt_slope(T u) {
 
 // The L2 scale and its clamp, as F.normalize: divide by max(norm, kNormEps).
 template <typename T>
-C10_HOST_DEVICE inline T clamped_norm(T norm, T norm_eps) {
-  // A NaN norm stays NaN (clamp_min propagates it): never 1 / norm_eps on a row that holds NaN.
-  return norm < norm_eps ? norm_eps : norm;
+C10_HOST_DEVICE inline T clamped_norm(T norm) {
+  // A NaN norm stays NaN (clamp_min propagates it): never 1 / kNormEps on a row that holds NaN.
+  return norm < T(kNormEps) ? T(kNormEps) : norm;
 }
 
-// grad_z for one element from the forward's out, the row's clamped norm `scale` (1 without L2),
-// whether the clamp was inactive (`projected`: the L2 gradient removes the out·(out·g) component)
-// and dot = Σ out·g over the row.
+// grad_z for one element from the forward's out and its gradient g; with L2, the row's norm
+// (‖u‖ before the clamp) and dot = Σ out·g over the row. Where the clamp is inactive the L2
+// gradient also removes the out·(out·g) component; where it is active L2 is a plain scaling.
 template <typename T>
-C10_HOST_DEVICE inline T epilogue_grad(T g, T out, T scale, T dot, bool l2, bool projected,
-                                       bool signed_sqrt_on) {
-  T du = g;
-  if (l2) du = (projected ? g - out * dot : g) / scale;
+C10_HOST_DEVICE inline T epilogue_grad(T g, T out, bool l2, T norm, T dot, bool signed_sqrt_on) {
+  T du = g, scale = 1;
+  if (l2) {
+    scale = clamped_norm(norm);
+    du = (norm > T(kNormEps) ? g - out * dot : g) / scale;
+  }
   if (!signed_sqrt_on) return du;
   return du * signed_sqrt_slope(out * scale);
 }
