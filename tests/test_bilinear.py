@@ -548,10 +548,11 @@ def test_nan_features_give_nan_like_the_reference():
     torch.testing.assert_close(got[1], want[1])
 
 
-def test_tensor_sketch_backward_of_an_empty_sketch_is_zero():
+def test_tensor_sketch_backward_rejects_an_empty_sketch():
+    # out [B, 0] cannot come from the forward; a direct call gets an error, never a read of a bin.
     x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
-    h, s = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.float64)  # hashes into [0, max(d, 1))
+    h, s = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.float64)
     empty = torch.zeros(2, 0, dtype=torch.float64)
-    gx, gy = torch.ops.cvops.tensor_sketch_pool_backward(empty, x, None, h, s, h, s, empty,
-                                                         torch.zeros(0, dtype=torch.float64), "mean", True, False)
-    assert torch.equal(gx, torch.zeros_like(x))
+    with pytest.raises(RuntimeError, match=r"cvops.tensor_sketch_pool_backward: out must be the forward's output"):
+        torch.ops.cvops.tensor_sketch_pool_backward(empty, x, None, h, s, h, s, empty,
+                                                    torch.zeros(0, dtype=torch.float64), "mean", True, False)

@@ -387,15 +387,16 @@ TensorPair tensor_sketch_pool_backward(const at::Tensor& grad, const at::Tensor&
   constexpr const char* op = "tensor_sketch_pool_backward";
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
-  const int64_t output_dim = out.dim() == 2 ? out.size(1) : 0;
+  // The forward never makes an empty sketch: out [B, 0] can only come from a direct call.
+  CVOPS_CHECK(out.dim() == 2 && out.size(1) >= 1, op,
+              "out must be the forward's output [B, output_dim] with output_dim >= 1, got shape ",
+              out.sizes());
+  const int64_t output_dim = out.size(1);
   check_saved(op, grad, out, norm, p.batch, output_dim, l2_normalize);
-  const auto args = sketch_args(op, p, x, h1, s1, h2, s2, std::max<int64_t>(output_dim, 1));
+  const auto args = sketch_args(op, p, x, h1, s1, h2, s2, output_dim);
   const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, kernels);
-  // An empty sketch (out [B, 0], only reachable by calling this op directly) has no bin to read:
-  // nothing flows back.
-  auto grad_g = output_dim > 0 ? at::empty({p.batch, p.c, p.d}, grad_z.options())
-                               : at::zeros({p.batch, p.c, p.d}, grad_z.options());
-  if (grad_g.numel() > 0 && output_dim > 0) {
+  auto grad_g = at::empty({p.batch, p.c, p.d}, grad_z.options());
+  if (grad_g.numel() > 0) {
     kernels.tensor_sketch_backward(grad_z, args.h1, args.s1, args.h2, args.s2, grad_g);
   }
   return pooled_outer_backward(grad_g, x, y, p, reduce);
