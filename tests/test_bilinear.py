@@ -280,7 +280,7 @@ def test_gradient_of_one_input_only():
 
 def test_norm_output_is_not_differentiable():
     x = randn(2, 3, 4, requires_grad=True)
-    out, norm = torch.ops.cvops.bilinear_pool(x, None, "mean", True, True, 1e-8)
+    out, norm = torch.ops.cvops._bilinear_pool(x, None, "hw", True, True, 1e-8)
     assert out.requires_grad and not norm.requires_grad
     close(norm, ref.signed_sqrt(ref.bilinear_pool(x, None, "mean", False, False)).norm(dim=1))
 
@@ -294,19 +294,19 @@ def _opcheck_cases():
     h1, s1, h2, s2 = ts_params(4, 3, 6)
     w1, w2 = (w.double() for w in cvops.compact_bilinear_params("rm", 4, 3, 6))
     xf, yf = randn(3, 8, requires_grad=True), randn(3, 8, requires_grad=True)
-    out, norm = torch.ops.cvops.bilinear_pool(x, None, "mean", True, True, 1e-8)
+    out, norm = torch.ops.cvops._bilinear_pool(x, None, "hw", True, True, 1e-8)
     return [
-        ("bilinear_pool", (xg, yg, "mean", True, True, 1e-8)),
-        ("bilinear_pool", (x, None, "sum", False, False, 1e-8)),
-        ("bilinear_pool_backward", (randn(2, 16), x, None, out, norm, "mean", True, True)),
-        ("tensor_sketch_pool", (xg, yg, h1, s1, h2, s2, 6, "mean", True, True, 1e-8)),
-        ("tensor_sketch_pool", (xg, None, h1, s1, h1, s1, 6, "sum", False, True, 1e-8)),
-        ("random_maclaurin_pool", (xg, yg, w1, w2, "mean", True, True, 1e-8)),
-        ("random_maclaurin_pool", (xg, None, w1, w1, "sum", True, False, 1e-8)),
-        ("factorized_bilinear_pool", (xf, yf, 4, True, True, 1e-8)),
-        ("factorized_bilinear_pool", (xf, yf, 2, False, False, 1e-8)),
+        ("_bilinear_pool", (xg, yg, "hw", True, True, 1e-8)),
+        ("_bilinear_pool", (x, None, "none", False, False, 1e-8)),
+        ("_bilinear_pool_backward", (randn(2, 16), x, None, out, norm, "hw", True, True)),
+        ("_compact_bilinear_pool_ts", (xg, yg, h1, s1, h2, s2, 6, "hw", True, True, 1e-8)),
+        ("_compact_bilinear_pool_ts", (xg, None, h1, s1, h1, s1, 6, "none", False, True, 1e-8)),
+        ("_compact_bilinear_pool_rm", (xg, yg, w1, w2, "hw", True, True, 1e-8)),
+        ("_compact_bilinear_pool_rm", (xg, None, w1, w1, "none", True, False, 1e-8)),
+        ("_factorized_bilinear_pool", (xf, yf, 4, True, True, 1e-8)),
+        ("_factorized_bilinear_pool", (xf, yf, 2, False, False, 1e-8)),
         ("lowrank_bilinear_score", (xg, randn(5, 4, 3, requires_grad=True), 2)),
-        ("lowrank_bilinear_score_backward", (randn(2, 5), x, randn(5, 4, 3), 1)),
+        ("_lowrank_bilinear_score_backward", (randn(2, 5), x, randn(5, 4, 3), 1)),
     ]
 
 
@@ -363,13 +363,13 @@ def test_torch_compile_inductor_dynamic():
     (lambda: cvops.bilinear_pool(randn(2, 3, 4), randn(3, 3, 4)), RuntimeError, r"cvops.bilinear_pool: y must have x's batch"),
     (lambda: cvops.bilinear_pool(randn(2, 3, 4), reduce="max"), ValueError, r"cvops.bilinear_pool: reduce must be one of"),
     (lambda: cvops.bilinear_pool(randn(2, 3, 4), eps=-1.0), ValueError, r"cvops.bilinear_pool: eps must be"),
-    (lambda: torch.ops.cvops.bilinear_pool(randn(2, 3, 4), None, "max", True, True, 1e-8), RuntimeError, r"cvops.bilinear_pool: reduce must be 'mean' or 'sum'"),
+    (lambda: torch.ops.cvops._bilinear_pool(randn(2, 3, 4), None, "max", True, True, 1e-8), RuntimeError, r"cvops.bilinear_pool: normalize must be 'hw' or 'none'"),
     (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=0), ValueError, r"cvops.compact_bilinear_pool: output_dim must be an int >= 1, got 0"),
     (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), kind="fft"), ValueError, r"cvops.compact_bilinear_pool: kind must be one of"),
     (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), randn(2, 3, 5), output_dim=8), RuntimeError, r"cvops.tensor_sketch_pool: y must have x's batch"),
-    (lambda: torch.ops.cvops.tensor_sketch_pool(randn(2, 3, 4), None, *ts_params(3, 3, 8), 0, "mean", True, True, 1e-8), RuntimeError,
+    (lambda: torch.ops.cvops._compact_bilinear_pool_ts(randn(2, 3, 4), None, *ts_params(3, 3, 8), 0, "hw", True, True, 1e-8), RuntimeError,
      r"cvops.tensor_sketch_pool: output_dim must be >= 1, got 0"),
-    (lambda: torch.ops.cvops.tensor_sketch_pool(randn(2, 3, 4), None, *ts_params(3, 3, 8), 4, "mean", True, True, 1e-8), RuntimeError,
+    (lambda: torch.ops.cvops._compact_bilinear_pool_ts(randn(2, 3, 4), None, *ts_params(3, 3, 8), 4, "hw", True, True, 1e-8), RuntimeError,
      r"cvops.tensor_sketch_pool: h1 values must lie in \[0, 4\)"),
     (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=8, params=ts_params(4, 3, 8)), RuntimeError,
      r"cvops.tensor_sketch_pool: h1 must have shape \[3\] \(one bin per channel\), got \[4\]"),
@@ -554,5 +554,5 @@ def test_tensor_sketch_backward_rejects_an_empty_sketch():
     h, s = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.float64)
     empty = torch.zeros(2, 0, dtype=torch.float64)
     with pytest.raises(RuntimeError, match=r"cvops.tensor_sketch_pool_backward: out must be the forward's output"):
-        torch.ops.cvops.tensor_sketch_pool_backward(empty, x, None, h, s, h, s, empty,
-                                                    torch.zeros(0, dtype=torch.float64), "mean", True, False)
+        torch.ops.cvops._compact_bilinear_pool_ts_backward(empty, x, None, h, s, h, s, empty,
+                                                    torch.zeros(0, dtype=torch.float64), "hw", True, False)

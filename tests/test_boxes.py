@@ -185,7 +185,7 @@ def test_aligned_broadcasts_and_reduces_gradients():
 def test_aligned_opcheck_and_compile(kind):
     a, b = aligned_pairs(8)
     torch.library.opcheck(torch.ops.cvops.box_iou_aligned.default, (a.clone().requires_grad_(), b.clone().requires_grad_(), kind, "xyxy"))
-    torch.library.opcheck(torch.ops.cvops.box_iou_aligned_backward.default, (torch.randn(8, dtype=a.dtype), a, b, kind, "cxcywh"))
+    torch.library.opcheck(torch.ops.cvops._box_iou_aligned_backward.default, (torch.randn(8, dtype=a.dtype), a, b, kind, "cxcywh"))
     torch._dynamo.reset()
     loss = lambda x, y: (1 - cvops.box_iou_aligned(x, y, kind=kind)).mean()  # noqa: E731
     x = a.float().requires_grad_()
@@ -198,7 +198,7 @@ def test_aligned_opcheck_and_compile(kind):
     (lambda: cvops.box_iou_aligned(torch.rand(3, 5), torch.rand(3, 4)), r"cvops.box_iou_aligned: boxes1 must have shape \[..., 4\]"),
     (lambda: cvops.box_iou_aligned(torch.rand(3, 4), torch.rand(2, 4)), r"cvops.box_iou_aligned: the leading dims of boxes1 \[3\] and boxes2 \[2\] do not broadcast"),
     (lambda: cvops.box_iou_aligned(torch.ones(3, 4, dtype=torch.int32), torch.rand(3, 4)), r"boxes1 must be a floating-point"),
-    (lambda: torch.ops.cvops.box_iou_aligned_backward(torch.rand(2), torch.rand(3, 4), torch.rand(3, 4), "iou", "xyxy"), r"cvops.box_iou_aligned_backward: grad must have the output's shape \[3\]"),
+    (lambda: torch.ops.cvops._box_iou_aligned_backward(torch.rand(2), torch.rand(3, 4), torch.rand(3, 4), "iou", "xyxy"), r"cvops.box_iou_aligned_backward: grad must have the output's shape \[3\]"),
 ])
 def test_aligned_bad_input(call, match):
     with pytest.raises(RuntimeError, match=match):

@@ -148,14 +148,14 @@ def test_style_loss_gradcheck(kind, reduction):
 
 def test_style_loss_residual_is_not_differentiable():
     x = randn(2, 3, 4, requires_grad=True)
-    loss, residual = torch.ops.cvops.style_loss(x, randn(3, 3), None, "chw", 1.0, "mean", True)
+    loss, residual = torch.ops.cvops._style_loss(x, randn(3, 3), None, "chw", 1.0, "mean", True)
     assert loss.requires_grad and not residual.requires_grad
 
 
 def test_style_loss_backward_needs_residual():
     x = randn(2, 3, 4)
     with pytest.raises(RuntimeError, match="cvops.style_loss_backward: residual is empty"):
-        torch.ops.cvops.style_loss_backward(torch.tensor(1.0, dtype=x.dtype), x, x.new_empty(0), "chw", 1.0, "mean")
+        torch.ops.cvops._style_loss_backward(torch.tensor(1.0, dtype=x.dtype), x, x.new_empty(0), "chw", 1.0, "mean")
 
 
 # ---------------------------------------------------------------------------- torch.library checks
@@ -168,11 +168,11 @@ def _opcheck_cases():
     return [
         ("gram_matrix", (x, "chw", 1.0)),
         ("gram_matrix", (xg, "value", 2.5)),
-        ("gram_matrix_backward", (randn(2, 5, 5), x, "hw", 1.0)),
-        ("style_loss", (xg, bank, index, "chw", 1.0, "mean", True)),
-        ("style_loss", (x, randn(5, 5), None, "hw", 1.0, "none", False)),
-        ("style_loss", (xg, randn(2, 5, 5, requires_grad=True), None, "none", 1.0, "sum", True)),
-        ("style_loss_backward", (torch.tensor(1.0, dtype=x.dtype), x, randn(2, 5, 5), "chw", 1.0, "mean")),
+        ("_gram_matrix_backward", (randn(2, 5, 5), x, "hw", 1.0)),
+        ("_style_loss", (xg, bank, index, "chw", 1.0, "mean", True)),
+        ("_style_loss", (x, randn(5, 5), None, "hw", 1.0, "none", False)),
+        ("_style_loss", (xg, randn(2, 5, 5, requires_grad=True), None, "none", 1.0, "sum", True)),
+        ("_style_loss_backward", (torch.tensor(1.0, dtype=x.dtype), x, randn(2, 5, 5), "chw", 1.0, "mean")),
     ]
 
 
@@ -230,8 +230,8 @@ def test_torch_compile_dynamic_shapes():
     (lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([0, 1], dtype=torch.int32)), RuntimeError, r"cvops.style_loss: target_index must be Long"),
     (lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([0, 1, 2])), RuntimeError, r"cvops.style_loss: target_index must have shape \[B\]"),
     (lambda: cvops.style_loss(randn(2, 3, 4), randn(3, 3), reduction="avg"), ValueError, r"cvops.style_loss: reduction must be one of"),
-    (lambda: torch.ops.cvops.style_loss(randn(2, 3, 4), randn(3, 3), None, "chw", 1.0, "avg", False), RuntimeError, r"cvops.style_loss: reduction must be"),
-    (lambda: torch.ops.cvops.gram_matrix_backward(randn(2, 4, 4), randn(2, 3, 4), "chw", 1.0), RuntimeError, r"cvops.gram_matrix_backward: grad must have shape \[2, 3, 3\]"),
+    (lambda: torch.ops.cvops._style_loss(randn(2, 3, 4), randn(3, 3), None, "chw", 1.0, "avg", False), RuntimeError, r"cvops.style_loss: reduction must be"),
+    (lambda: torch.ops.cvops._gram_matrix_backward(randn(2, 4, 4), randn(2, 3, 4), "chw", 1.0), RuntimeError, r"cvops.gram_matrix_backward: grad must have shape \[2, 3, 3\]"),
     (lambda: cvops.nn.StyleLoss(randn(3, 3, 3))(randn(2, 3, 4)), ValueError, r"cvops.StyleLoss: style_index is required"),
     (lambda: cvops.nn.StyleLoss(randn(3, 4)), ValueError, r"cvops.StyleLoss: target must be"),
     (lambda: cvops.nn.GramMatrix(normalize="hwc"), ValueError, r"cvops.GramMatrix: normalize must be one of"),
@@ -306,7 +306,7 @@ def test_cuda_deterministic_and_gradcheck():
     target = torch.randn(5, 5, device="cuda", dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: cvops.style_loss(t, target), (xd,))
     torch.library.opcheck(torch.ops.cvops.gram_matrix.default, (xd, "chw", 1.0))
-    torch.library.opcheck(torch.ops.cvops.style_loss.default, (xd, target, None, "chw", 1.0, "mean", True))
+    torch.library.opcheck(torch.ops.cvops._style_loss.default, (xd, target, None, "chw", 1.0, "mean", True))
 
 
 @pytest.mark.cuda

@@ -98,12 +98,12 @@ def _opcheck_cases():
     x, weight, bias, index = make_inputs(2, 3, 4, 4)
     _, _, _, mix = make_inputs(2, 3, 4, 4, style_kind="mix")
     grad = lambda t: t.clone().requires_grad_()  # noqa: E731
-    out, mean, rstd = torch.ops.cvops.conditional_instance_norm(x, weight, bias, index, 1e-5, "relu")
+    out, mean, rstd = torch.ops.cvops._conditional_instance_norm(x, weight, bias, index, 1e-5, "relu")
     return [
-        ("conditional_instance_norm", (x, weight, bias, index, 1e-5, "none")),
-        ("conditional_instance_norm", (grad(x), grad(weight), grad(bias), index, 1e-5, "relu")),
-        ("conditional_instance_norm", (grad(x.to(memory_format=torch.channels_last)), grad(weight), grad(bias), grad(mix), 1e-3, "none")),
-        ("conditional_instance_norm_backward", (torch.randn_like(x), x, out, weight, bias, index, mean, rstd, "relu")),
+        ("_conditional_instance_norm", (x, weight, bias, index, 1e-5, "none")),
+        ("_conditional_instance_norm", (grad(x), grad(weight), grad(bias), index, 1e-5, "relu")),
+        ("_conditional_instance_norm", (grad(x.to(memory_format=torch.channels_last)), grad(weight), grad(bias), grad(mix), 1e-3, "none")),
+        ("_conditional_instance_norm_backward", (torch.randn_like(x), x, out, weight, bias, index, mean, rstd, "relu")),
     ]
 
 
@@ -182,7 +182,7 @@ def test_cuda_gradcheck_opcheck_determinism():
     x, weight, bias, style = make_inputs(2, 3, 5, 4, style_kind="mix", device="cuda")
     leaves = [t.clone().requires_grad_() for t in (x, weight, bias, style)]
     assert torch.autograd.gradcheck(lambda *a: cvops.conditional_instance_norm(*a, activation="relu"), leaves)
-    torch.library.opcheck(torch.ops.cvops.conditional_instance_norm.default, (*leaves, 1e-5, "relu"))
+    torch.library.opcheck(torch.ops.cvops._conditional_instance_norm.default, (*leaves, 1e-5, "relu"))
     big = torch.randn(1, 2, 256, 256, device="cuda", requires_grad=True)  # few planes: split reductions
     w, b, s = torch.randn(1, 2, device="cuda"), torch.randn(1, 2, device="cuda"), torch.tensor([0], device="cuda")
     runs = [torch.autograd.grad(cvops.conditional_instance_norm(big, w, b, s).square().sum(), big)[0] for _ in range(2)]

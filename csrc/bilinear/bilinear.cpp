@@ -27,35 +27,35 @@ TORCH_LIBRARY_FRAGMENT(cvops, m) {
   // Each pooling op returns (out, norm): norm [B] (opmath dtype) is the L2 norm before
   // normalisation, kept for the backward (an empty tensor when l2_normalize is off).
   m.def(
-      "bilinear_pool(Tensor x, Tensor? y, str reduce, bool signed_sqrt, bool l2_normalize, "
+      "_bilinear_pool(Tensor x, Tensor? y, str normalize, bool signed_sqrt, bool l2_normalize, "
       "float eps) -> (Tensor, Tensor)");
   m.def(
-      "bilinear_pool_backward(Tensor grad, Tensor x, Tensor? y, Tensor out, Tensor norm, "
-      "str reduce, bool signed_sqrt, bool l2_normalize) -> (Tensor, Tensor)");
+      "_bilinear_pool_backward(Tensor grad, Tensor x, Tensor? y, Tensor out, Tensor norm, "
+      "str normalize, bool signed_sqrt, bool l2_normalize) -> (Tensor, Tensor)");
   m.def(
-      "tensor_sketch_pool(Tensor x, Tensor? y, Tensor h1, Tensor s1, Tensor h2, Tensor s2, "
-      "int output_dim, str reduce, bool signed_sqrt, bool l2_normalize, float eps) "
+      "_compact_bilinear_pool_ts(Tensor x, Tensor? y, Tensor h1, Tensor s1, Tensor h2, Tensor s2, "
+      "int output_dim, str normalize, bool signed_sqrt, bool l2_normalize, float eps) "
       "-> (Tensor, Tensor)");
   m.def(
-      "tensor_sketch_pool_backward(Tensor grad, Tensor x, Tensor? y, Tensor h1, Tensor s1, "
-      "Tensor h2, Tensor s2, Tensor out, Tensor norm, str reduce, bool signed_sqrt, "
+      "_compact_bilinear_pool_ts_backward(Tensor grad, Tensor x, Tensor? y, Tensor h1, Tensor s1, "
+      "Tensor h2, Tensor s2, Tensor out, Tensor norm, str normalize, bool signed_sqrt, "
       "bool l2_normalize) -> (Tensor, Tensor)");
   m.def(
-      "random_maclaurin_pool(Tensor x, Tensor? y, Tensor w1, Tensor w2, str reduce, "
+      "_compact_bilinear_pool_rm(Tensor x, Tensor? y, Tensor w1, Tensor w2, str normalize, "
       "bool signed_sqrt, bool l2_normalize, float eps) -> (Tensor, Tensor)");
   m.def(
-      "random_maclaurin_pool_backward(Tensor grad, Tensor x, Tensor? y, Tensor w1, Tensor w2, "
-      "Tensor out, Tensor norm, str reduce, bool signed_sqrt, bool l2_normalize) "
+      "_compact_bilinear_pool_rm_backward(Tensor grad, Tensor x, Tensor? y, Tensor w1, Tensor w2, "
+      "Tensor out, Tensor norm, str normalize, bool signed_sqrt, bool l2_normalize) "
       "-> (Tensor, Tensor)");
   m.def(
-      "factorized_bilinear_pool(Tensor x, Tensor y, int k, bool signed_sqrt, bool l2_normalize, "
+      "_factorized_bilinear_pool(Tensor x, Tensor y, int k, bool signed_sqrt, bool l2_normalize, "
       "float eps) -> (Tensor, Tensor)");
   m.def(
-      "factorized_bilinear_pool_backward(Tensor grad, Tensor x, Tensor y, Tensor out, "
+      "_factorized_bilinear_pool_backward(Tensor grad, Tensor x, Tensor y, Tensor out, "
       "Tensor norm, int k, bool signed_sqrt, bool l2_normalize) -> (Tensor, Tensor)");
   m.def("lowrank_bilinear_score(Tensor x, Tensor U, int num_positive) -> Tensor");
   m.def(
-      "lowrank_bilinear_score_backward(Tensor grad, Tensor x, Tensor U, int num_positive) "
+      "_lowrank_bilinear_score_backward(Tensor grad, Tensor x, Tensor U, int num_positive) "
       "-> (Tensor, Tensor)");
 }
 
@@ -111,9 +111,9 @@ Pair check_pair(const char* op, const at::Tensor& x, const OptTensor& y) {
 enum class Reduce { kMean, kSum };
 
 Reduce parse_reduce(const char* op, std::string_view reduce) {
-  if (reduce == "mean") return Reduce::kMean;
-  if (reduce == "sum") return Reduce::kSum;
-  CVOPS_CHECK(false, op, "reduce must be 'mean' or 'sum', got '", std::string(reduce), "'");
+  if (reduce == "hw") return Reduce::kMean;
+  if (reduce == "none") return Reduce::kSum;
+  CVOPS_CHECK(false, op, "normalize must be 'hw' or 'none', got '", std::string(reduce), "'");
   return Reduce::kMean;
 }
 

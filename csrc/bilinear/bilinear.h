@@ -111,24 +111,24 @@ TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Ten
 //   TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
 template <const Kernels& kernels>
 void register_ops(torch::Library& m) {
-  m.impl("bilinear_pool", [](const at::Tensor& x, const OptTensor& y, c10::string_view reduce,
+  m.impl("_bilinear_pool", [](const at::Tensor& x, const OptTensor& y, c10::string_view reduce,
                              bool signed_sqrt, bool l2_normalize, double eps) {
     return bilinear_pool(x, y, reduce, signed_sqrt, l2_normalize, eps, kernels);
   });
-  m.impl("bilinear_pool_backward",
+  m.impl("_bilinear_pool_backward",
          [](const at::Tensor& grad, const at::Tensor& x, const OptTensor& y, const at::Tensor& out,
             const at::Tensor& norm, c10::string_view reduce, bool signed_sqrt, bool l2_normalize) {
            return bilinear_pool_backward(grad, x, y, out, norm, reduce, signed_sqrt, l2_normalize,
                                          kernels);
          });
-  m.impl("tensor_sketch_pool",
+  m.impl("_compact_bilinear_pool_ts",
          [](const at::Tensor& x, const OptTensor& y, const at::Tensor& h1, const at::Tensor& s1,
             const at::Tensor& h2, const at::Tensor& s2, int64_t output_dim,
             c10::string_view reduce, bool signed_sqrt, bool l2_normalize, double eps) {
            return tensor_sketch_pool(x, y, h1, s1, h2, s2, output_dim, reduce, signed_sqrt,
                                      l2_normalize, eps, kernels);
          });
-  m.impl("tensor_sketch_pool_backward",
+  m.impl("_compact_bilinear_pool_ts_backward",
          [](const at::Tensor& grad, const at::Tensor& x, const OptTensor& y, const at::Tensor& h1,
             const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
             const at::Tensor& out, const at::Tensor& norm, c10::string_view reduce,
@@ -136,24 +136,24 @@ void register_ops(torch::Library& m) {
            return tensor_sketch_pool_backward(grad, x, y, h1, s1, h2, s2, out, norm, reduce,
                                               signed_sqrt, l2_normalize, kernels);
          });
-  m.impl("random_maclaurin_pool",
+  m.impl("_compact_bilinear_pool_rm",
          [](const at::Tensor& x, const OptTensor& y, const at::Tensor& w1, const at::Tensor& w2,
             c10::string_view reduce, bool signed_sqrt, bool l2_normalize, double eps) {
            return random_maclaurin_pool(x, y, w1, w2, reduce, signed_sqrt, l2_normalize, eps,
                                         kernels);
          });
-  m.impl("random_maclaurin_pool_backward",
+  m.impl("_compact_bilinear_pool_rm_backward",
          [](const at::Tensor& grad, const at::Tensor& x, const OptTensor& y, const at::Tensor& w1,
             const at::Tensor& w2, const at::Tensor& out, const at::Tensor& norm,
             c10::string_view reduce, bool signed_sqrt, bool l2_normalize) {
            return random_maclaurin_pool_backward(grad, x, y, w1, w2, out, norm, reduce,
                                                  signed_sqrt, l2_normalize, kernels);
          });
-  m.impl("factorized_bilinear_pool", [](const at::Tensor& x, const at::Tensor& y, int64_t k,
+  m.impl("_factorized_bilinear_pool", [](const at::Tensor& x, const at::Tensor& y, int64_t k,
                                         bool signed_sqrt, bool l2_normalize, double eps) {
     return factorized_bilinear_pool(x, y, k, signed_sqrt, l2_normalize, eps, kernels);
   });
-  m.impl("factorized_bilinear_pool_backward",
+  m.impl("_factorized_bilinear_pool_backward",
          [](const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
             const at::Tensor& out, const at::Tensor& norm, int64_t k, bool signed_sqrt,
             bool l2_normalize) {
@@ -164,7 +164,7 @@ void register_ops(torch::Library& m) {
          [](const at::Tensor& x, const at::Tensor& u, int64_t num_positive) {
            return lowrank_bilinear_score(x, u, num_positive, kernels);
          });
-  m.impl("lowrank_bilinear_score_backward",
+  m.impl("_lowrank_bilinear_score_backward",
          [](const at::Tensor& grad, const at::Tensor& x, const at::Tensor& u,
             int64_t num_positive) {
            return lowrank_bilinear_score_backward(grad, x, u, num_positive, kernels);

@@ -21,7 +21,7 @@ TORCH_LIBRARY_FRAGMENT(cvops, m) {
   m.def("box_iou(Tensor boxes1, Tensor boxes2, str kind, str fmt) -> Tensor");
   m.def("box_iou_aligned(Tensor boxes1, Tensor boxes2, str kind, str fmt) -> Tensor");
   m.def(
-      "box_iou_aligned_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str kind, str fmt) "
+      "_box_iou_aligned_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str kind, str fmt) "
       "-> (Tensor, Tensor)");
 }
 

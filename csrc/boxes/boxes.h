@@ -57,7 +57,7 @@ void register_ops(torch::Library& m) {
                                c10::string_view kind, c10::string_view fmt) {
     return box_iou_aligned(boxes1, boxes2, kind, fmt, kernels);
   });
-  m.impl("box_iou_aligned_backward",
+  m.impl("_box_iou_aligned_backward",
          [](const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
             c10::string_view kind, c10::string_view fmt) {
            return box_iou_aligned_backward(grad, boxes1, boxes2, kind, fmt, kernels);

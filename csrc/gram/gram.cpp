@@ -13,14 +13,14 @@
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   m.def("gram_matrix(Tensor x, str normalize, float divisor) -> Tensor");
-  m.def("gram_matrix_backward(Tensor grad, Tensor x, str normalize, float divisor) -> Tensor");
+  m.def("_gram_matrix_backward(Tensor grad, Tensor x, str normalize, float divisor) -> Tensor");
   // Returns (loss, residual): when keep_residual, the symmetric residual G − (S + Sᵀ)/2 per sample
   // [B, C, C] (what the backward multiplies F by, so G is not recomputed); else an empty tensor.
   m.def(
-      "style_loss(Tensor x, Tensor target, Tensor? target_index, str normalize, float divisor, "
+      "_style_loss(Tensor x, Tensor target, Tensor? target_index, str normalize, float divisor, "
       "str reduction, bool keep_residual) -> (Tensor, Tensor)");
   m.def(
-      "style_loss_backward(Tensor grad_loss, Tensor x, Tensor residual, str normalize, "
+      "_style_loss_backward(Tensor grad_loss, Tensor x, Tensor residual, str normalize, "
       "float divisor, str reduction) -> Tensor");
 }
 

@@ -215,9 +215,9 @@ std::tuple<at::Tensor, at::Tensor> style_loss_cpu(const at::Tensor& x, const at:
 
 TORCH_LIBRARY_IMPL(cvops, CPU, m) {
   m.impl("gram_matrix", &gram_matrix_cpu);
-  m.impl("gram_matrix_backward", &gram_matrix_backward);
-  m.impl("style_loss", &style_loss_cpu);
-  m.impl("style_loss_backward", &style_loss_backward);
+  m.impl("_gram_matrix_backward", &gram_matrix_backward);
+  m.impl("_style_loss", &style_loss_cpu);
+  m.impl("_style_loss_backward", &style_loss_backward);
 }
 
 }  // namespace cvops::gram

@@ -361,9 +361,9 @@ std::tuple<at::Tensor, at::Tensor> style_loss_cuda(const at::Tensor& x, const at
 
 TORCH_LIBRARY_IMPL(cvops, CUDA, m) {
   m.impl("gram_matrix", &gram_matrix_cuda);
-  m.impl("gram_matrix_backward", &gram_matrix_backward);
-  m.impl("style_loss", &style_loss_cuda);
-  m.impl("style_loss_backward", &style_loss_backward);
+  m.impl("_gram_matrix_backward", &gram_matrix_backward);
+  m.impl("_style_loss", &style_loss_cuda);
+  m.impl("_style_loss_backward", &style_loss_backward);
 }
 
 }  // namespace cvops::gram

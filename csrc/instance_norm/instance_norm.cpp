@@ -19,11 +19,11 @@
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   // Returns (out, mean, rstd); mean and rstd [B, C] (opmath dtype) are kept for the backward.
   m.def(
-      "conditional_instance_norm(Tensor x, Tensor weight, Tensor bias, Tensor style, float eps, "
+      "_conditional_instance_norm(Tensor x, Tensor weight, Tensor bias, Tensor style, float eps, "
       "str activation) -> (Tensor, Tensor, Tensor)");
   // Returns (grad_x, grad_weight, grad_bias, grad_style); grad_style is empty for index styles.
   m.def(
-      "conditional_instance_norm_backward(Tensor grad_out, Tensor x, Tensor out, Tensor weight, "
+      "_conditional_instance_norm_backward(Tensor grad_out, Tensor x, Tensor out, Tensor weight, "
       "Tensor bias, Tensor style, Tensor mean, Tensor rstd, str activation) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
 }

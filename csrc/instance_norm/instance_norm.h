@@ -45,12 +45,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
 //   TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
 template <const Kernels& kernels>
 void register_ops(torch::Library& m) {
-  m.impl("conditional_instance_norm",
+  m.impl("_conditional_instance_norm",
          [](const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
             const at::Tensor& style, double eps, c10::string_view activation) {
            return conditional_instance_norm(x, weight, bias, style, eps, activation, kernels);
          });
-  m.impl("conditional_instance_norm_backward",
+  m.impl("_conditional_instance_norm_backward",
          [](const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& out,
             const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& style,
             const at::Tensor& mean, const at::Tensor& rstd, c10::string_view activation) {

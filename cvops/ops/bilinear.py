@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 _REDUCE = ("mean", "sum")
+_NORMALIZE_OF = {"mean": "hw", "sum": "none"}
 _KINDS = ("ts", "rm")
 DEFAULT_EPS = 1e-8
 
@@ -57,7 +58,7 @@ def bilinear_pool(x: Tensor, y: Tensor = None, *, reduce="mean", signed_sqrt=Tru
     op = "bilinear_pool"
     check_choice(op, "reduce", reduce, _REDUCE)
     x, y = _same_dtype(x, y)
-    out, _ = torch.ops.cvops.bilinear_pool(x, y, reduce, bool(signed_sqrt), bool(l2_normalize), _check_eps(op, eps))
+    out, _ = torch.ops.cvops._bilinear_pool(x, y, _NORMALIZE_OF[reduce], bool(signed_sqrt), bool(l2_normalize), _check_eps(op, eps))
     return out
 
 
@@ -114,13 +115,13 @@ def compact_bilinear_pool(x: Tensor, y: Tensor = None, *, output_dim=8192, kind=
         params = compact_bilinear_params(kind, x.shape[1], channels_y, output_dim, seed, device=x.device)
     if kind == "ts":
         h1, s1, h2, s2 = params
-        out, _ = torch.ops.cvops.tensor_sketch_pool(x, y, h1, s1, h2, s2, output_dim, reduce, bool(signed_sqrt),
+        out, _ = torch.ops.cvops._compact_bilinear_pool_ts(x, y, h1, s1, h2, s2, output_dim, _NORMALIZE_OF[reduce], bool(signed_sqrt),
                                                     bool(l2_normalize), eps)
     else:
         w1, w2 = params
         if w1.shape[-1] != output_dim:
             raise ValueError(f"cvops.{op}: params' W1 has {w1.shape[-1]} output columns, but output_dim is {output_dim}")
-        out, _ = torch.ops.cvops.random_maclaurin_pool(x, y, w1, w2, reduce, bool(signed_sqrt), bool(l2_normalize), eps)
+        out, _ = torch.ops.cvops._compact_bilinear_pool_rm(x, y, w1, w2, _NORMALIZE_OF[reduce], bool(signed_sqrt), bool(l2_normalize), eps)
     return out
 
 
@@ -131,7 +132,7 @@ def factorized_bilinear_pool(x: Tensor, y: Tensor, *, k, signed_sqrt=True, l2_no
     op = "factorized_bilinear_pool"
     check_int(op, "k", k, 1)
     x, y = _same_dtype(x, y)
-    out, _ = torch.ops.cvops.factorized_bilinear_pool(x, y, k, bool(signed_sqrt), bool(l2_normalize), _check_eps(op, eps))
+    out, _ = torch.ops.cvops._factorized_bilinear_pool(x, y, k, bool(signed_sqrt), bool(l2_normalize), _check_eps(op, eps))
     return out
 
 
@@ -167,49 +168,49 @@ def _input_grads(x, y):
     return x.new_empty(x.shape), (x.new_empty((0,)) if y is None else y.new_empty(y.shape))
 
 
-@torch.library.register_fake("cvops::bilinear_pool")
+@torch.library.register_fake("cvops::_bilinear_pool")
 def _bilinear_pool_fake(x, y, reduce, signed_sqrt, l2_normalize, eps):
     _check_features_fake("bilinear_pool", x)
     channels_y = x.shape[1] if y is None else y.shape[1]
     return _pool_outputs(x, x.shape[1] * channels_y, l2_normalize)
 
 
-@torch.library.register_fake("cvops::bilinear_pool_backward")
+@torch.library.register_fake("cvops::_bilinear_pool_backward")
 def _bilinear_pool_backward_fake(grad, x, y, out, norm, reduce, signed_sqrt, l2_normalize):
     return _input_grads(x, y)
 
 
-@torch.library.register_fake("cvops::tensor_sketch_pool")
+@torch.library.register_fake("cvops::_compact_bilinear_pool_ts")
 def _tensor_sketch_pool_fake(x, y, h1, s1, h2, s2, output_dim, reduce, signed_sqrt, l2_normalize, eps):
     _check_features_fake("tensor_sketch_pool", x)
     torch._check(output_dim >= 1, lambda: f"cvops.tensor_sketch_pool: output_dim must be >= 1, got {output_dim}")
     return _pool_outputs(x, output_dim, l2_normalize)
 
 
-@torch.library.register_fake("cvops::tensor_sketch_pool_backward")
+@torch.library.register_fake("cvops::_compact_bilinear_pool_ts_backward")
 def _tensor_sketch_pool_backward_fake(grad, x, y, h1, s1, h2, s2, out, norm, reduce, signed_sqrt, l2_normalize):
     return _input_grads(x, y)
 
 
-@torch.library.register_fake("cvops::random_maclaurin_pool")
+@torch.library.register_fake("cvops::_compact_bilinear_pool_rm")
 def _random_maclaurin_pool_fake(x, y, w1, w2, reduce, signed_sqrt, l2_normalize, eps):
     _check_features_fake("random_maclaurin_pool", x)
     return _pool_outputs(x, w1.shape[1], l2_normalize)
 
 
-@torch.library.register_fake("cvops::random_maclaurin_pool_backward")
+@torch.library.register_fake("cvops::_compact_bilinear_pool_rm_backward")
 def _random_maclaurin_pool_backward_fake(grad, x, y, w1, w2, out, norm, reduce, signed_sqrt, l2_normalize):
     return _input_grads(x, y)
 
 
-@torch.library.register_fake("cvops::factorized_bilinear_pool")
+@torch.library.register_fake("cvops::_factorized_bilinear_pool")
 def _factorized_bilinear_pool_fake(x, y, k, signed_sqrt, l2_normalize, eps):
     torch._check(x.dim() == 2, lambda: f"cvops.factorized_bilinear_pool: x must have 2 dimensions [B, k·o], got {x.dim()}")
     torch._check(k >= 1, lambda: f"cvops.factorized_bilinear_pool: k must be >= 1, got {k}")
     return _pool_outputs(x, x.shape[1] // k, l2_normalize)
 
 
-@torch.library.register_fake("cvops::factorized_bilinear_pool_backward")
+@torch.library.register_fake("cvops::_factorized_bilinear_pool_backward")
 def _factorized_bilinear_pool_backward_fake(grad, x, y, out, norm, k, signed_sqrt, l2_normalize):
     return x.new_empty(x.shape), y.new_empty(y.shape)
 
@@ -221,7 +222,7 @@ def _lowrank_bilinear_score_fake(x, U, num_positive):
     return x.new_empty(x.shape[0], U.shape[0])
 
 
-@torch.library.register_fake("cvops::lowrank_bilinear_score_backward")
+@torch.library.register_fake("cvops::_lowrank_bilinear_score_backward")
 def _lowrank_bilinear_score_backward_fake(grad, x, U, num_positive):
     return x.new_empty(x.shape), U.new_empty(U.shape)
 
@@ -246,12 +247,12 @@ def _bilinear_pool_setup(ctx, inputs, output):
 
 def _bilinear_pool_backward(ctx, grad, _grad_norm):
     x, y, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops.bilinear_pool_backward(grad, x, y, out, norm, ctx.reduce, ctx.signed_sqrt,
+    grad_x, grad_y = torch.ops.cvops._bilinear_pool_backward(grad, x, y, out, norm, ctx.reduce, ctx.signed_sqrt,
                                                             ctx.l2_normalize)
     return (*_input_grad_slots(ctx, grad_x, grad_y, y), None, None, None, None)
 
 
-torch.library.register_autograd("cvops::bilinear_pool", _bilinear_pool_backward, setup_context=_bilinear_pool_setup)
+torch.library.register_autograd("cvops::_bilinear_pool", _bilinear_pool_backward, setup_context=_bilinear_pool_setup)
 
 
 def _tensor_sketch_setup(ctx, inputs, output):
@@ -263,12 +264,12 @@ def _tensor_sketch_setup(ctx, inputs, output):
 
 def _tensor_sketch_backward(ctx, grad, _grad_norm):
     x, y, h1, s1, h2, s2, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops.tensor_sketch_pool_backward(grad, x, y, h1, s1, h2, s2, out, norm, ctx.reduce,
+    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_ts_backward(grad, x, y, h1, s1, h2, s2, out, norm, ctx.reduce,
                                                                  ctx.signed_sqrt, ctx.l2_normalize)
     return (*_input_grad_slots(ctx, grad_x, grad_y, y), None, None, None, None, None, None, None, None, None)
 
 
-torch.library.register_autograd("cvops::tensor_sketch_pool", _tensor_sketch_backward, setup_context=_tensor_sketch_setup)
+torch.library.register_autograd("cvops::_compact_bilinear_pool_ts", _tensor_sketch_backward, setup_context=_tensor_sketch_setup)
 
 
 def _random_maclaurin_setup(ctx, inputs, output):
@@ -280,12 +281,12 @@ def _random_maclaurin_setup(ctx, inputs, output):
 
 def _random_maclaurin_backward(ctx, grad, _grad_norm):
     x, y, w1, w2, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops.random_maclaurin_pool_backward(grad, x, y, w1, w2, out, norm, ctx.reduce,
+    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_rm_backward(grad, x, y, w1, w2, out, norm, ctx.reduce,
                                                                     ctx.signed_sqrt, ctx.l2_normalize)
     return (*_input_grad_slots(ctx, grad_x, grad_y, y), None, None, None, None, None, None)
 
 
-torch.library.register_autograd("cvops::random_maclaurin_pool", _random_maclaurin_backward,
+torch.library.register_autograd("cvops::_compact_bilinear_pool_rm", _random_maclaurin_backward,
                                 setup_context=_random_maclaurin_setup)
 
 
@@ -298,12 +299,12 @@ def _factorized_setup(ctx, inputs, output):
 
 def _factorized_backward(ctx, grad, _grad_norm):
     x, y, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops.factorized_bilinear_pool_backward(grad, x, y, out, norm, ctx.k, ctx.signed_sqrt,
+    grad_x, grad_y = torch.ops.cvops._factorized_bilinear_pool_backward(grad, x, y, out, norm, ctx.k, ctx.signed_sqrt,
                                                                        ctx.l2_normalize)
     return (*_input_grad_slots(ctx, grad_x, grad_y, y), None, None, None, None)
 
 
-torch.library.register_autograd("cvops::factorized_bilinear_pool", _factorized_backward, setup_context=_factorized_setup)
+torch.library.register_autograd("cvops::_factorized_bilinear_pool", _factorized_backward, setup_context=_factorized_setup)
 
 
 def _lowrank_setup(ctx, inputs, output):
@@ -313,7 +314,7 @@ def _lowrank_setup(ctx, inputs, output):
 
 def _lowrank_backward(ctx, grad):
     x, U = ctx.saved_tensors
-    grad_x, grad_u = torch.ops.cvops.lowrank_bilinear_score_backward(grad, x, U, ctx.num_positive)
+    grad_x, grad_u = torch.ops.cvops._lowrank_bilinear_score_backward(grad, x, U, ctx.num_positive)
     return (grad_x if ctx.needs_input_grad[0] else None, grad_u if ctx.needs_input_grad[1] else None, None)
 
 

@@ -98,7 +98,7 @@ def _box_iou_aligned_fake(boxes1, boxes2, kind, fmt):
     return boxes1.new_empty(torch.broadcast_shapes(boxes1.shape[:-1], boxes2.shape[:-1]))
 
 
-@torch.library.register_fake("cvops::box_iou_aligned_backward")
+@torch.library.register_fake("cvops::_box_iou_aligned_backward")
 def _box_iou_aligned_backward_fake(grad, boxes1, boxes2, kind, fmt):
     return torch.empty_like(boxes1), torch.empty_like(boxes2)
 
@@ -140,7 +140,7 @@ def _aligned_setup(ctx, inputs, output):
 
 def _aligned_backward(ctx, grad):
     boxes1, boxes2 = ctx.saved_tensors
-    grad1, grad2 = torch.ops.cvops.box_iou_aligned_backward(grad, boxes1, boxes2, ctx.kind, ctx.fmt)
+    grad1, grad2 = torch.ops.cvops._box_iou_aligned_backward(grad, boxes1, boxes2, ctx.kind, ctx.fmt)
     return grad1, grad2, None, None
 
 

@@ -43,7 +43,7 @@ def style_loss(x: Tensor, target: Tensor, *, normalize="chw", target_index=None,
     mode, divisor = _normalize_args("style_loss", normalize)
     check_choice("style_loss", "reduction", reduction, _REDUCTIONS)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or target.requires_grad)
-    loss, _ = torch.ops.cvops.style_loss(x, target, target_index, mode, divisor, reduction, needs_grad)
+    loss, _ = torch.ops.cvops._style_loss(x, target, target_index, mode, divisor, reduction, needs_grad)
     return loss
 
 
@@ -62,13 +62,13 @@ def _gram_matrix_fake(x, normalize, divisor):
     return x.new_empty(x.shape[0], x.shape[1], x.shape[1])
 
 
-@torch.library.register_fake("cvops::gram_matrix_backward")
+@torch.library.register_fake("cvops::_gram_matrix_backward")
 def _gram_matrix_backward_fake(grad, x, normalize, divisor):
     _check_features_fake("gram_matrix_backward", x)
     return x.new_empty(x.shape)
 
 
-@torch.library.register_fake("cvops::style_loss")
+@torch.library.register_fake("cvops::_style_loss")
 def _style_loss_fake(x, target, target_index, normalize, divisor, reduction, keep_residual):
     _check_features_fake("style_loss", x)
     batch, channels = x.shape[0], x.shape[1]
@@ -77,7 +77,7 @@ def _style_loss_fake(x, target, target_index, normalize, divisor, reduction, kee
     return loss, x.new_empty(residual_shape, dtype=_opmath(x.dtype))
 
 
-@torch.library.register_fake("cvops::style_loss_backward")
+@torch.library.register_fake("cvops::_style_loss_backward")
 def _style_loss_backward_fake(grad_loss, x, residual, normalize, divisor, reduction):
     _check_features_fake("style_loss_backward", x)
     return x.new_empty(x.shape)
@@ -90,7 +90,7 @@ def _gram_matrix_setup(ctx, inputs, output):
 
 def _gram_matrix_backward(ctx, grad):
     (x,) = ctx.saved_tensors
-    return torch.ops.cvops.gram_matrix_backward(grad, x, ctx.normalize, ctx.divisor), None, None
+    return torch.ops.cvops._gram_matrix_backward(grad, x, ctx.normalize, ctx.divisor), None, None
 
 
 torch.library.register_autograd("cvops::gram_matrix", _gram_matrix_backward, setup_context=_gram_matrix_setup)
@@ -107,7 +107,7 @@ def _style_loss_backward(ctx, grad_loss, _grad_residual):
     x, target, residual, target_index = ctx.saved_tensors
     grad_x = grad_target = None
     if ctx.needs_input_grad[0]:
-        grad_x = torch.ops.cvops.style_loss_backward(grad_loss, x, residual, ctx.normalize, ctx.divisor, ctx.reduction)
+        grad_x = torch.ops.cvops._style_loss_backward(grad_loss, x, residual, ctx.normalize, ctx.divisor, ctx.reduction)
     if ctx.needs_input_grad[1]:
         grad_target = _style_target_grad(grad_loss, target, residual, target_index, ctx.reduction)
     return grad_x, grad_target, None, None, None, None, None
@@ -132,4 +132,4 @@ def _style_target_grad(grad_loss, target, residual, target_index, reduction):
     return grad.to(target.dtype)
 
 
-torch.library.register_autograd("cvops::style_loss", _style_loss_backward, setup_context=_style_loss_setup)
+torch.library.register_autograd("cvops::_style_loss", _style_loss_backward, setup_context=_style_loss_setup)

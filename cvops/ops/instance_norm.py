@@ -23,7 +23,7 @@ def conditional_instance_norm(x: Tensor, weight: Tensor, bias: Tensor, style: Te
     """x [B, C, H, W] (NCHW or channels_last; the output keeps the layout); weight, bias [S, C];
     style int64 [B] (each sample's style) or float [B, S] (each sample's mixing weights).
     activation: None or "relu". Differentiable in x, weight, bias and the mixing weights."""
-    out, _, _ = torch.ops.cvops.conditional_instance_norm(
+    out, _, _ = torch.ops.cvops._conditional_instance_norm(
         x, weight, bias, style, float(eps), _activation_arg("conditional_instance_norm", activation))
     return out
 
@@ -37,14 +37,14 @@ def _output_like(x):
     return torch.empty_like(x, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-@torch.library.register_fake("cvops::conditional_instance_norm")
+@torch.library.register_fake("cvops::_conditional_instance_norm")
 def _conditional_instance_norm_fake(x, weight, bias, style, eps, activation):
     torch._check(x.dim() == 4, lambda: f"cvops.conditional_instance_norm: x must have 4 dimensions [B, C, H, W], got {x.dim()}")
     stats = x.new_empty(x.shape[:2], dtype=_opmath(x.dtype))
     return _output_like(x), stats, torch.empty_like(stats)
 
 
-@torch.library.register_fake("cvops::conditional_instance_norm_backward")
+@torch.library.register_fake("cvops::_conditional_instance_norm_backward")
 def _conditional_instance_norm_backward_fake(grad_out, x, out, weight, bias, style, mean, rstd, activation):
     grad_style = style.new_empty((0,), dtype=_opmath(x.dtype)) if style.dtype == torch.long else torch.empty_like(style)
     return _output_like(x), torch.empty_like(weight), torch.empty_like(bias), grad_style
@@ -59,11 +59,11 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_out, _grad_mean, _grad_rstd):
     x, out, weight, bias, style, mean, rstd = ctx.saved_tensors
-    grad_x, grad_weight, grad_bias, grad_style = torch.ops.cvops.conditional_instance_norm_backward(
+    grad_x, grad_weight, grad_bias, grad_style = torch.ops.cvops._conditional_instance_norm_backward(
         grad_out, x, out, weight, bias, style, mean, rstd, ctx.activation)
     if style.dtype == torch.long:
         grad_style = None
     return grad_x, grad_weight, grad_bias, grad_style, None, None
 
 
-torch.library.register_autograd("cvops::conditional_instance_norm", _backward, setup_context=_setup)
+torch.library.register_autograd("cvops::_conditional_instance_norm", _backward, setup_context=_setup)
