@@ -107,7 +107,10 @@ def get_extensions():
     # it); the GOMP symbols resolve through libtorch_cpu to torch's own libgomp, never a second one.
     # -fno-trapping-math -fno-math-errno, as PyTorch builds itself: nothing here relies on FP traps
     # or errno, and without them GCC will not if-convert (so not vectorise) loops with divisions.
-    cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
+    # -ffp-contract=off: no fused multiply-adds the source did not write, so every CPU level
+    # (csrc/common/cpu_levels.h) computes the same bits.
+    cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp", "-fno-trapping-math", "-fno-math-errno",
+                 "-ffp-contract=off"]
     include_dirs = [os.path.join(ROOT, "csrc")]
     kwargs = dict(name="cvops._C", include_dirs=include_dirs, py_limited_api=False)
     if with_cuda:

@@ -11,17 +11,25 @@ DEVICES = ("CPU", "CUDA")
 
 
 def registered_ops():
-    """Every cvops op with the dispatch keys that have a kernel for it."""
+    """Every cvops op → {device: whether it has a kernel there}. An op body dispatches through its
+    family's loop table (cvops._C.loop_tables()), so a device counts only where that table has the
+    loops; ops made of ATen calls alone (CompositeExplicitAutograd) count for every device."""
+    devices_of = {}
+    for table in cvops._C.loop_tables():
+        for op in table["ops"]:
+            devices_of[op] = set(table["devices"])
     names = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("cvops::"))
-    return {
-        name.split("::", 1)[1]: {key: torch._C._dispatch_has_kernel_for_dispatch_key(name, key) for key in DEVICES}
-        for name in names
-    }
+    table = {}
+    for name in names:
+        op = name.split("::", 1)[1]
+        composite = torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeExplicitAutograd")
+        table[op] = {d: composite or d in devices_of.get(op, ()) for d in DEVICES}
+    return table
 
 
 def report() -> str:
     build = _extension.build_info() or {}
-    features = cvops._C.cpu_features()
+    level = cvops._C.cpu_level()
     lines = [
         f"cvops {cvops.__version__}",
         f"python {platform.python_version()} on {platform.machine()} ({platform.system()})",
@@ -34,8 +42,8 @@ def report() -> str:
         "",
         "CPU:",
         f"  {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        f"  AVX2 {'yes' if features['avx2'] else 'no'}, AVX-512 {'yes' if features['avx512'] else 'no'} "
-        f"(run-time dispatch); torch uses {torch.backends.cpu.get_cpu_capability()}",
+        f"  kernels run at CPU level {level['level']} (best supported: {level['supported']}; "
+        f"CVOPS_CPU_LEVEL=baseline|avx2|avx512 lowers it); torch uses {torch.backends.cpu.get_cpu_capability()}",
         "",
         "GPUs:",
     ]

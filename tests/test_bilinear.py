@@ -366,15 +366,15 @@ def test_torch_compile_inductor_dynamic():
     (lambda: torch.ops.cvops._bilinear_pool(randn(2, 3, 4), None, "max", True, True, 1e-8), RuntimeError, r"cvops.bilinear_pool: normalize must be 'hw' or 'none'"),
     (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=0), ValueError, r"cvops.compact_bilinear_pool: output_dim must be an int >= 1, got 0"),
     (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), kind="fft"), ValueError, r"cvops.compact_bilinear_pool: kind must be one of"),
-    (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), randn(2, 3, 5), output_dim=8), RuntimeError, r"cvops.tensor_sketch_pool: y must have x's batch"),
+    (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), randn(2, 3, 5), output_dim=8), RuntimeError, r"cvops.compact_bilinear_pool: y must have x's batch"),
     (lambda: torch.ops.cvops._compact_bilinear_pool_ts(randn(2, 3, 4), None, *ts_params(3, 3, 8), 0, "hw", True, True, 1e-8), RuntimeError,
-     r"cvops.tensor_sketch_pool: output_dim must be >= 1, got 0"),
+     r"cvops.compact_bilinear_pool: output_dim must be >= 1, got 0"),
     (lambda: torch.ops.cvops._compact_bilinear_pool_ts(randn(2, 3, 4), None, *ts_params(3, 3, 8), 4, "hw", True, True, 1e-8), RuntimeError,
-     r"cvops.tensor_sketch_pool: h1 values must lie in \[0, 4\)"),
+     r"cvops.compact_bilinear_pool: h1 values must lie in \[0, 4\)"),
     (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=8, params=ts_params(4, 3, 8)), RuntimeError,
-     r"cvops.tensor_sketch_pool: h1 must have shape \[3\] \(one bin per channel\), got \[4\]"),
+     r"cvops.compact_bilinear_pool: h1 must have shape \[3\] \(one bin per channel\), got \[4\]"),
     (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=8, kind="rm", params=cvops.compact_bilinear_params("rm", 2, 3, 8)),
-     RuntimeError, r"cvops.random_maclaurin_pool: w1 must have shape \[3, output_dim\]"),
+     RuntimeError, r"cvops.compact_bilinear_pool: w1 must have shape \[3, output_dim\]"),
     (lambda: cvops.factorized_bilinear_pool(randn(2, 10), randn(2, 10), k=3), RuntimeError,
      r"cvops.factorized_bilinear_pool: k must divide the width of x \(k·o\), got k = 3 and width 10"),
     (lambda: cvops.factorized_bilinear_pool(randn(2, 10), randn(2, 12), k=2), RuntimeError, r"cvops.factorized_bilinear_pool: y must have x's shape"),
@@ -553,6 +553,6 @@ def test_tensor_sketch_backward_rejects_an_empty_sketch():
     x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
     h, s = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.float64)
     empty = torch.zeros(2, 0, dtype=torch.float64)
-    with pytest.raises(RuntimeError, match=r"cvops.tensor_sketch_pool_backward: out must be the forward's output"):
+    with pytest.raises(RuntimeError, match=r"cvops.compact_bilinear_pool_backward: out must be the forward's output"):
         torch.ops.cvops._compact_bilinear_pool_ts_backward(empty, x, None, h, s, h, s, empty,
                                                     torch.zeros(0, dtype=torch.float64), "hw", True, False)

@@ -1,10 +1,9 @@
-// Schemas of the bilinear family and its device-generic ops: validation, the pooled outer product
-// G = Σ_p x_p y_pᵀ (the gram family's symmetric kernel when y = x, else one at::bmm), GEMM chunking
-// for the projected pools, and the assembly of gradients. The device loops are in Kernels.
+// Schemas of the bilinear family and its op bodies, for every device: validation, the pooled
+// outer product G = Σ_p x_p y_pᵀ (the symmetric GEMM when y = x, else one at::bmm), GEMM chunking
+// for the projected pools, and the assembly of gradients. The device loops are in Loops.
 #include "bilinear/bilinear.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/baddbmm.h>
 #include <ATen/ops/bmm.h>
@@ -21,7 +20,8 @@
 
 #include "common/checks.h"
 #include "common/dispatch.h"
-#include "gram/gram.h"
+#include "common/loop_table.h"
+#include "common/symmetric_gram.h"
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   // Each pooling op returns (out, norm): norm [B] (opmath dtype) is the L2 norm before
@@ -62,10 +62,9 @@ TORCH_LIBRARY_FRAGMENT(cvops, m) {
 namespace cvops::bilinear {
 namespace {
 
-// Elements of a GEMM chunk's [L, d] result: big enough for efficient GEMMs, small enough that the
-// projections of all positions (B·H·W × d: 200 MB for the B-CNN layer at d = 8192) never exist.
-constexpr int64_t kCpuChunkElements = int64_t(1) << 20;
-constexpr int64_t kCudaChunkElements = int64_t(1) << 25;
+using OptTensor = std::optional<at::Tensor>;
+using TensorPair = std::tuple<at::Tensor, at::Tensor>;
+
 constexpr int64_t kMinChunkRows = 32;
 
 // x [B, C, *spatial] (or [B, C]: one position) and optional y [B, D, *spatial] as feature
@@ -129,33 +128,26 @@ EpilogueOptions check_epilogue(const char* op, bool signed_sqrt, bool l2_normali
 
 at::ScalarType acc_dtype(const at::Tensor& t) { return opmath_dtype(t.scalar_type()); }
 
-// Features for a GEMM on this device: CPU computes in opmath (MKL has no fast half GEMM); CUDA
-// keeps half/bfloat16 for the tensor cores, which accumulate in float32.
-at::Tensor gemm_operand(const at::Tensor& t) {
-  return t.is_cuda() ? t : t.to(acc_dtype(t));
+// Features for a GEMM on this device (Loops::gemm_in_input_dtype).
+at::Tensor gemm_operand(const at::Tensor& t, const Loops& loops) {
+  return loops.gemm_in_input_dtype ? t : t.to(acc_dtype(t));
 }
 
-at::Tensor gram_matrix_op(const at::Tensor& features, const char* normalize) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("cvops::gram_matrix", "")
-                       .typed<at::Tensor(const at::Tensor&, c10::string_view, double)>();
-  return op.call(features, normalize, 1.0);
-}
-
-// G [B, C, D] in opmath with G·alpha = Σ_p x_p y_pᵀ · scale. y = x goes through the gram
-// family's kernel (upper-triangle GEMM panels + mirror: about half the FLOPs of a bmm), which
-// applies the scale itself (alpha = 1).
-std::pair<at::Tensor, double> pooled_outer(const Pair& p, Reduce reduce) {
+// G [B, C, D] in opmath with G·alpha = Σ_p x_p y_pᵀ · scale. y = x goes through the symmetric
+// GEMM (common/symmetric_gram.h: upper-triangle tiles only, about half the FLOPs of a bmm),
+// which applies the scale itself (alpha = 1).
+std::pair<at::Tensor, double> pooled_outer(const char* op, const Pair& p, Reduce reduce,
+                                           const Loops& loops) {
   const auto opmath = acc_dtype(p.fx);
   const double scale = reduce_scale(reduce, p.points);
   if (p.points == 0 || p.batch == 0 || p.c == 0 || p.d == 0) {
     return {at::zeros({p.batch, p.c, p.d}, p.fx.options().dtype(opmath)), 1.0};
   }
   if (!p.fy.defined()) {
-    const auto g = gram_matrix_op(gemm_operand(p.fx), reduce == Reduce::kMean ? "hw" : "none");
+    const auto g = loops.symmetric_gram(op, gemm_operand(p.fx, loops), scale);
     return {g.to(opmath).contiguous(), 1.0};
   }
-  const auto a = gemm_operand(p.fx), b = gemm_operand(p.fy).transpose(1, 2);
+  const auto a = gemm_operand(p.fx, loops), b = gemm_operand(p.fy, loops).transpose(1, 2);
   if (a.scalar_type() != opmath) return {at::bmm(a, b, opmath), scale};  // fp32 out (CUDA)
   return {at::bmm(a, b), scale};
 }
@@ -164,9 +156,8 @@ std::pair<at::Tensor, double> pooled_outer(const Pair& p, Reduce reduce) {
 TensorPair pooled_outer_backward(const at::Tensor& grad_g, const at::Tensor& x, const OptTensor& y,
                                  const Pair& p, Reduce reduce) {
   if (!p.fy.defined()) {
-    // d(s·F·Fᵀ) = s·(dG + dGᵀ)·F: the gram family's backward, one GEMM.
-    const auto x3 = x.dim() == 2 ? x.unsqueeze(-1) : x;
-    auto gx = gram::gram_matrix_backward(grad_g, x3, reduce == Reduce::kMean ? "hw" : "none", 1.0);
+    const double scale = reduce_scale(reduce, p.points);
+    auto gx = symmetric_gram_backward(grad_g, p.fx, scale);
     return {gx.view(x.sizes()), at::empty({0}, x.options())};
   }
   const double scale = reduce_scale(reduce, p.points);
@@ -181,12 +172,12 @@ TensorPair pooled_outer_backward(const at::Tensor& grad_g, const at::Tensor& x, 
 
 // out [B, N] in out_dtype and norm from z [B, N] (opmath, ours: written over when the dtypes match).
 TensorPair finish(at::Tensor z, double alpha, const EpilogueOptions& opts,
-                  at::ScalarType out_dtype, const Kernels& kernels) {
+                  at::ScalarType out_dtype, const Loops& loops) {
   z = z.contiguous();
   auto out = z.scalar_type() == out_dtype ? z : at::empty(z.sizes(), z.options().dtype(out_dtype));
   auto norm = at::empty({opts.l2_normalize ? z.size(0) : 0}, z.options());
   if (z.numel() > 0) {
-    kernels.epilogue(z, alpha, opts, out, norm);
+    loops.epilogue(z, alpha, opts, out, norm);
   } else if (opts.l2_normalize) {
     norm.zero_();
   }
@@ -208,27 +199,26 @@ void check_saved(const char* op, const at::Tensor& grad, const at::Tensor& out,
 
 // d loss / d(alpha·z) [B, N] opmath from the epilogue's grad, out and norm.
 at::Tensor epilogue_backward(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& norm,
-                             bool signed_sqrt, bool l2_normalize, const Kernels& kernels) {
+                             bool signed_sqrt, bool l2_normalize, const Loops& loops) {
   const auto opmath = acc_dtype(out);
   auto grad_z = at::empty(out.sizes(), out.options().dtype(opmath));
   if (grad_z.numel() > 0) {
     const auto g = grad.to(out.scalar_type()).contiguous();
     const auto o = out.contiguous();
     const auto n = norm.to(opmath).contiguous();
-    kernels.epilogue_backward(g, o, n, signed_sqrt, l2_normalize, grad_z);
+    loops.epilogue_backward(g, o, n, signed_sqrt, l2_normalize, grad_z);
   }
   return grad_z;
 }
 
 // The rows [B·N, C] of x (one per sample and position), in the GEMM dtype.
-at::Tensor position_rows(const at::Tensor& features) {
-  return gemm_operand(features).transpose(1, 2)
+at::Tensor position_rows(const at::Tensor& features, const Loops& loops) {
+  return gemm_operand(features, loops).transpose(1, 2)
       .reshape({features.size(0) * features.size(2), features.size(1)}).contiguous();
 }
 
-int64_t chunk_rows(const at::Tensor& like, int64_t width) {
-  const int64_t budget = like.is_cuda() ? kCudaChunkElements : kCpuChunkElements;
-  return std::max(kMinChunkRows, budget / std::max<int64_t>(width, 1));
+int64_t chunk_rows(const Loops& loops, int64_t width) {
+  return std::max(kMinChunkRows, loops.gemm_chunk_elements / std::max<int64_t>(width, 1));
 }
 
 // The sample of each row in [row0, row0 + rows), for gathering per-sample gradients.
@@ -275,19 +265,19 @@ void check_projection(const char* op, const char* name, const at::Tensor& w, int
 
 // z [B, d] acc = Σ_p (W1ᵀx_p)∘(W2ᵀy_p), chunk by chunk of positions.
 at::Tensor maclaurin_sum(const Pair& p, const at::Tensor& w1, const at::Tensor& w2,
-                         const Kernels& kernels) {
+                         const Loops& loops) {
   const int64_t d = w1.size(1);
   auto acc = at::zeros({p.batch, d}, p.fx.options().dtype(acc_dtype(p.fx)));
   const int64_t rows = p.batch * p.points;
   if (rows == 0 || d == 0) return acc;
-  const auto xr = position_rows(p.fx);
-  const auto yr = p.fy.defined() ? position_rows(p.fy) : xr;
+  const auto xr = position_rows(p.fx, loops);
+  const auto yr = p.fy.defined() ? position_rows(p.fy, loops) : xr;
   const auto a = w1.to(xr.scalar_type()), b = w2.to(xr.scalar_type());
-  const int64_t step = chunk_rows(xr, d);
+  const int64_t step = chunk_rows(loops, d);
   for (int64_t r0 = 0; r0 < rows; r0 += step) {
     const int64_t len = std::min(step, rows - r0);
     const auto px = at::mm(xr.narrow(0, r0, len), a), py = at::mm(yr.narrow(0, r0, len), b);
-    kernels.segment_product_sum(px, py, r0, p.points, /*group=*/1, /*num_positive=*/1, acc);
+    loops.segment_product_sum(px, py, r0, p.points, /*group=*/1, /*num_positive=*/1, acc);
   }
   return acc;
 }
@@ -312,7 +302,7 @@ struct LowRank {
 };
 
 LowRank check_lowrank(const char* op, const at::Tensor& x, const at::Tensor& u,
-                      int64_t num_positive) {
+                      int64_t num_positive, const Loops& loops) {
   check_features(op, "x", x);
   check_floating(op, "U", u);
   check_same_device(op, "U", u, "x", x);
@@ -321,32 +311,33 @@ LowRank check_lowrank(const char* op, const at::Tensor& x, const at::Tensor& u,
   CVOPS_CHECK(num_positive >= 0 && num_positive <= u.size(2), op,
               "num_positive must lie in [0, r] = [0, ", u.size(2), "], got ", num_positive);
   const int64_t B = x.size(0), C = x.size(1), N = count_points(x);
-  const auto rows = position_rows(x.reshape({B, C, N}));
+  const auto rows = position_rows(x.reshape({B, C, N}), loops);
   const auto uflat = u.permute({1, 0, 2}).reshape({C, u.size(0) * u.size(2)}).to(rows.scalar_type()).contiguous();
   return {B, C, N, u.size(0), u.size(2), rows, uflat};
 }
 
-}  // namespace
 
 TensorPair bilinear_pool(const at::Tensor& x, const OptTensor& y, std::string_view reduce_name,
-                         bool signed_sqrt, bool l2_normalize, double eps, const Kernels& kernels) {
+                         bool signed_sqrt, bool l2_normalize, double eps) {
   constexpr const char* op = "bilinear_pool";
+  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
   const auto opts = check_epilogue(op, signed_sqrt, l2_normalize, eps);
-  auto [g, alpha] = pooled_outer(p, reduce);
-  return finish(g.view({p.batch, p.c * p.d}), alpha, opts, x.scalar_type(), kernels);
+  auto [g, alpha] = pooled_outer(op, p, reduce, loops);
+  return finish(g.view({p.batch, p.c * p.d}), alpha, opts, x.scalar_type(), loops);
 }
 
 TensorPair bilinear_pool_backward(const at::Tensor& grad, const at::Tensor& x, const OptTensor& y,
                                   const at::Tensor& out, const at::Tensor& norm,
                                   std::string_view reduce_name, bool signed_sqrt,
-                                  bool l2_normalize, const Kernels& kernels) {
+                                  bool l2_normalize) {
   constexpr const char* op = "bilinear_pool_backward";
+  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
   check_saved(op, grad, out, norm, p.batch, p.c * p.d, l2_normalize);
-  const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, kernels);
+  const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, loops);
   // The forward's alpha is folded into pooled_outer_backward's scale (y given) or the gram
   // family's normalisation (y = x).
   return pooled_outer_backward(grad_z.view({p.batch, p.c, p.d}), x, y, p, reduce);
@@ -355,26 +346,27 @@ TensorPair bilinear_pool_backward(const at::Tensor& grad, const at::Tensor& x, c
 TensorPair tensor_sketch_pool(const at::Tensor& x, const OptTensor& y, const at::Tensor& h1,
                               const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
                               int64_t output_dim, std::string_view reduce_name, bool signed_sqrt,
-                              bool l2_normalize, double eps, const Kernels& kernels) {
-  constexpr const char* op = "tensor_sketch_pool";
+                              bool l2_normalize, double eps) {
+  constexpr const char* op = "compact_bilinear_pool";
+  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
   const auto opts = check_epilogue(op, signed_sqrt, l2_normalize, eps);
   const auto args = sketch_args(op, p, x, h1, s1, h2, s2, output_dim);
   // The sketch is linear in the outer product: Σ_p TS(x_p ⊗ y_p) = TS(G) with G = Σ_p x_p y_pᵀ,
   // so one GEMM and one pass over G replace H·W FFTs of size d.
-  if (!p.fy.defined() && kernels.symmetric_tensor_sketch && p.points > 0 && p.batch * p.c > 0) {
+  if (!p.fy.defined() && loops.symmetric_tensor_sketch && p.points > 0 && p.batch * p.c > 0) {
     // y = x: sketch the upper-triangle GEMM panels as they come (each off-diagonal entry feeds
     // two bins), never assembling or mirroring G; the scale moves into the epilogue.
-    const auto features = gemm_operand(p.fx).contiguous();
+    const auto features = gemm_operand(p.fx, loops).contiguous();
     auto sketch = at::zeros({p.batch, output_dim}, features.options());
-    kernels.symmetric_tensor_sketch(features, args.h1, args.s1, args.h2, args.s2, sketch);
-    return finish(sketch, reduce_scale(reduce, p.points), opts, x.scalar_type(), kernels);
+    loops.symmetric_tensor_sketch(features, args.h1, args.s1, args.h2, args.s2, sketch);
+    return finish(sketch, reduce_scale(reduce, p.points), opts, x.scalar_type(), loops);
   }
-  auto [g, alpha] = pooled_outer(p, reduce);
+  auto [g, alpha] = pooled_outer(op, p, reduce, loops);
   auto sketch = at::zeros({p.batch, output_dim}, g.options());
-  if (g.numel() > 0) kernels.tensor_sketch(g, args.h1, args.s1, args.h2, args.s2, sketch);
-  return finish(sketch, alpha, opts, x.scalar_type(), kernels);
+  if (g.numel() > 0) loops.tensor_sketch(g, args.h1, args.s1, args.h2, args.s2, sketch);
+  return finish(sketch, alpha, opts, x.scalar_type(), loops);
 }
 
 TensorPair tensor_sketch_pool_backward(const at::Tensor& grad, const at::Tensor& x,
@@ -382,9 +374,9 @@ TensorPair tensor_sketch_pool_backward(const at::Tensor& grad, const at::Tensor&
                                        const at::Tensor& s1, const at::Tensor& h2,
                                        const at::Tensor& s2, const at::Tensor& out,
                                        const at::Tensor& norm, std::string_view reduce_name,
-                                       bool signed_sqrt, bool l2_normalize,
-                                       const Kernels& kernels) {
-  constexpr const char* op = "tensor_sketch_pool_backward";
+                                       bool signed_sqrt, bool l2_normalize) {
+  constexpr const char* op = "compact_bilinear_pool_backward";
+  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
   // The forward never makes an empty sketch: out [B, 0] can only come from a direct call.
@@ -394,19 +386,19 @@ TensorPair tensor_sketch_pool_backward(const at::Tensor& grad, const at::Tensor&
   const int64_t output_dim = out.size(1);
   check_saved(op, grad, out, norm, p.batch, output_dim, l2_normalize);
   const auto args = sketch_args(op, p, x, h1, s1, h2, s2, output_dim);
-  const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, kernels);
+  const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, loops);
   auto grad_g = at::empty({p.batch, p.c, p.d}, grad_z.options());
   if (grad_g.numel() > 0) {
-    kernels.tensor_sketch_backward(grad_z, args.h1, args.s1, args.h2, args.s2, grad_g);
+    loops.tensor_sketch_backward(grad_z, args.h1, args.s1, args.h2, args.s2, grad_g);
   }
   return pooled_outer_backward(grad_g, x, y, p, reduce);
 }
 
 TensorPair random_maclaurin_pool(const at::Tensor& x, const OptTensor& y, const at::Tensor& w1,
                                  const at::Tensor& w2, std::string_view reduce_name,
-                                 bool signed_sqrt, bool l2_normalize, double eps,
-                                 const Kernels& kernels) {
-  constexpr const char* op = "random_maclaurin_pool";
+                                 bool signed_sqrt, bool l2_normalize, double eps) {
+  constexpr const char* op = "compact_bilinear_pool";
+  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
   const auto opts = check_epilogue(op, signed_sqrt, l2_normalize, eps);
@@ -416,16 +408,16 @@ TensorPair random_maclaurin_pool(const at::Tensor& x, const OptTensor& y, const 
               ", got shape ", w2.sizes());
   const int64_t d = w1.size(1);
   const double alpha = reduce_scale(reduce, p.points) / std::sqrt(static_cast<double>(d));
-  return finish(maclaurin_sum(p, w1, w2, kernels), alpha, opts, x.scalar_type(), kernels);
+  return finish(maclaurin_sum(p, w1, w2, loops), alpha, opts, x.scalar_type(), loops);
 }
 
 TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tensor& x,
                                           const OptTensor& y, const at::Tensor& w1,
                                           const at::Tensor& w2, const at::Tensor& out,
                                           const at::Tensor& norm, std::string_view reduce_name,
-                                          bool signed_sqrt, bool l2_normalize,
-                                          const Kernels& kernels) {
-  constexpr const char* op = "random_maclaurin_pool_backward";
+                                          bool signed_sqrt, bool l2_normalize) {
+  constexpr const char* op = "compact_bilinear_pool_backward";
+  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
   check_projection(op, "w1", w1, p.c, x);
@@ -435,17 +427,17 @@ TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tens
   const double alpha = reduce_scale(reduce, p.points) / std::sqrt(static_cast<double>(d));
   // d loss / d acc, then per chunk of positions: dP = dacc[b(r)]∘Q, dx_r = dP·W1ᵀ (and the same
   // for y), recomputing the projections P = xW1, Q = yW2 rather than keeping B·N·d of them.
-  const auto grad_acc = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, kernels)
+  const auto grad_acc = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, loops)
                             .mul_(alpha);
   const int64_t rows = p.batch * p.points;
-  const auto xr = position_rows(p.fx);
-  const auto yr = p.fy.defined() ? position_rows(p.fy) : xr;
+  const auto xr = position_rows(p.fx, loops);
+  const auto yr = p.fy.defined() ? position_rows(p.fy, loops) : xr;
   const auto opmath = grad_acc.scalar_type();
   const auto xo = xr.to(opmath), yo = yr.to(opmath);
   const auto a = w1.to(opmath), b = w2.to(opmath);
   auto gxr = at::empty({rows, p.c}, grad_acc.options());
   auto gyr = p.fy.defined() ? at::empty({rows, p.d}, grad_acc.options()) : gxr;
-  const int64_t step = chunk_rows(xr, d);
+  const int64_t step = chunk_rows(loops, d);
   for (int64_t r0 = 0; r0 < rows; r0 += step) {
     const int64_t len = std::min(step, rows - r0);
     const auto g = at::index_select(grad_acc, 0, row_samples(r0, len, p.points, xr.options()));
@@ -468,16 +460,16 @@ TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tens
 }
 
 TensorPair factorized_bilinear_pool(const at::Tensor& x, const at::Tensor& y, int64_t k,
-                                    bool signed_sqrt, bool l2_normalize, double eps,
-                                    const Kernels& kernels) {
+                                    bool signed_sqrt, bool l2_normalize, double eps) {
   constexpr const char* op = "factorized_bilinear_pool";
+  const Loops& loops = bilinear_loops()(op, x);
   check_factorized(op, x, y, k);
   const auto opts = check_epilogue(op, signed_sqrt, l2_normalize, eps);
   const int64_t B = x.size(0), o = x.size(1) / k;
   auto out = at::empty({B, o}, x.options());
   auto norm = at::empty({l2_normalize ? B : 0}, x.options().dtype(acc_dtype(x)));
   if (out.numel() > 0) {
-    kernels.factorized_pool(x.contiguous(), y.contiguous(), k, opts, out, norm);
+    loops.factorized_pool(x.contiguous(), y.contiguous(), k, opts, out, norm);
   } else if (l2_normalize) {
     norm.zero_();
   }
@@ -487,15 +479,16 @@ TensorPair factorized_bilinear_pool(const at::Tensor& x, const at::Tensor& y, in
 TensorPair factorized_bilinear_pool_backward(const at::Tensor& grad, const at::Tensor& x,
                                              const at::Tensor& y, const at::Tensor& out,
                                              const at::Tensor& norm, int64_t k, bool signed_sqrt,
-                                             bool l2_normalize, const Kernels& kernels) {
+                                             bool l2_normalize) {
   constexpr const char* op = "factorized_bilinear_pool_backward";
+  const Loops& loops = bilinear_loops()(op, x);
   check_factorized(op, x, y, k);
   const int64_t B = x.size(0), o = x.size(1) / k;
   check_saved(op, grad, out, norm, B, o, l2_normalize);
   auto grad_x = at::empty(x.sizes(), x.options());
   auto grad_y = at::empty(y.sizes(), y.options());
   if (out.numel() > 0) {
-    kernels.factorized_pool_backward(grad.to(out.scalar_type()).contiguous(), x.contiguous(),
+    loops.factorized_pool_backward(grad.to(out.scalar_type()).contiguous(), x.contiguous(),
                                      y.contiguous(), out.contiguous(),
                                      norm.to(acc_dtype(x)).contiguous(), k, signed_sqrt,
                                      l2_normalize, grad_x, grad_y);
@@ -506,29 +499,29 @@ TensorPair factorized_bilinear_pool_backward(const at::Tensor& grad, const at::T
   return {grad_x, grad_y};
 }
 
-at::Tensor lowrank_bilinear_score(const at::Tensor& x, const at::Tensor& u, int64_t num_positive,
-                                  const Kernels& kernels) {
+at::Tensor lowrank_bilinear_score(const at::Tensor& x, const at::Tensor& u, int64_t num_positive) {
   constexpr const char* op = "lowrank_bilinear_score";
-  const auto lr = check_lowrank(op, x, u, num_positive);
+  const Loops& loops = bilinear_loops()(op, x);
+  const auto lr = check_lowrank(op, x, u, num_positive, loops);
   auto score = at::zeros({lr.batch, lr.classes}, x.options().dtype(acc_dtype(x)));
   const int64_t rows = lr.batch * lr.points, width = lr.classes * lr.rank;
   if (rows > 0 && width > 0) {
     // Z = X·U per chunk of positions, squared and summed per class by the device loop.
-    const int64_t step = chunk_rows(lr.rows, width);
+    const int64_t step = chunk_rows(loops, width);
     for (int64_t r0 = 0; r0 < rows; r0 += step) {
       const int64_t len = std::min(step, rows - r0);
       const auto z = at::mm(lr.rows.narrow(0, r0, len), lr.uflat);
-      kernels.segment_product_sum(z, z, r0, lr.points, lr.rank, num_positive, score);
+      loops.segment_product_sum(z, z, r0, lr.points, lr.rank, num_positive, score);
     }
   }
   return score.to(x.scalar_type());
 }
 
 TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Tensor& x,
-                                           const at::Tensor& u, int64_t num_positive,
-                                           const Kernels& kernels) {
+                                           const at::Tensor& u, int64_t num_positive) {
   constexpr const char* op = "lowrank_bilinear_score_backward";
-  const auto lr = check_lowrank(op, x, u, num_positive);
+  const Loops& loops = bilinear_loops()(op, x);
+  const auto lr = check_lowrank(op, x, u, num_positive, loops);
   check_floating(op, "grad", grad);
   CVOPS_CHECK(grad.dim() == 2 && grad.size(0) == lr.batch && grad.size(1) == lr.classes, op,
               "grad must have shape [", lr.batch, ", ", lr.classes, "], got ", grad.sizes());
@@ -541,7 +534,7 @@ TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Ten
   const auto weight = (grad.to(opmath).unsqueeze(-1) * sigma.mul_(2.0)).reshape({lr.batch, width});
   auto gxr = at::zeros({rows, lr.channels}, xo.options());
   auto gu = at::zeros({lr.channels, width}, xo.options());
-  const int64_t step = chunk_rows(xo, std::max<int64_t>(width, 1));
+  const int64_t step = chunk_rows(loops, std::max<int64_t>(width, 1));
   for (int64_t r0 = 0; r0 < rows && width > 0; r0 += step) {
     const int64_t len = std::min(step, rows - r0);
     const auto xc = xo.narrow(0, r0, len);
@@ -555,6 +548,23 @@ TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Ten
   auto grad_u = gu.view({lr.channels, lr.classes, lr.rank}).permute({1, 0, 2})
                     .to(u.scalar_type()).contiguous();
   return {grad_x, grad_u};
+}
+
+}  // namespace
+
+CVOPS_LOOP_TABLE(bilinear_loops, "bilinear")
+
+CVOPS_FAMILY_OPS(bilinear_loops, ops) {
+  ops.impl("_bilinear_pool", &bilinear_pool)
+      .impl("_bilinear_pool_backward", &bilinear_pool_backward)
+      .impl("_compact_bilinear_pool_ts", &tensor_sketch_pool)
+      .impl("_compact_bilinear_pool_ts_backward", &tensor_sketch_pool_backward)
+      .impl("_compact_bilinear_pool_rm", &random_maclaurin_pool)
+      .impl("_compact_bilinear_pool_rm_backward", &random_maclaurin_pool_backward)
+      .impl("_factorized_bilinear_pool", &factorized_bilinear_pool)
+      .impl("_factorized_bilinear_pool_backward", &factorized_bilinear_pool_backward)
+      .impl("lowrank_bilinear_score", &lowrank_bilinear_score)
+      .impl("_lowrank_bilinear_score_backward", &lowrank_bilinear_score_backward);
 }
 
 }  // namespace cvops::bilinear

@@ -8,13 +8,13 @@
 //   lowrank_bilinear_score    Σ_p ‖U₊ᵀx_p‖² − ‖U₋ᵀx_p‖² per class    (Kong & Fowlkes, LRBP)
 // each pooled result optionally followed by sign(z)·√(|z| + eps) and L2 normalisation (the
 // "epilogue"). The ops are device-generic (validation, GEMMs through at::bmm/at::mm, chunking,
-// gradient assembly); each device supplies only the loops no library has (Kernels).
+// gradient assembly); each device supplies only the loops no library has (Loops).
 #include <ATen/core/Tensor.h>
-#include <torch/library.h>
 
 #include <optional>
-#include <string_view>
 #include <tuple>
+
+#include "common/loop_table.h"
 
 namespace cvops::bilinear {
 
@@ -27,9 +27,18 @@ struct EpilogueOptions {
 
 // The device loops. Every tensor is contiguous; `acc` means opmath (float for half/bfloat16/float,
 // double for double). Results are deterministic: fixed reduction order, no float atomics.
-struct Kernels {
-  // z [R, N] acc; out [R, N] (any floating dtype, may be z itself) = L2(ssqrt(alpha·z)) per row;
-  // norm [R] acc = ‖ssqrt(alpha·z)‖ per row when opts.l2_normalize (else undefined, not written).
+struct Loops {
+  // G [B, C, C] = scale·F·Fᵀ in F's dtype for features [B, C, N], B·C > 0 (common/symmetric_gram.h).
+  at::Tensor (*symmetric_gram)(const char* op, const at::Tensor& features, double scale);
+  // GEMM operands stay in the input dtype (CUDA: half/bfloat16 tensor cores accumulating in
+  // float32) or go to opmath first (CPU: MKL has no fast half GEMM).
+  bool gemm_in_input_dtype;
+  // Elements of a GEMM chunk's [L, d] result: big enough for efficient GEMMs, small enough that
+  // the projections of all positions (B·H·W × d: 200 MB for the B-CNN layer at d = 8192) never
+  // exist at once.
+  int64_t gemm_chunk_elements;
+  // z [R, N] acc; out [R, N] (any floating dtype, may be z itself) = L2(signed_sqrt(alpha·z)) per row;
+  // norm [R] acc = ‖signed_sqrt(alpha·z)‖ per row when opts.l2_normalize (else undefined, not written).
   void (*epilogue)(const at::Tensor& z, double alpha, const EpilogueOptions& opts, at::Tensor& out,
                    at::Tensor& norm);
   // grad_z [R, N] acc = d out / d(alpha·z) · grad, from the forward's out and norm alone (the
@@ -65,110 +74,6 @@ struct Kernels {
                                    bool l2_normalize, at::Tensor& grad_x, at::Tensor& grad_y);
 };
 
-using OptTensor = std::optional<at::Tensor>;
-using TensorPair = std::tuple<at::Tensor, at::Tensor>;
-
-TensorPair bilinear_pool(const at::Tensor& x, const OptTensor& y, std::string_view reduce,
-                         bool signed_sqrt, bool l2_normalize, double eps, const Kernels& kernels);
-TensorPair bilinear_pool_backward(const at::Tensor& grad, const at::Tensor& x, const OptTensor& y,
-                                  const at::Tensor& out, const at::Tensor& norm,
-                                  std::string_view reduce, bool signed_sqrt, bool l2_normalize,
-                                  const Kernels& kernels);
-TensorPair tensor_sketch_pool(const at::Tensor& x, const OptTensor& y, const at::Tensor& h1,
-                              const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
-                              int64_t output_dim, std::string_view reduce, bool signed_sqrt,
-                              bool l2_normalize, double eps, const Kernels& kernels);
-TensorPair tensor_sketch_pool_backward(const at::Tensor& grad, const at::Tensor& x,
-                                       const OptTensor& y, const at::Tensor& h1,
-                                       const at::Tensor& s1, const at::Tensor& h2,
-                                       const at::Tensor& s2, const at::Tensor& out,
-                                       const at::Tensor& norm, std::string_view reduce,
-                                       bool signed_sqrt, bool l2_normalize,
-                                       const Kernels& kernels);
-TensorPair random_maclaurin_pool(const at::Tensor& x, const OptTensor& y, const at::Tensor& w1,
-                                 const at::Tensor& w2, std::string_view reduce, bool signed_sqrt,
-                                 bool l2_normalize, double eps, const Kernels& kernels);
-TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tensor& x,
-                                          const OptTensor& y, const at::Tensor& w1,
-                                          const at::Tensor& w2, const at::Tensor& out,
-                                          const at::Tensor& norm, std::string_view reduce,
-                                          bool signed_sqrt, bool l2_normalize,
-                                          const Kernels& kernels);
-TensorPair factorized_bilinear_pool(const at::Tensor& x, const at::Tensor& y, int64_t k,
-                                    bool signed_sqrt, bool l2_normalize, double eps,
-                                    const Kernels& kernels);
-TensorPair factorized_bilinear_pool_backward(const at::Tensor& grad, const at::Tensor& x,
-                                             const at::Tensor& y, const at::Tensor& out,
-                                             const at::Tensor& norm, int64_t k, bool signed_sqrt,
-                                             bool l2_normalize, const Kernels& kernels);
-at::Tensor lowrank_bilinear_score(const at::Tensor& x, const at::Tensor& u, int64_t num_positive,
-                                  const Kernels& kernels);
-TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Tensor& x,
-                                           const at::Tensor& u, int64_t num_positive,
-                                           const Kernels& kernels);
-
-// Registers the family's ops for one dispatch key with that device's loops:
-//   TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
-template <const Kernels& kernels>
-void register_ops(torch::Library& m) {
-  m.impl("_bilinear_pool", [](const at::Tensor& x, const OptTensor& y, c10::string_view reduce,
-                             bool signed_sqrt, bool l2_normalize, double eps) {
-    return bilinear_pool(x, y, reduce, signed_sqrt, l2_normalize, eps, kernels);
-  });
-  m.impl("_bilinear_pool_backward",
-         [](const at::Tensor& grad, const at::Tensor& x, const OptTensor& y, const at::Tensor& out,
-            const at::Tensor& norm, c10::string_view reduce, bool signed_sqrt, bool l2_normalize) {
-           return bilinear_pool_backward(grad, x, y, out, norm, reduce, signed_sqrt, l2_normalize,
-                                         kernels);
-         });
-  m.impl("_compact_bilinear_pool_ts",
-         [](const at::Tensor& x, const OptTensor& y, const at::Tensor& h1, const at::Tensor& s1,
-            const at::Tensor& h2, const at::Tensor& s2, int64_t output_dim,
-            c10::string_view reduce, bool signed_sqrt, bool l2_normalize, double eps) {
-           return tensor_sketch_pool(x, y, h1, s1, h2, s2, output_dim, reduce, signed_sqrt,
-                                     l2_normalize, eps, kernels);
-         });
-  m.impl("_compact_bilinear_pool_ts_backward",
-         [](const at::Tensor& grad, const at::Tensor& x, const OptTensor& y, const at::Tensor& h1,
-            const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
-            const at::Tensor& out, const at::Tensor& norm, c10::string_view reduce,
-            bool signed_sqrt, bool l2_normalize) {
-           return tensor_sketch_pool_backward(grad, x, y, h1, s1, h2, s2, out, norm, reduce,
-                                              signed_sqrt, l2_normalize, kernels);
-         });
-  m.impl("_compact_bilinear_pool_rm",
-         [](const at::Tensor& x, const OptTensor& y, const at::Tensor& w1, const at::Tensor& w2,
-            c10::string_view reduce, bool signed_sqrt, bool l2_normalize, double eps) {
-           return random_maclaurin_pool(x, y, w1, w2, reduce, signed_sqrt, l2_normalize, eps,
-                                        kernels);
-         });
-  m.impl("_compact_bilinear_pool_rm_backward",
-         [](const at::Tensor& grad, const at::Tensor& x, const OptTensor& y, const at::Tensor& w1,
-            const at::Tensor& w2, const at::Tensor& out, const at::Tensor& norm,
-            c10::string_view reduce, bool signed_sqrt, bool l2_normalize) {
-           return random_maclaurin_pool_backward(grad, x, y, w1, w2, out, norm, reduce,
-                                                 signed_sqrt, l2_normalize, kernels);
-         });
-  m.impl("_factorized_bilinear_pool", [](const at::Tensor& x, const at::Tensor& y, int64_t k,
-                                        bool signed_sqrt, bool l2_normalize, double eps) {
-    return factorized_bilinear_pool(x, y, k, signed_sqrt, l2_normalize, eps, kernels);
-  });
-  m.impl("_factorized_bilinear_pool_backward",
-         [](const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
-            const at::Tensor& out, const at::Tensor& norm, int64_t k, bool signed_sqrt,
-            bool l2_normalize) {
-           return factorized_bilinear_pool_backward(grad, x, y, out, norm, k, signed_sqrt,
-                                                    l2_normalize, kernels);
-         });
-  m.impl("lowrank_bilinear_score",
-         [](const at::Tensor& x, const at::Tensor& u, int64_t num_positive) {
-           return lowrank_bilinear_score(x, u, num_positive, kernels);
-         });
-  m.impl("_lowrank_bilinear_score_backward",
-         [](const at::Tensor& grad, const at::Tensor& x, const at::Tensor& u,
-            int64_t num_positive) {
-           return lowrank_bilinear_score_backward(grad, x, u, num_positive, kernels);
-         });
-}
+LoopTable<Loops>& bilinear_loops();
 
 }  // namespace cvops::bilinear

@@ -4,7 +4,6 @@
 // private d-bin accumulator in L1, in fixed chunks of rows merged in order.
 #include <ATen/Parallel.h>
 #include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,7 +13,8 @@
 #include "bilinear/epilogue_math.h"
 #include "common/cpu_reduce.h"
 #include "common/dispatch.h"
-#include "gram/gram.h"
+#include "common/loop_table.h"
+#include "common/symmetric_gram.h"
 
 namespace cvops::bilinear {
 namespace {
@@ -23,10 +23,10 @@ constexpr int kLanes = 16;                        // independent partial sums: v
 constexpr int64_t kSketchChunk = int64_t(1) << 17;  // G entries per sketch task (fixed: deterministic)
 constexpr int64_t kColumnGrain = 64;
 
-// ‖ssqrt(alpha·z)‖² of one row. With the signed sqrt u² = |alpha·z| + eps (z ≠ 0): no sqrt needed.
+// ‖signed_sqrt(alpha·z)‖² of one row. With the signed sqrt u² = |alpha·z| + eps (z ≠ 0): no sqrt needed.
 template <typename acc_t>
-acc_t row_sum_squares(const acc_t* z, int64_t n, acc_t alpha, bool ssqrt, acc_t eps) {
-  if (ssqrt) {
+acc_t row_sum_squares(const acc_t* z, int64_t n, acc_t alpha, bool signed_sqrt, acc_t eps) {
+  if (signed_sqrt) {
     return lane_sum<kLanes, acc_t>(n, [&](int64_t i) {
       const acc_t v = alpha * z[i];
       return v != acc_t(0) ? std::abs(v) + eps : acc_t(0);
@@ -69,7 +69,7 @@ void epilogue_cpu(const at::Tensor& z, double alpha, const EpilogueOptions& opts
 }
 
 void epilogue_backward_cpu(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& norm,
-                           bool signed_sqrt_on, bool l2, at::Tensor& grad_z) {
+                           bool signed_sqrt, bool l2, at::Tensor& grad_z) {
   const int64_t rows = out.size(0), n = out.size(1);
   CVOPS_DISPATCH_FLOATING(out.scalar_type(), "cvops_bilinear_epilogue_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -88,7 +88,7 @@ void epilogue_backward_cpu(const at::Tensor& grad, const at::Tensor& out, const 
         }
         acc_t* d = dz + r * n;
         for (int64_t i = 0; i < n; ++i) {
-          d[i] = epilogue_grad<acc_t>(g[i], o[i], l2, row_norm, dot, signed_sqrt_on);
+          d[i] = epilogue_grad<acc_t>(g[i], o[i], l2, row_norm, dot, signed_sqrt);
         }
       }
     });
@@ -145,8 +145,8 @@ void symmetric_tensor_sketch_cpu(const at::Tensor& features, const at::Tensor& h
                                  const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
                                  at::Tensor& sketch) {
   const int64_t B = features.size(0), C = features.size(1), d = sketch.size(1);
-  const int64_t panel = gram::panel_rows(C);
-  const auto panels = gram::upper_panels(features);  // the gram family's GEMMs (MKL, threaded)
+  const int64_t panel = gram_panel_rows(C);
+  const auto panels = gram_upper_panels(features);  // the symmetric GEMM's panels (MKL, threaded)
   const int64_t P = static_cast<int64_t>(panels.size()), tasks = B * P;
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "cvops_symmetric_tensor_sketch_cpu", [&] {
     const int64_t* b1 = h1.const_data_ptr<int64_t>();
@@ -289,7 +289,7 @@ void factorized_rows(const scalar_t* xp, const scalar_t* yp, int64_t rows, int64
 template <int K, typename scalar_t>
 void factorized_backward_rows(const scalar_t* gp, const scalar_t* xp, const scalar_t* yp,
                               const scalar_t* outp, const at::opmath_type<scalar_t>* np,
-                              int64_t rows, int64_t o, int64_t k, bool ssqrt, bool l2,
+                              int64_t rows, int64_t o, int64_t k, bool signed_sqrt, bool l2,
                               scalar_t* gxp, scalar_t* gyp) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t kk = K > 0 ? K : k;
@@ -307,7 +307,7 @@ void factorized_backward_rows(const scalar_t* gp, const scalar_t* xp, const scal
       scalar_t* gx = gxp + r * o * kk;
       scalar_t* gy = gyp + r * o * kk;
       for (int64_t j = 0; j < o; ++j) {
-        const acc_t dz = epilogue_grad<acc_t>(g[j], out[j], l2, row_norm, dot, ssqrt);
+        const acc_t dz = epilogue_grad<acc_t>(g[j], out[j], l2, row_norm, dot, signed_sqrt);
         for (int64_t i = j * kk; i < (j + 1) * kk; ++i) {
           gx[i] = static_cast<scalar_t>(dz * acc_t(y[i]));
           gy[i] = static_cast<scalar_t>(dz * acc_t(x[i]));
@@ -346,7 +346,7 @@ void factorized_pool_cpu(const at::Tensor& x, const at::Tensor& y, int64_t k,
 
 void factorized_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
                                   const at::Tensor& out, const at::Tensor& norm, int64_t k,
-                                  bool signed_sqrt_on, bool l2, at::Tensor& grad_x,
+                                  bool signed_sqrt, bool l2, at::Tensor& grad_x,
                                   at::Tensor& grad_y) {
   const int64_t rows = out.size(0), o = out.size(1);
   CVOPS_DISPATCH_FLOATING(x.scalar_type(), "cvops_factorized_pool_backward_cpu", [&] {
@@ -356,12 +356,15 @@ void factorized_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& x, c
       factorized_backward_rows<decltype(K)::value>(
           grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
           y.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), np, rows, o, k,
-          signed_sqrt_on, l2, grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());
+          signed_sqrt, l2, grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());
     });
   });
 }
 
-constexpr Kernels kCpuKernels{&epilogue_cpu,
+constexpr Loops kCpuLoops{&symmetric_gram_cpu,
+                          /*gemm_in_input_dtype=*/false,
+                          /*gemm_chunk_elements=*/int64_t(1) << 20,
+                          &epilogue_cpu,
                               &epilogue_backward_cpu,
                               &tensor_sketch_cpu,
                               &symmetric_tensor_sketch_cpu,
@@ -372,6 +375,6 @@ constexpr Kernels kCpuKernels{&epilogue_cpu,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
+CVOPS_REGISTER_LOOPS(bilinear_loops, kCpu, kCpuLoops);
 
 }  // namespace cvops::bilinear

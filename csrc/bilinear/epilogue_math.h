@@ -42,13 +42,13 @@ C10_HOST_DEVICE inline T clamped_norm(T norm) {
 // (‖u‖ before the clamp) and dot = Σ out·g over the row. Where the clamp is inactive the L2
 // gradient also removes the out·(out·g) component; where it is active L2 is a plain scaling.
 template <typename T>
-C10_HOST_DEVICE inline T epilogue_grad(T g, T out, bool l2, T norm, T dot, bool signed_sqrt_on) {
+C10_HOST_DEVICE inline T epilogue_grad(T g, T out, bool l2, T norm, T dot, bool signed_sqrt) {
   T du = g, scale = 1;
   if (l2) {
     scale = clamped_norm(norm);
     du = (norm > T(kNormEps) ? g - out * dot : g) / scale;
   }
-  if (!signed_sqrt_on) return du;
+  if (!signed_sqrt) return du;
   return du * signed_sqrt_slope(out * scale);
 }
 

@@ -1,4 +1,5 @@
-// Schemas of the boxes family and the parts shared by its CPU and CUDA kernels.
+// Schemas of the boxes family and its op bodies: validation, broadcasting, the per-box fields and
+// the outputs, for every device; the devices supply the loops over pairs (boxes.h).
 #include "boxes/boxes.h"
 
 #include <ATen/ExpandUtils.h>
@@ -14,8 +15,10 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/choice.h"
 #include "common/cpu_memory.h"
 #include "common/dispatch.h"
+#include "common/loop_table.h"
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   m.def("box_iou(Tensor boxes1, Tensor boxes2, str kind, str fmt) -> Tensor");
@@ -30,13 +33,11 @@ namespace {
 
 
 IouKind parse_kind(const char* op, std::string_view kind) {
-  if (kind == "iou") return IouKind::kIou;
-  if (kind == "giou") return IouKind::kGiou;
-  if (kind == "diou") return IouKind::kDiou;
-  if (kind == "ciou") return IouKind::kCiou;
-  CVOPS_CHECK(false, op, "kind must be 'iou', 'giou', 'diou' or 'ciou', got '", std::string(kind),
-              "'");
-  return IouKind::kIou;
+  return parse_choice<IouKind>(op, "kind", kind,
+                               {{"iou", IouKind::kIou},
+                                {"giou", IouKind::kGiou},
+                                {"diou", IouKind::kDiou},
+                                {"ciou", IouKind::kCiou}});
 }
 
 // [..., n, kBoxFields] in opmath, corners and areas formed as torchvision forms them, so the
@@ -111,11 +112,9 @@ PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& box
 }
 
 BoxFormat parse_format(const char* op, std::string_view fmt) {
-  if (fmt == "xyxy") return BoxFormat::kXyxy;
-  if (fmt == "xywh") return BoxFormat::kXywh;
-  if (fmt == "cxcywh") return BoxFormat::kCxcywh;
-  CVOPS_CHECK(false, op, "fmt must be 'xyxy', 'xywh' or 'cxcywh', got '", std::string(fmt), "'");
-  return BoxFormat::kXyxy;
+  return parse_choice<BoxFormat>(
+      op, "fmt", fmt,
+      {{"xyxy", BoxFormat::kXyxy}, {"xywh", BoxFormat::kXywh}, {"cxcywh", BoxFormat::kCxcywh}});
 }
 
 // Both sets broadcast to one batch shape and flattened to [pairs, 4] (contiguous opmath); `batch`
@@ -157,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor> aligned_grads_to_inputs(const at::Tensor& gra
 }  // namespace
 
 at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view kind_name,
-                   std::string_view fmt_name, const Kernels& kernels) {
+                   std::string_view fmt_name) {
   constexpr const char* op = "box_iou";
   const IouKind kind = parse_kind(op, kind_name);
   const auto problem = pairwise_problem(boxes1, boxes2, parse_format(op, fmt_name), op);
@@ -166,20 +165,19 @@ at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, std::stri
   auto out = empty_streaming_output({sets, N, M}, problem.fields1.options());
   if (out.numel() > 0) {
     // Set 2 field by field ([sets, 8, M]) so each field is one contiguous run.
-    kernels.pairwise(problem.fields1, problem.fields2.transpose(1, 2).contiguous(), kind, out);
+    boxes_loops()(op, boxes1).pairwise(problem.fields1, problem.fields2.transpose(1, 2).contiguous(), kind, out);
   }
   return out.view(problem.out_shape).to(boxes1.scalar_type());
 }
 
 at::Tensor box_iou_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                           std::string_view kind_name, std::string_view fmt_name,
-                           const Kernels& kernels) {
+                           std::string_view kind_name, std::string_view fmt_name) {
   constexpr const char* op = "box_iou_aligned";
   const IouKind kind = parse_kind(op, kind_name);
   const BoxFormat fmt = parse_format(op, fmt_name);
   const auto problem = aligned_problem(boxes1, boxes2, op);
   auto out = at::empty({problem.boxes1.size(0)}, problem.boxes1.options());
-  if (out.numel() > 0) kernels.aligned(problem.boxes1, problem.boxes2, kind, fmt, out);
+  if (out.numel() > 0) boxes_loops()(op, boxes1).aligned(problem.boxes1, problem.boxes2, kind, fmt, out);
   return out.view(problem.batch).to(boxes1.scalar_type());
 }
 
@@ -187,16 +185,23 @@ std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward(const at::Tensor& gr
                                                             const at::Tensor& boxes1,
                                                             const at::Tensor& boxes2,
                                                             std::string_view kind_name,
-                                                            std::string_view fmt_name,
-                                                            const Kernels& kernels) {
+                                                            std::string_view fmt_name) {
   constexpr const char* op = "box_iou_aligned_backward";
   const IouKind kind = parse_kind(op, kind_name);
   const BoxFormat fmt = parse_format(op, fmt_name);
   const auto problem = aligned_problem(boxes1, boxes2, op);
   const auto g = aligned_grad_input(grad, problem, op);
   auto grad1 = at::empty_like(problem.boxes1), grad2 = at::empty_like(problem.boxes1);
-  if (g.numel() > 0) kernels.aligned_backward(g, problem.boxes1, problem.boxes2, kind, fmt, grad1, grad2);
+  if (g.numel() > 0) boxes_loops()(op, boxes1).aligned_backward(g, problem.boxes1, problem.boxes2, kind, fmt, grad1, grad2);
   return aligned_grads_to_inputs(grad1, grad2, boxes1, boxes2, problem);
+}
+
+CVOPS_LOOP_TABLE(boxes_loops, "boxes")
+
+CVOPS_FAMILY_OPS(boxes_loops, ops) {
+  ops.impl("box_iou", &box_iou)
+      .impl("box_iou_aligned", &box_iou_aligned)
+      .impl("_box_iou_aligned_backward", &box_iou_aligned_backward);
 }
 
 }  // namespace cvops::boxes

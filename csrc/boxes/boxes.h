@@ -2,13 +2,11 @@
 // The boxes family: IoU / GIoU / DIoU / CIoU between boxes in xyxy, xywh or cxcywh form, pairwise
 // (box_iou) or element-wise with gradients (box_iou_aligned), with the same values as torchvision.ops
 // (box_iou, generalized_box_iou, distance_box_iou, complete_box_iou; eps = 1e-7 for DIoU/CIoU).
-// The ops (validation, broadcasting, per-box fields, outputs) are device-generic; each device
-// supplies only the loops over pairs (Kernels).
+// The op bodies in boxes.cpp (validation, broadcasting, per-box fields, outputs) serve every
+// device; each device supplies only the loops over pairs (Loops).
 #include <ATen/core/Tensor.h>
-#include <torch/library.h>
 
-#include <string_view>
-#include <tuple>
+#include "common/loop_table.h"
 
 namespace cvops::boxes {
 
@@ -20,7 +18,7 @@ enum class BoxFormat { kXyxy, kXywh, kCxcywh };
 constexpr int64_t kBoxFields = 8;
 
 // The device loops, called only with non-empty, contiguous opmath tensors.
-struct Kernels {
+struct Loops {
   // out [sets, N, M]: fields1 [sets, N, kBoxFields] against fields2 laid out field by field
   // [sets, kBoxFields, M].
   void (*pairwise)(const at::Tensor& fields1, const at::Tensor& fields2, IouKind kind,
@@ -34,34 +32,6 @@ struct Kernels {
                            at::Tensor& grad1, at::Tensor& grad2);
 };
 
-at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view kind,
-                   std::string_view fmt, const Kernels& kernels);
-at::Tensor box_iou_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                           std::string_view kind, std::string_view fmt, const Kernels& kernels);
-std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward(const at::Tensor& grad,
-                                                            const at::Tensor& boxes1,
-                                                            const at::Tensor& boxes2,
-                                                            std::string_view kind,
-                                                            std::string_view fmt,
-                                                            const Kernels& kernels);
-
-// Registers the family's ops for one dispatch key with that device's loops:
-//   TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
-template <const Kernels& kernels>
-void register_ops(torch::Library& m) {
-  m.impl("box_iou", [](const at::Tensor& boxes1, const at::Tensor& boxes2,
-                       c10::string_view kind, c10::string_view fmt) {
-    return box_iou(boxes1, boxes2, kind, fmt, kernels);
-  });
-  m.impl("box_iou_aligned", [](const at::Tensor& boxes1, const at::Tensor& boxes2,
-                               c10::string_view kind, c10::string_view fmt) {
-    return box_iou_aligned(boxes1, boxes2, kind, fmt, kernels);
-  });
-  m.impl("_box_iou_aligned_backward",
-         [](const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
-            c10::string_view kind, c10::string_view fmt) {
-           return box_iou_aligned_backward(grad, boxes1, boxes2, kind, fmt, kernels);
-         });
-}
+LoopTable<Loops>& boxes_loops();
 
 }  // namespace cvops::boxes

@@ -57,34 +57,6 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Box<T> box_at_column(const T* fields, int64_t 
 }
 
 
-// ---- NMS (nms.h) -----------------------------------------------------------------------------
-
-// a·b rounded on its own: nvcc would otherwise fuse it into the subtraction that follows, and the
-// CPU and CUDA kernels would disagree in the last bit.
-template <typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T mul_rn(T a, T b) {
-#ifdef __CUDA_ARCH__
-  if constexpr (std::is_same_v<T, float>) {
-    return __fmul_rn(a, b);
-  } else {
-    return __dmul_rn(a, b);
-  }
-#else
-  return a * b;
-#endif
-}
-
-// torchvision's NMS IoU of two xyxy boxes given with their areas (x2 − x1)·(y2 − y1), in its
-// operation order. Inputs are finite or kNoOverlapBox-like (no NaN), so min/max never see a NaN.
-template <typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T nms_iou(T ax1, T ay1, T ax2, T ay2, T a_area, T bx1, T by1,
-                                            T bx2, T by2, T b_area) {
-  const T w = std::max(T(0), std::min(ax2, bx2) - std::max(ax1, bx1));
-  const T h = std::max(T(0), std::min(ay2, by2) - std::max(ay1, by1));
-  const T inter = mul_rn(w, h);
-  return inter / (a_area + b_area - inter);
-}
-
 // ---- element-wise pairs (box_iou_aligned) and their gradient -------------------------------
 
 template <typename T>

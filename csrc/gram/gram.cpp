@@ -1,15 +1,22 @@
-// Schemas of the gram family and the parts shared by its CPU and CUDA kernels.
+// Schemas of the gram family and its op bodies, for every device: validation, the scale, the
+// reduction of the loss; the Gram matrices come from the device loops (gram.h), the backward ops
+// are ATen GEMMs (registered once, for every device).
 #include "gram/gram.h"
 
-#include <ATen/ops/add.h>
-#include <ATen/ops/baddbmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <optional>
+#include <string>
+#include <string_view>
 
 #include "common/checks.h"
+#include "common/choice.h"
 #include "common/dispatch.h"
+#include "common/loop_table.h"
+#include "common/symmetric_gram.h"
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   m.def("gram_matrix(Tensor x, str normalize, float divisor) -> Tensor");
@@ -25,7 +32,17 @@ TORCH_LIBRARY_FRAGMENT(cvops, m) {
 }
 
 namespace cvops::gram {
+namespace {
 
+struct FeatureShape {
+  int64_t batch;     // B
+  int64_t channels;  // C
+  int64_t points;    // N = product of the spatial dims
+};
+
+enum class Reduction { kMean, kSum, kNone };
+
+// x must be a floating [B, C, *spatial] tensor with at least one spatial dim.
 FeatureShape check_features(const char* op, const at::Tensor& x) {
   check_min_dim(op, "x", x, 3, "[B, C, *spatial]");
   check_floating(op, "x", x);
@@ -53,11 +70,9 @@ double resolve_scale(const char* op, std::string_view normalize, double divisor,
 }
 
 Reduction parse_reduction(const char* op, std::string_view reduction) {
-  if (reduction == "mean") return Reduction::kMean;
-  if (reduction == "sum") return Reduction::kSum;
-  if (reduction == "none") return Reduction::kNone;
-  CVOPS_CHECK(false, op, "reduction must be 'mean', 'sum' or 'none', got '",
-              std::string(reduction), "'");
+  return parse_choice<Reduction>(
+      op, "reduction", reduction,
+      {{"mean", Reduction::kMean}, {"sum", Reduction::kSum}, {"none", Reduction::kNone}});
 }
 
 void check_style_target(const char* op, const at::Tensor& x, const FeatureShape& shape,
@@ -101,19 +116,46 @@ at::Tensor empty_residual(const at::Tensor& x) {
   return at::empty({0}, x.options().dtype(opmath_dtype(x.scalar_type())));
 }
 
-namespace {
-
 // dF = alpha·W·F with W [B, C, C] in opmath dtype, returned in x's dtype and shape.
 at::Tensor weight_times_features(const at::Tensor& weight, const at::Tensor& x,
                                  const FeatureShape& shape, double alpha = 1.0) {
-  const auto features =
-      x.reshape({shape.batch, shape.channels, shape.points}).to(weight.scalar_type());
-  auto grad = at::empty({shape.batch, shape.channels, shape.points}, features.options());
-  at::baddbmm_out(grad, grad, weight, features, /*beta=*/0.0, alpha);  // beta = 0: never read
-  return grad.to(x.scalar_type()).view(x.sizes());
+  return weight_times(weight, x.reshape({shape.batch, shape.channels, shape.points}), alpha)
+      .view(x.sizes());
 }
 
-}  // namespace
+at::Tensor gram_matrix(const at::Tensor& x, std::string_view normalize, double divisor) {
+  constexpr const char* op = "gram_matrix";
+  const auto shape = check_features(op, x);
+  const double scale = resolve_scale(op, normalize, divisor, shape);
+  const int64_t B = shape.batch, C = shape.channels;
+  if (shape.points == 0 || B * C == 0) return at::zeros({B, C, C}, x.options());
+  return gram_loops()(op, x).gram_matrix(op, x.reshape({B, C, shape.points}), scale);
+}
+
+std::tuple<at::Tensor, at::Tensor> style_loss(const at::Tensor& x, const at::Tensor& target,
+                                              const std::optional<at::Tensor>& target_index,
+                                              std::string_view normalize, double divisor,
+                                              std::string_view reduction, bool keep_residual) {
+  constexpr const char* op = "style_loss";
+  const auto shape = check_features(op, x);
+  const double scale = resolve_scale(op, normalize, divisor, shape);
+  const auto mode = parse_reduction(op, reduction);
+  check_style_target(op, x, shape, target, target_index);
+  const int64_t B = shape.batch, C = shape.channels;
+  const auto opmath = opmath_dtype(x.scalar_type());
+  at::Tensor per_sample, residual;
+  if (B * C == 0) {
+    per_sample = at::zeros({B}, x.options().dtype(opmath));
+    residual = at::empty({B, C, C}, per_sample.options());
+  } else {
+    const auto index = target_index.has_value() ? target_index->contiguous() : at::Tensor();
+    std::tie(per_sample, residual) = gram_loops()(op, x).style_loss(
+        op, x.reshape({B, C, shape.points}), target.to(opmath).contiguous(), index,
+        target.dim() == 3 ? C * C : 0, scale, keep_residual);
+  }
+  return {reduce_loss(per_sample, mode, shape, x.scalar_type()),
+          keep_residual ? residual : empty_residual(x)};
+}
 
 at::Tensor gram_matrix_backward(const at::Tensor& grad, const at::Tensor& x,
                                 std::string_view normalize, double divisor) {
@@ -126,9 +168,9 @@ at::Tensor gram_matrix_backward(const at::Tensor& grad, const at::Tensor& x,
                   grad.size(2) == shape.channels,
               op, "grad must have shape [", shape.batch, ", ", shape.channels, ", ",
               shape.channels, "], got ", grad.sizes());
-  // d(s·F·Fᵀ) = s·(dG + dGᵀ)·F: one GEMM.
-  const auto g = grad.to(opmath_dtype(x.scalar_type()));
-  return weight_times_features(at::add(g, g.transpose(1, 2)), x, shape, scale);
+  return symmetric_gram_backward(grad, x.reshape({shape.batch, shape.channels, shape.points}),
+                                 scale)
+      .view(x.sizes());
 }
 
 at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
@@ -162,6 +204,19 @@ at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
   }
   const auto weight = grad_loss.to(opmath).expand({shape.batch}).mul(alpha);
   return weight_times_features(r.mul(weight.view({shape.batch, 1, 1})), x, shape);
+}
+
+}  // namespace
+
+CVOPS_LOOP_TABLE(gram_loops, "gram")
+
+CVOPS_FAMILY_OPS(gram_loops, ops) {
+  ops.impl("gram_matrix", &gram_matrix).impl("_style_loss", &style_loss);
+}
+
+TORCH_LIBRARY_IMPL(cvops, CompositeExplicitAutograd, m) {
+  m.impl("_gram_matrix_backward", &gram_matrix_backward);
+  m.impl("_style_loss_backward", &style_loss_backward);
 }
 
 }  // namespace cvops::gram

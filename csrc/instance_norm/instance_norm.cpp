@@ -1,4 +1,4 @@
-// Schemas of the instance_norm family and its device-generic parts: validation, the per-sample
+// Schemas of the instance_norm family and its op bodies, for every device: validation, the per-sample
 // affine (γ_b, β_b) from the style bank, and the reduction of the kernels' dγ/dβ back to the bank.
 #include "instance_norm/instance_norm.h"
 
@@ -13,8 +13,10 @@
 #include <string>
 
 #include "common/checks.h"
+#include "common/choice.h"
 #include "common/cpu_memory.h"
 #include "common/dispatch.h"
+#include "common/loop_table.h"
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   // Returns (out, mean, rstd); mean and rstd [B, C] (opmath dtype) are kept for the backward.
@@ -34,10 +36,7 @@ namespace {
 constexpr const char* kOp = "conditional_instance_norm";
 
 bool parse_activation(const char* op, std::string_view activation) {
-  if (activation == "none") return false;
-  if (activation == "relu") return true;
-  CVOPS_CHECK(false, op, "activation must be None or 'relu', got '", std::string(activation), "'");
-  return false;
+  return parse_choice<bool>(op, "activation", activation, {{"none", false}, {"relu", true}});
 }
 
 bool is_index_style(const at::Tensor& style) { return style.scalar_type() == at::kLong; }
@@ -92,7 +91,7 @@ at::MemoryFormat format_of(bool channels_last) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conditional_instance_norm(
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& style,
-    double eps, std::string_view activation, const Kernels& kernels) {
+    double eps, std::string_view activation) {
   check_inputs(kOp, x, weight, bias, style, eps);
   const bool relu = parse_activation(kOp, activation);
   const int64_t B = x.size(0), C = x.size(1);
@@ -110,15 +109,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conditional_instance_norm(
   }
   const auto gamma = per_sample(weight, style, opmath);
   const auto beta = per_sample(bias, style, opmath);
-  kernels.forward(input, gamma, beta, eps, relu, channels_last, out, mean, rstd);
+  instance_norm_loops()(kOp, x).forward(input, gamma, beta, eps, relu, channels_last, out, mean, rstd);
   return {out, mean, rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_norm_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& out,
     const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& style,
-    const at::Tensor& mean, const at::Tensor& rstd, std::string_view activation,
-    const Kernels& kernels) {
+    const at::Tensor& mean, const at::Tensor& rstd, std::string_view activation) {
   constexpr const char* op = "conditional_instance_norm_backward";
   check_inputs(op, x, weight, bias, style, 0.0);
   const bool relu = parse_activation(op, activation);
@@ -138,7 +136,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
   auto grad_beta = at::zeros({B, C}, x.options().dtype(opmath));
   if (grad_x.numel() > 0) {
     const auto gamma = per_sample(weight, style, opmath);
-    kernels.backward(grad_out.contiguous(format), x.contiguous(format), out.contiguous(format),
+    instance_norm_loops()(op, x).backward(grad_out.contiguous(format), x.contiguous(format), out.contiguous(format),
                      mean.to(opmath).contiguous(), rstd.to(opmath).contiguous(), gamma, relu,
                      channels_last, grad_x, grad_gamma, grad_beta);
   }
@@ -157,6 +155,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
   auto grad_weight = at::mm(selection.t(), grad_gamma).to(weight.scalar_type());
   auto grad_bias = at::mm(selection.t(), grad_beta).to(bias.scalar_type());
   return {grad_x, grad_weight, grad_bias, grad_style};
+}
+
+CVOPS_LOOP_TABLE(instance_norm_loops, "instance_norm")
+
+CVOPS_FAMILY_OPS(instance_norm_loops, ops) {
+  ops.impl("_conditional_instance_norm", &conditional_instance_norm)
+      .impl("_conditional_instance_norm_backward", &conditional_instance_norm_backward);
 }
 
 }  // namespace cvops::instance_norm

@@ -6,14 +6,14 @@
 // cancellation of Σd² − (Σd)²/n small, then one normalising pass.
 #include <ATen/Parallel.h>
 #include <c10/macros/Macros.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "common/cpu_features.h"
+#include "common/cpu_levels.h"
 #include "common/cpu_reduce.h"
 #include "common/dispatch.h"
+#include "common/loop_table.h"
 #include "instance_norm/instance_norm.h"
 
 namespace cvops::instance_norm {
@@ -39,198 +39,13 @@ int64_t grain(int64_t elements_per_task) {
   return std::max<int64_t>(1, kTaskElements / std::max<int64_t>(elements_per_task, 1));
 }
 
-// One (sample, channel) plane of n values: statistics, then the affine (+ ReLU) output.
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-C10_ALWAYS_INLINE void forward_plane(const scalar_t* xp, acc_t gamma, acc_t beta, acc_t eps,
-                                       bool relu, int64_t n, scalar_t* op, acc_t* mean,
-                                       acc_t* rstd) {
-  const acc_t m = lane_sum<kLanes, acc_t>(n, [&](int64_t i) { return static_cast<acc_t>(xp[i]); }) / n;
-  const acc_t var = lane_sum<kLanes, acc_t>(n, [&](int64_t i) {
-                      const acc_t d = static_cast<acc_t>(xp[i]) - m;
-                      return d * d;
-                    }) / n;
-  const acc_t r = acc_t(1) / std::sqrt(var + eps);
-  *mean = m;
-  *rstd = r;
-  const acc_t scale = gamma * r, shift = beta - m * scale;
-  if (relu) {
-    for (int64_t i = 0; i < n; ++i) op[i] = static_cast<scalar_t>(activate(static_cast<acc_t>(xp[i]) * scale + shift, true));
-  } else {
-    for (int64_t i = 0; i < n; ++i) op[i] = static_cast<scalar_t>(static_cast<acc_t>(xp[i]) * scale + shift);
-  }
-}
-
-// One plane of the backward: Σdy', Σdy'·x̂, then dx.
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-C10_ALWAYS_INLINE void backward_plane(const scalar_t* dy, const scalar_t* x, const scalar_t* out,
-                                        acc_t m, acc_t r, acc_t gamma, bool relu, int64_t n,
-                                        scalar_t* dx, acc_t* dgamma, acc_t* dbeta) {
-  auto grad = [&](int64_t i) { return masked_grad<acc_t>(dy[i], out[i], relu); };
-  auto xhat = [&](int64_t i) { return (static_cast<acc_t>(x[i]) - m) * r; };
-  const acc_t sum_dy = lane_sum<kLanes, acc_t>(n, grad);
-  const acc_t sum_dy_xhat = lane_sum<kLanes, acc_t>(n, [&](int64_t i) { return grad(i) * xhat(i); });
-  *dbeta = sum_dy;
-  *dgamma = sum_dy_xhat;
-  const acc_t k = gamma * r, a = sum_dy / n, b = sum_dy_xhat / n;
-  for (int64_t i = 0; i < n; ++i) dx[i] = static_cast<scalar_t>(k * (grad(i) - a - xhat(i) * b));
-}
-
 // channels_last tasks: (sample b, channels [c0, c0 + width)), rows of C values per position.
 struct ChannelTask {
   int64_t b, c0, width;
 };
 
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-C10_ALWAYS_INLINE void forward_channels(const scalar_t* x, const acc_t* gamma, const acc_t* beta,
-                                          acc_t eps, bool relu, int64_t C, int64_t n,
-                                          ChannelTask task, scalar_t* out, acc_t* mean,
-                                          acc_t* rstd) {
-  const int64_t base = task.b * n * C + task.c0, stat = task.b * C + task.c0, w = task.width;
-  acc_t pivot[kChannelBlock], sum[kChannelBlock] = {}, squares[kChannelBlock] = {};
-  for (int64_t c = 0; c < w; ++c) pivot[c] = static_cast<acc_t>(x[base + c]);
-  for (int64_t i = 0; i < n; ++i) {
-    const scalar_t* row = x + base + i * C;
-    for (int64_t c = 0; c < w; ++c) {
-      const acc_t d = static_cast<acc_t>(row[c]) - pivot[c];
-      sum[c] += d;
-      squares[c] += d * d;
-    }
-  }
-  acc_t scale[kChannelBlock], shift[kChannelBlock];
-  for (int64_t c = 0; c < w; ++c) {
-    const acc_t offset = sum[c] / n;
-    const acc_t var = std::max(squares[c] / n - offset * offset, acc_t(0));
-    const acc_t m = pivot[c] + offset, r = acc_t(1) / std::sqrt(var + eps);
-    mean[stat + c] = m;
-    rstd[stat + c] = r;
-    scale[c] = gamma[stat + c] * r;
-    shift[c] = beta[stat + c] - m * scale[c];
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const scalar_t* row = x + base + i * C;
-    scalar_t* row_out = out + base + i * C;
-    for (int64_t c = 0; c < w; ++c) {
-      row_out[c] = static_cast<scalar_t>(activate(static_cast<acc_t>(row[c]) * scale[c] + shift[c], relu));
-    }
-  }
-}
-
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-C10_ALWAYS_INLINE void backward_channels(const scalar_t* dy, const scalar_t* x,
-                                           const scalar_t* out, const acc_t* mean,
-                                           const acc_t* rstd, const acc_t* gamma, bool relu,
-                                           int64_t C, int64_t n, ChannelTask task, scalar_t* dx,
-                                           acc_t* dgamma, acc_t* dbeta) {
-  const int64_t base = task.b * n * C + task.c0, stat = task.b * C + task.c0, w = task.width;
-  acc_t sum_dy[kChannelBlock] = {}, sum_dy_xhat[kChannelBlock] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t row = base + i * C;
-    for (int64_t c = 0; c < w; ++c) {
-      const acc_t g = masked_grad<acc_t>(dy[row + c], out[row + c], relu);
-      sum_dy[c] += g;
-      sum_dy_xhat[c] += g * (static_cast<acc_t>(x[row + c]) - mean[stat + c]) * rstd[stat + c];
-    }
-  }
-  acc_t k[kChannelBlock], a[kChannelBlock], b[kChannelBlock];
-  for (int64_t c = 0; c < w; ++c) {
-    dbeta[stat + c] = sum_dy[c];
-    dgamma[stat + c] = sum_dy_xhat[c];
-    k[c] = gamma[stat + c] * rstd[stat + c];
-    a[c] = sum_dy[c] / n;
-    b[c] = sum_dy_xhat[c] / n;
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t row = base + i * C;
-    for (int64_t c = 0; c < w; ++c) {
-      const acc_t g = masked_grad<acc_t>(dy[row + c], out[row + c], relu);
-      const acc_t xhat = (static_cast<acc_t>(x[row + c]) - mean[stat + c]) * rstd[stat + c];
-      dx[row + c] = static_cast<scalar_t>(k[c] * (g - a[c] - xhat * b[c]));
-    }
-  }
-}
-
-// run_*: the generic bodies, and for float on AVX2 machines the same bodies recompiled for AVX2 +
-// FMA (they inline into the target functions below), picked at run time so the binary still runs
-// on any x86-64. Overload resolution sends float to the non-template run_* overloads.
-template <typename scalar_t, typename acc_t>
-void run_forward_plane(const scalar_t* xp, acc_t gamma, acc_t beta, acc_t eps, bool relu, int64_t n,
-                       scalar_t* op, acc_t* mean, acc_t* rstd) {
-  forward_plane(xp, gamma, beta, eps, relu, n, op, mean, rstd);
-}
-template <typename scalar_t, typename acc_t>
-void run_backward_plane(const scalar_t* dy, const scalar_t* x, const scalar_t* out, acc_t m, acc_t r,
-                        acc_t gamma, bool relu, int64_t n, scalar_t* dx, acc_t* dgamma, acc_t* dbeta) {
-  backward_plane(dy, x, out, m, r, gamma, relu, n, dx, dgamma, dbeta);
-}
-template <typename scalar_t, typename acc_t>
-void run_forward_channels(const scalar_t* x, const acc_t* gamma, const acc_t* beta, acc_t eps,
-                          bool relu, int64_t C, int64_t n, ChannelTask task, scalar_t* out,
-                          acc_t* mean, acc_t* rstd) {
-  forward_channels(x, gamma, beta, eps, relu, C, n, task, out, mean, rstd);
-}
-template <typename scalar_t, typename acc_t>
-void run_backward_channels(const scalar_t* dy, const scalar_t* x, const scalar_t* out,
-                           const acc_t* mean, const acc_t* rstd, const acc_t* gamma, bool relu,
-                           int64_t C, int64_t n, ChannelTask task, scalar_t* dx, acc_t* dgamma,
-                           acc_t* dbeta) {
-  backward_channels(dy, x, out, mean, rstd, gamma, relu, C, n, task, dx, dgamma, dbeta);
-}
-
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) void forward_plane_avx2(const float* xp, float gamma, float beta,
-                                                            float eps, bool relu, int64_t n,
-                                                            float* op, float* mean, float* rstd) {
-  forward_plane<float>(xp, gamma, beta, eps, relu, n, op, mean, rstd);
-}
-__attribute__((target("avx2,fma"))) void backward_plane_avx2(const float* dy, const float* x,
-                                                             const float* out, float m, float r,
-                                                             float gamma, bool relu, int64_t n,
-                                                             float* dx, float* dgamma, float* dbeta) {
-  backward_plane<float>(dy, x, out, m, r, gamma, relu, n, dx, dgamma, dbeta);
-}
-__attribute__((target("avx2,fma"))) void forward_channels_avx2(
-    const float* x, const float* gamma, const float* beta, float eps, bool relu, int64_t C,
-    int64_t n, ChannelTask task, float* out, float* mean, float* rstd) {
-  forward_channels<float>(x, gamma, beta, eps, relu, C, n, task, out, mean, rstd);
-}
-__attribute__((target("avx2,fma"))) void backward_channels_avx2(
-    const float* dy, const float* x, const float* out, const float* mean, const float* rstd,
-    const float* gamma, bool relu, int64_t C, int64_t n, ChannelTask task, float* dx,
-    float* dgamma, float* dbeta) {
-  backward_channels<float>(dy, x, out, mean, rstd, gamma, relu, C, n, task, dx, dgamma, dbeta);
-}
-
-bool avx2_available() {
-  static const bool supported = cpu_has_avx2();
-  return supported;
-}
-
-void run_forward_plane(const float* xp, float gamma, float beta, float eps, bool relu, int64_t n,
-                       float* op, float* mean, float* rstd) {
-  if (avx2_available()) forward_plane_avx2(xp, gamma, beta, eps, relu, n, op, mean, rstd);
-  else forward_plane(xp, gamma, beta, eps, relu, n, op, mean, rstd);
-}
-void run_backward_plane(const float* dy, const float* x, const float* out, float m, float r,
-                        float gamma, bool relu, int64_t n, float* dx, float* dgamma, float* dbeta) {
-  if (avx2_available()) backward_plane_avx2(dy, x, out, m, r, gamma, relu, n, dx, dgamma, dbeta);
-  else backward_plane(dy, x, out, m, r, gamma, relu, n, dx, dgamma, dbeta);
-}
-void run_forward_channels(const float* x, const float* gamma, const float* beta, float eps,
-                          bool relu, int64_t C, int64_t n, ChannelTask task, float* out,
-                          float* mean, float* rstd) {
-  if (avx2_available()) forward_channels_avx2(x, gamma, beta, eps, relu, C, n, task, out, mean, rstd);
-  else forward_channels(x, gamma, beta, eps, relu, C, n, task, out, mean, rstd);
-}
-void run_backward_channels(const float* dy, const float* x, const float* out, const float* mean,
-                           const float* rstd, const float* gamma, bool relu, int64_t C, int64_t n,
-                           ChannelTask task, float* dx, float* dgamma, float* dbeta) {
-  if (avx2_available()) {
-    backward_channels_avx2(dy, x, out, mean, rstd, gamma, relu, C, n, task, dx, dgamma, dbeta);
-  } else {
-    backward_channels(dy, x, out, mean, rstd, gamma, relu, C, n, task, dx, dgamma, dbeta);
-  }
-}
-#endif
+#define CVOPS_CPU_BODIES "instance_norm/instance_norm_cpu_bodies.h"
+#include "common/cpu_levels_compile.h"
 
 // Runs body(task) for every (sample, block of channels) task, in parallel.
 template <typename Body>
@@ -259,13 +74,13 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor&
     acc_t* r = rstd.data_ptr<acc_t>();
     if (channels_last) {
       for_channel_tasks(B, C, n, [&](ChannelTask task) {
-        run_forward_channels(xs, g, b, e, relu, C, n, task, ys, m, r);
+        CVOPS_CPU_SELECT(forward_channels<scalar_t>)(xs, g, b, e, relu, C, n, task, ys, m, r);
       });
       return;
     }
     at::parallel_for(0, B * C, grain(n), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        run_forward_plane(xs + p * n, g[p], b[p], e, relu, n, ys + p * n, m + p, r + p);
+        CVOPS_CPU_SELECT(forward_plane<scalar_t>)(xs + p * n, g[p], b[p], e, relu, n, ys + p * n, m + p, r + p);
       }
     });
   });
@@ -289,23 +104,23 @@ void backward_cpu(const at::Tensor& grad_out, const at::Tensor& x, const at::Ten
     auto* db = grad_beta.data_ptr<acc_t>();
     if (channels_last) {
       for_channel_tasks(B, C, n, [&](ChannelTask task) {
-        run_backward_channels(dy, xs, ys, m, r, g, relu, C, n, task, dx, dg, db);
+        CVOPS_CPU_SELECT(backward_channels<scalar_t>)(dy, xs, ys, m, r, g, relu, C, n, task, dx, dg, db);
       });
       return;
     }
     at::parallel_for(0, B * C, grain(n), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t o = p * n;
-        run_backward_plane(dy + o, xs + o, ys + o, m[p], r[p], g[p], relu, n, dx + o, dg + p, db + p);
+        CVOPS_CPU_SELECT(backward_plane<scalar_t>)(dy + o, xs + o, ys + o, m[p], r[p], g[p], relu, n, dx + o, dg + p, db + p);
       }
     });
   });
 }
 
-constexpr Kernels kCpuKernels{&forward_cpu, &backward_cpu};
+constexpr Loops kCpuLoops{&forward_cpu, &backward_cpu};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_ops<kCpuKernels>(m); }
+CVOPS_REGISTER_LOOPS(instance_norm_loops, kCpu, kCpuLoops);
 
 }  // namespace cvops::instance_norm

@@ -1,6 +1,6 @@
-// Schemas of the NMS ops and their device-generic part: validation, dtypes, the non-finite box
-// policy (nms.h) and the padded outputs of multiclass_nms; the devices supply the loops.
-#include "boxes/nms.h"
+// Schemas of the nms family and its op bodies: validation, dtypes, the non-finite box policy and
+// the padded outputs of multiclass_nms; the devices supply the loops (nms.h).
+#include "nms/nms.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
@@ -17,6 +17,7 @@
 
 #include "common/checks.h"
 #include "common/dispatch.h"
+#include "common/loop_table.h"
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
@@ -30,7 +31,7 @@ TORCH_LIBRARY_FRAGMENT(cvops, m) {
       "float score_threshold, str method) -> (Tensor, Tensor)");
 }
 
-namespace cvops::boxes {
+namespace cvops::nms {
 namespace {
 
 void check_iou_threshold(const char* op, double threshold) {
@@ -83,17 +84,16 @@ SoftNmsMethod parse_method(const char* op, std::string_view method) {
 
 }  // namespace
 
-at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-               const NmsKernels& kernels) {
+at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   constexpr const char* op = "nms";
   check_boxes_and_scores(op, boxes, scores);
   check_iou_threshold(op, iou_threshold);
   if (boxes.size(0) == 0) return empty_indices(boxes);
-  return kernels.nms(finite_boxes(boxes), opmath_scores(scores), at::Tensor(), iou_threshold);
+  return nms_loops()(op, boxes).nms(finite_boxes(boxes), opmath_scores(scores), at::Tensor(), iou_threshold);
 }
 
 at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
-                       double iou_threshold, const NmsKernels& kernels) {
+                       double iou_threshold) {
   constexpr const char* op = "batched_nms";
   check_boxes_and_scores(op, boxes, scores);
   CVOPS_CHECK(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false), op,
@@ -104,14 +104,13 @@ at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const 
   check_same_device(op, "idxs", idxs, "boxes", boxes);
   check_iou_threshold(op, iou_threshold);
   if (boxes.size(0) == 0) return empty_indices(boxes);
-  return kernels.nms(finite_boxes(boxes), opmath_scores(scores), idxs.to(at::kLong).contiguous(),
+  return nms_loops()(op, boxes).nms(finite_boxes(boxes), opmath_scores(scores), idxs.to(at::kLong).contiguous(),
                      iou_threshold);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms(
     const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-    double score_threshold, int64_t max_per_class, int64_t max_total, bool class_agnostic,
-    const NmsKernels& kernels) {
+    double score_threshold, int64_t max_per_class, int64_t max_total, bool class_agnostic) {
   constexpr const char* op = "multiclass_nms";
   check_floating(op, "boxes", boxes);
   check_floating(op, "scores", scores);
@@ -138,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
   if (B * N * C > 0) {
     const MulticlassOptions options{iou_threshold, score_threshold, max_per_class, max_total,
                                     class_agnostic};
-    kernels.multiclass(finite_boxes(boxes4), opmath_scores(scores), options, out_scores, classes,
+    nms_loops()(op, boxes).multiclass(finite_boxes(boxes4), opmath_scores(scores), options, out_scores, classes,
                        indices, num_valid);
   }
   // The kept boxes as the user gave them (not the replaced non-finite ones); padding is zeros.
@@ -157,8 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
 
 std::tuple<at::Tensor, at::Tensor> soft_nms(const at::Tensor& boxes, const at::Tensor& scores,
                                             double sigma, double iou_threshold,
-                                            double score_threshold, std::string_view method,
-                                            const NmsKernels& kernels) {
+                                            double score_threshold, std::string_view method) {
   constexpr const char* op = "soft_nms";
   check_boxes_and_scores(op, boxes, scores);
   const SoftNmsMethod kind = parse_method(op, method);
@@ -166,9 +164,18 @@ std::tuple<at::Tensor, at::Tensor> soft_nms(const at::Tensor& boxes, const at::T
   check_iou_threshold(op, iou_threshold);
   check_not_nan(op, "score_threshold", score_threshold);
   if (boxes.size(0) == 0) return {empty_indices(boxes), at::empty({0}, scores.options())};
-  auto [kept, kept_scores] = kernels.soft(finite_boxes(boxes), opmath_scores(scores),
+  auto [kept, kept_scores] = nms_loops()(op, boxes).soft(finite_boxes(boxes), opmath_scores(scores),
                                           {sigma, iou_threshold, score_threshold, kind});
   return {kept, kept_scores.to(scores.scalar_type())};
 }
 
-}  // namespace cvops::boxes
+CVOPS_LOOP_TABLE(nms_loops, "nms")
+
+CVOPS_FAMILY_OPS(nms_loops, ops) {
+  ops.impl("nms", &nms)
+      .impl("batched_nms", &batched_nms)
+      .impl("multiclass_nms", &multiclass_nms)
+      .impl("soft_nms", &soft_nms);
+}
+
+}  // namespace cvops::nms

@@ -9,7 +9,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/macros/Macros.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,11 +17,12 @@
 #include <numeric>
 #include <vector>
 
-#include "boxes/iou_pair.h"
-#include "boxes/nms.h"
+#include "common/cpu_levels.h"
 #include "common/dispatch.h"
+#include "common/loop_table.h"
+#include "nms/nms.h"
 
-namespace cvops::boxes {
+namespace cvops::nms {
 namespace {
 
 // Segments at least this long sweep by x1; shorter ones test all later boxes (the sort would cost
@@ -44,43 +44,17 @@ struct SegmentBoxes {
   void clear() { x1.clear(), y1.clear(), x2.clear(), y2.clear(), area.clear(); }
 };
 
-// flag[q] |= (rank[q] > r && IoU(box r, box q) > threshold) for q in [0, n): one branch-free
-// loop over field runs (restrict: nine streams would otherwise defeat the vectoriser's alias
-// checks). rank == nullptr means rank[q] = q + rank_offset.
-template <typename T>
-C10_ALWAYS_INLINE void suppress_impl(T ax1, T ay1, T ax2, T ay2, T a_area, const T* __restrict x1,
-                                     const T* __restrict y1, const T* __restrict x2,
-                                     const T* __restrict y2, const T* __restrict area,
-                                     const int32_t* __restrict rank, int32_t r, int64_t n,
-                                     T threshold, int32_t* __restrict flag) {
-  if (rank == nullptr) {
-    for (int64_t q = 0; q < n; ++q) {
-      flag[q] |= nms_iou(ax1, ay1, ax2, ay2, a_area, x1[q], y1[q], x2[q], y2[q], area[q]) > threshold;
-    }
-  } else {
-    for (int64_t q = 0; q < n; ++q) {
-      const bool above =
-          nms_iou(ax1, ay1, ax2, ay2, a_area, x1[q], y1[q], x2[q], y2[q], area[q]) > threshold;
-      flag[q] |= static_cast<int32_t>(above & (rank[q] > r));
-    }
-  }
-}
+#define CVOPS_CPU_BODIES "nms/nms_cpu_bodies.h"
+#include "common/cpu_levels_compile.h"
 
+// The suppression loop of the CPU level chosen at load.
 template <typename T>
 void suppress(T ax1, T ay1, T ax2, T ay2, T a_area, const T* x1, const T* y1, const T* x2,
               const T* y2, const T* area, const int32_t* rank, int32_t r, int64_t n, T threshold,
               int32_t* flag) {
-  suppress_impl(ax1, ay1, ax2, ay2, a_area, x1, y1, x2, y2, area, rank, r, n, threshold, flag);
+  static const auto body = CVOPS_CPU_SELECT(suppress<T>);
+  body(ax1, ay1, ax2, ay2, a_area, x1, y1, x2, y2, area, rank, r, n, threshold, flag);
 }
-
-#if defined(__x86_64__)
-__attribute__((target_clones("avx2", "default"))) void suppress(
-    float ax1, float ay1, float ax2, float ay2, float a_area, const float* x1, const float* y1,
-    const float* x2, const float* y2, const float* area, const int32_t* rank, int32_t r, int64_t n,
-    float threshold, int32_t* flag) {
-  suppress_impl(ax1, ay1, ax2, ay2, a_area, x1, y1, x2, y2, area, rank, r, n, threshold, flag);
-}
-#endif
 
 // Greedy NMS over one segment: appends to `kept` the positions (ascending) of the boxes no earlier
 // kept box suppresses, stopping after `cap` of them.
@@ -399,10 +373,10 @@ std::tuple<at::Tensor, at::Tensor> soft_cpu(const at::Tensor& boxes, const at::T
   return out;
 }
 
-constexpr NmsKernels kCpuNmsKernels{&nms_cpu, &multiclass_cpu, &soft_cpu};
+constexpr Loops kCpuLoops{&nms_cpu, &multiclass_cpu, &soft_cpu};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CPU, m) { register_nms_ops<kCpuNmsKernels>(m); }
+CVOPS_REGISTER_LOOPS(nms_loops, kCpu, kCpuLoops);
 
-}  // namespace cvops::boxes
+}  // namespace cvops::nms

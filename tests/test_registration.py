@@ -1,0 +1,93 @@
+"""The build's registrations and CPU levels: every op has its loops on every device the build has
+(read from the loop tables the op bodies dispatch through), and every CPU level gives the same bits."""
+import os
+import subprocess
+import sys
+
+import torch
+
+import cvops
+from cvops import info
+
+LEVELS = ("baseline", "avx2", "avx512")
+
+
+def test_every_op_has_a_cpu_kernel_and_a_cuda_kernel_in_a_cuda_build():
+    ops = info.registered_ops()
+    assert len(ops) >= 23
+    devices = ["CPU", "CUDA"] if cvops._C.with_cuda() else ["CPU"]
+    missing = [(op, d) for op, keys in ops.items() for d in devices if not keys[d]]
+    assert missing == []
+    if not cvops._C.with_cuda():  # only the ATen-only (composite) ops count for CUDA there
+        with_cuda = {op for op, keys in ops.items() if keys["CUDA"]}
+        assert with_cuda == {"_gram_matrix_backward", "_style_loss_backward"}
+
+
+def test_loop_tables_name_every_op_that_dispatches_through_them():
+    tables = {t["family"]: t for t in cvops._C.loop_tables()}
+    assert set(tables) == {"bilinear", "boxes", "gram", "instance_norm", "nms"}
+    want = ["CPU", "CUDA"] if cvops._C.with_cuda() else ["CPU"]
+    for family, table in tables.items():
+        assert table["devices"] == want, family
+        assert table["ops"], family
+    assert {"nms", "batched_nms", "multiclass_nms", "soft_nms"} == set(tables["nms"]["ops"])
+    names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("cvops::")}
+    in_tables = {op for t in tables.values() for op in t["ops"]}
+    composite = {n for n in names if torch._C._dispatch_has_kernel_for_dispatch_key(f"cvops::{n}", "CompositeExplicitAutograd")}
+    assert names == in_tables | composite
+    assert composite == {"_gram_matrix_backward", "_style_loss_backward"}
+
+
+# Each CPU level runs the multiversioned loops (box rows, NMS suppression, instance norm planes and
+# channel blocks, the Gram mirror) in a child process; the results must be the same bits.
+_PROGRAM = r"""
+import sys, torch, cvops
+torch.manual_seed(0)
+out = {"level": cvops._C.cpu_level()["level"]}
+a = torch.rand(300, 4) * 50; a[:, 2:] += a[:, :2]
+b = torch.rand(200, 4) * 50; b[:, 2:] += b[:, :2]
+for kind in ("iou", "giou", "diou", "ciou"):
+    out["box_iou_" + kind] = cvops.box_iou(a, b, kind=kind)
+boxes = torch.rand(2000, 4) * 100; boxes[:, 2:] += boxes[:, :2] * 0.2 + 1
+scores = torch.rand(2000)
+out["nms"] = cvops.nms(boxes, scores, 0.5)
+out["nms64"] = cvops.nms(boxes.double(), scores.double(), 0.5)
+x = torch.randn(2, 8, 9, 11)
+w, bias = torch.randn(3, 8), torch.randn(3, 8)
+out["cin"] = cvops.conditional_instance_norm(x, w, bias, torch.tensor([0, 2]))
+out["cin_cl"] = cvops.conditional_instance_norm(x.to(memory_format=torch.channels_last), w, bias, torch.tensor([1, 2]))
+out["gram"] = cvops.gram_matrix(torch.randn(2, 67, 5, 7))
+torch.save(out, sys.argv[1])
+"""
+
+
+def _run_at(level, path):
+    env = dict(os.environ, CVOPS_CPU_LEVEL=level)
+    subprocess.run([sys.executable, "-c", _PROGRAM, str(path)], env=env, check=True, timeout=120)
+    return torch.load(path)
+
+
+def test_every_cpu_level_computes_the_same_bits(tmp_path):
+    supported = cvops._C.cpu_level()["supported"]
+    levels = LEVELS[: LEVELS.index(supported) + 1]
+    results = {level: _run_at(level, tmp_path / f"{level}.pt") for level in levels}
+    reference = results["baseline"]
+    for level, result in results.items():
+        assert result.pop("level") == level
+        reference.pop("level", None)
+        for name, value in reference.items():
+            assert torch.equal(result[name], value), (level, name)
+
+
+def test_cpu_level_can_only_be_lowered_and_must_be_known():
+    env = dict(os.environ, CVOPS_CPU_LEVEL="avx512")
+    code = "import cvops; print(cvops._C.cpu_level())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    supported = cvops._C.cpu_level()["supported"]
+    assert f"'level': '{supported}'" in out.stdout
+    env["CVOPS_CPU_LEVEL"] = "sse9"
+    code = "import torch, cvops; cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4))"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+    assert "CVOPS_CPU_LEVEL must be 'baseline', 'avx2' or 'avx512', got 'sse9'" in bad.stderr
+
