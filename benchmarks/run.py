@@ -1,11 +1,12 @@
 """The benchmark report: cvops against its peer, case by case, as one markdown table.
 
     python benchmarks/run.py [--quick] [--device cpu|cuda|all] [--only NAME ...]
-                             [--json FILE] [--markdown FILE] [--plot FILE.png]
+                             [--min-run-time S] [--json FILE] [--markdown FILE] [--plot FILE.png]
     python benchmarks/run.py --plot-from FILE.json [--plot FILE.png] [--markdown FILE] [--only NAME ...]
 
 Times are medians of torch.utils.benchmark's blocked_autorange (CUDA synchronised by the Timer);
 the peer and cvops of a case are timed back to back. speed-up = peer ms / cvops ms.
+--json is rewritten after every case, so a run cut short keeps the cases it finished;
 --plot-from re-draws a saved --json report (and its table) without timing anything.
 """
 import argparse
@@ -37,6 +38,8 @@ def parse_args():
     parser.add_argument("--only", metavar="NAME", action="append",
                         help="keep the cases of family NAME (benchmarks/cases/NAME.py) or whose op name contains "
                              "NAME; repeatable")
+    parser.add_argument("--min-run-time", metavar="S", type=float,
+                        help="seconds of timing per implementation and case (default 1, 0.3 with --quick)")
     parser.add_argument("--json", metavar="FILE", help="write the rows and the header metadata")
     parser.add_argument("--markdown", metavar="FILE", help="write the report (header and table)")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups")
@@ -44,8 +47,8 @@ def parse_args():
                         help="no timing: re-plot a saved --json report (to --plot, else FILE.png)")
     args = parser.parse_args()
     if args.plot_from:
-        if args.device or args.quick:
-            parser.error("--plot-from re-plots saved rows: --device and --quick do not apply")
+        if args.device or args.quick or args.min_run_time:
+            parser.error("--plot-from re-plots saved rows: --device, --quick and --min-run-time do not apply")
         args.plot = args.plot or os.path.splitext(args.plot_from)[0] + ".png"
         return args
     if args.device in ("cuda", "all") and not torch.cuda.is_available():
@@ -218,6 +221,13 @@ def report(meta, rows):
     return "\n".join(lines)
 
 
+def write_json(path, meta, rows):
+    # Through a temporary file: a run killed mid-write still leaves the last complete report.
+    with open(path + ".tmp", "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def saved_family(op):
     """The family of a row saved before rows carried one: the cases module whose string literals spell
     the op's first word (read, not imported: the modules import cvops, which needs the build)."""
@@ -339,11 +349,13 @@ def main():
         if not selected:
             sys.exit("no case selected")
         meta = metadata(args.devices)
-        min_run_time = 0.3 if args.quick else 1.0
+        min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)
         rows = []
         for i, case in enumerate(selected, 1):
             print(f"[{i}/{len(selected)}] {case.label}", file=sys.stderr, flush=True)
             rows.append(run_case(case, min_run_time))
+            if args.json:
+                write_json(args.json, meta, rows)
 
     text = report(meta, rows)
     print(text)
@@ -351,8 +363,7 @@ def main():
         with open(args.markdown, "w") as f:
             f.write(text + "\n")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        write_json(args.json, meta, rows)
     if args.plot:
         plot(meta, rows, args.plot)
 
