@@ -2,8 +2,8 @@
 
 A family module exposes `cases(device) -> list[Case]`; add it to FAMILIES at the bottom.
 """
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -28,6 +28,7 @@ class Case:
     rtol: float = 1e-3  # agreement check; looser for low-precision dtypes
     atol_scale: float = 1e-4  # agreement check's atol, as a fraction of the peer output's largest value
     bytes_moved: int = 0  # fewest bytes one cvops call must move (inputs read, outputs written): GB/s
+    family: str = ""  # the family module's name (gram for benchmarks/cases/gram.py), set by all_cases
 
     @property
     def label(self):
@@ -38,8 +39,13 @@ def available_devices():
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
+def family_name(module):
+    return module.__name__.rsplit(".", 1)[-1]
+
+
 def all_cases(devices):
-    return [case for device in devices for family in FAMILIES for case in family.cases(device)]
+    return [replace(case, family=family_name(family))
+            for device in devices for family in FAMILIES for case in family.cases(device)]
 
 
 # Imported last: the family modules import Case from this package.
