@@ -10,7 +10,7 @@ shrinks every VGG layer (tests and CPU demos); torchvision weights need width_mu
 import torch
 from torch import Tensor, nn
 
-from cvops.nn.bilinear import BilinearPooling, CompactBilinearPooling, LowRankBilinearClassifier
+from cvops.nn.bilinear import BilinearPool, CompactBilinearPool, LowRankBilinearClassifier
 from cvops.ops._validate import check_int
 
 __all__ = ["BilinearCNN", "POOLINGS", "vgg16_conv5_3", "train_step"]
@@ -60,10 +60,10 @@ class BilinearCNN(nn.Module):
             self.classifier = LowRankBilinearClassifier(channels, num_classes, rank=rank, reduced_channels=lowrank_channels)
         else:
             if pooling == "full":
-                self.pool, dim = BilinearPooling(), channels * channels
+                self.pool, dim = BilinearPool(), channels * channels
             else:
                 kind = pooling.removeprefix("compact_")
-                self.pool, dim = CompactBilinearPooling(channels, output_dim, kind=kind, seed=seed), output_dim
+                self.pool, dim = CompactBilinearPool(channels, output_dim, kind=kind, seed=seed), output_dim
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
 
     def load_torchvision_backbone(self, state_dict) -> None:
