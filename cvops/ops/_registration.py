@@ -3,7 +3,7 @@ import functools
 
 import torch
 
-__all__ = ["check_features_fake", "grads", "opmath"]
+__all__ = ["autocast_float32", "check_features_fake", "grads", "opmath"]
 
 
 def opmath(dtype):
@@ -33,3 +33,9 @@ def grads(ctx, qualname, **by_name):
     if unknown:
         raise TypeError(f"{qualname} has no argument {', '.join(sorted(unknown))}; its arguments are {', '.join(names)}")
     return tuple(by_name.get(name) if needed else None for name, needed in zip(names, ctx.needs_input_grad))
+
+
+def autocast_float32(qualname):
+    """Under autocast (CPU and CUDA), run op `qualname` in float32."""
+    for device in ("cpu", "cuda"):
+        torch.library.register_autocast(qualname, device, torch.float32)
