@@ -12,9 +12,13 @@ import cvops
 import cvops.nn
 from conftest import devices
 from reference import bilinear as ref
+from tolerances import cuda_rtol
 
 EPILOGUES = list(itertools.product([True, False], [True, False]))  # (signed_sqrt, l2_normalize)
-CUDA_RTOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+# Looser than the CUDA table for the pooled vectors: the signed square root halves the exponent of
+# every entry and doubles the relative error of entries near 0, and a sketch bin sums C·D signed
+# products that largely cancel; the L2 step then spreads the largest error over the whole row.
+POOL_RTOL = dict(float32=1e-4, float16=2e-3, bfloat16=2e-2)
 
 
 def randn(*shape, device="cpu", dtype=torch.float64, requires_grad=False):
@@ -473,7 +477,7 @@ def test_cuda_pools(dtype, with_y):
     x = torch.rand(3, 64, 9, 9, device="cuda").to(dtype)
     y = torch.rand(3, 48, 9, 9, device="cuda").to(dtype) if with_y else None
     xd, yd = x.double(), None if y is None else y.double()
-    rtol = CUDA_RTOL[dtype]
+    rtol = cuda_rtol(dtype, **POOL_RTOL)
     got = cvops.bilinear_pool(x, y)
     assert got.dtype == dtype
     torch.testing.assert_close(got.double(), ref.bilinear_pool(xd, yd), rtol=rtol, atol=rtol / 100)
@@ -491,7 +495,7 @@ def test_cuda_pools(dtype, with_y):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_factorized_and_lowrank(dtype):
     x, y = torch.rand(64, 5000, device="cuda").to(dtype), torch.rand(64, 5000, device="cuda").to(dtype)
-    rtol = CUDA_RTOL[dtype]
+    rtol = cuda_rtol(dtype, **POOL_RTOL)
     got = cvops.factorized_bilinear_pool(x, y, k=5)
     torch.testing.assert_close(got.double(), ref.factorized_bilinear_pool(x.double(), y.double(), 5), rtol=rtol, atol=rtol / 100)
     feats, u = torch.rand(2, 32, 7, 7, device="cuda").to(dtype), (torch.randn(10, 32, 4, device="cuda") * 0.1).to(dtype)
@@ -537,7 +541,7 @@ def test_cuda_deterministic_and_large_sketch():
     params = cvops.compact_bilinear_params("ts", 512, 512, 8192, device="cuda")
     xd = x.detach().double()
     want = ref.compact_bilinear_pool(xd, params=(params[0], params[1].double(), params[2], params[3].double()), output_dim=8192)
-    torch.testing.assert_close(a.double(), want, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(a.double(), want, rtol=cuda_rtol(torch.float32, **POOL_RTOL), atol=1e-6)
 
 
 def test_nan_features_give_nan_like_the_reference():

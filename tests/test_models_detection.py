@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torchvision.ops as tv
 
 import cvops
 from cvops.models.detection import (
