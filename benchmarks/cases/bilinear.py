@@ -102,7 +102,7 @@ def compact_cases(device):
         return grad_step(peer, x, weight), grad_step(ours, x, weight)
 
     label = shape_label(BCNN, extra=f" d={SKETCH_DIM}")
-    # The FFT formulation is measured on CPU and GPU alike: it is the baseline.
+    # The FFT formulation is measured on CPU and GPU alike: it is the baseline the speed-up targets are stated against.
     return [
         Case("compact_bilinear_pool ts", label, device, "FFT formulation (reference)", build_fft,
              peak_memory=True, quick=True, rtol=1e-3),
