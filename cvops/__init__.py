@@ -8,5 +8,5 @@ _C = _extension.load()
 from cvops import nn, ops  # noqa: E402
 from cvops.ops import *  # noqa: E402,F401,F403
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["nn", "ops", *ops.__all__]

@@ -1,4 +1,4 @@
-"""Generated box sets shared by the boxes-family tests: the cases a detector meets."""
+"""Generated box sets shared by the boxes and nms tests: the cases a detector meets."""
 import torch
 
 
@@ -23,3 +23,10 @@ def boxes_like(kind, n, dtype=torch.float64, device="cpu", generator=None):
 
 
 SETS = ["uniform", "clustered", "duplicates", "tiny", "huge"]
+
+
+def random_boxes(n, generator, dtype=torch.float64, spread=100.0, size=30.0):
+    """n uniform xyxy boxes: corners in [0, spread)², sides in [1, size + 1)."""
+    xy = torch.rand(n, 2, generator=generator, dtype=torch.float64) * spread
+    wh = torch.rand(n, 2, generator=generator, dtype=torch.float64) * size + 1
+    return torch.cat([xy, xy + wh], -1).to(dtype)

@@ -9,11 +9,10 @@ import cvops
 import cvops.nn
 from conftest import devices
 from reference import gram as ref
+from tolerances import cuda_rtol
 
 NORMALIZE = ["none", "hw", "chw", 7.5]
 REDUCTIONS = ["mean", "sum", "none"]
-# Relative tolerance per dtype on CUDA (fp32 tiles accumulate in another order than the bmm).
-CUDA_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
 
 def randn(*shape, device="cpu", dtype=torch.float64, requires_grad=False):
@@ -275,7 +274,8 @@ def test_cuda_gram_matrix(dtype, shape):
     want = ref.gram_matrix(x.double(), "chw")
     got = cvops.gram_matrix(x)
     assert got.dtype == dtype
-    torch.testing.assert_close(got.double(), want, rtol=CUDA_RTOL[dtype], atol=CUDA_RTOL[dtype] * want.abs().max().item())
+    rtol = cuda_rtol(dtype)
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * want.abs().max().item())
     assert torch.equal(got, got.transpose(1, 2))
 
 
@@ -288,11 +288,13 @@ def test_cuda_style_loss(shape, kind, reduction):
     target, index = style_targets(kind, shape[0], shape[1], device="cuda", dtype=torch.float32)
     got = cvops.style_loss(x, target, target_index=index, reduction=reduction)
     want = ref.style_loss(x.double(), target.double(), "chw", index, reduction)
-    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
+    # Looser than the table: the loss sums (G − S)² over C² entries, and G − S cancels most of G.
+    rtol = cuda_rtol(torch.float32, float32=1e-4)
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=1e-6)
     grad = torch.autograd.grad(got.sum(), x)[0]
     xd = x.detach().double().requires_grad_(True)
     want_grad = torch.autograd.grad(ref.style_loss(xd, target.double(), "chw", index, reduction).sum(), xd)[0]
-    torch.testing.assert_close(grad.double(), want_grad, rtol=1e-4, atol=1e-4 * want_grad.abs().max().item())
+    torch.testing.assert_close(grad.double(), want_grad, rtol=rtol, atol=rtol * want_grad.abs().max().item())
     with torch.no_grad():  # the fused forward that never writes G gives the same loss
         torch.testing.assert_close(cvops.style_loss(x, target, target_index=index, reduction=reduction), got.detach())
 

@@ -6,9 +6,11 @@ import torch
 import cvops
 import cvops.nn
 from reference import instance_norm as ref
+from tolerances import cuda_rtol
 
 ACTIVATIONS = [None, "relu"]
 LAYOUTS = ["nchw", "channels_last"]
+NORM_RTOL = dict(float32=1e-4, float16=3e-3, bfloat16=3e-2)  # CUDA: see test_cuda_matches_reference
 
 
 def make_inputs(B=3, C=5, H=4, W=6, S=4, style_kind="index", layout="nchw", dtype=torch.float64, device="cpu"):
@@ -165,7 +167,9 @@ def test_cuda_matches_reference(dtype, layout, style_kind, size):
     x, weight, bias, style = make_inputs(*size, style_kind=style_kind, layout=layout, dtype=torch.float32, device="cuda")
     want = ref.conditional_instance_norm(x.double(), weight.double(), bias.double(), style.double() if style_kind == "mix" else style, activation="relu")
     got = cvops.conditional_instance_norm(x.to(dtype), weight, bias, style, activation="relu")
-    tol = {torch.float32: 1e-4, torch.float16: 3e-3, torch.bfloat16: 3e-2}[dtype]
+    # Looser than the CUDA table: (x − mean)·rstd divides by the standard deviation of planes of up to
+    # 256² positions, so the statistics' rounding comes back amplified where x is close to its mean.
+    tol = cuda_rtol(dtype, **NORM_RTOL)
     torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * 4)
     leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
     grads = torch.autograd.grad(cvops.conditional_instance_norm(*leaves, style, activation="relu").square().sum(), leaves)
@@ -174,7 +178,9 @@ def test_cuda_matches_reference(dtype, layout, style_kind, size):
     want_grads = torch.autograd.grad(ref.conditional_instance_norm(*cpu_leaves, s_cpu, activation="relu").square().sum(), cpu_leaves)
     if dtype == torch.float32:
         for g, w in zip(grads, want_grads):
-            torch.testing.assert_close(g.double().cpu(), w, rtol=1e-3, atol=1e-3 * w.abs().max().item())
+            # The gradients subtract two per-plane means of products from grad_out·rstd: looser still.
+            grad_rtol = cuda_rtol(torch.float32, float32=1e-3)
+            torch.testing.assert_close(g.double().cpu(), w, rtol=grad_rtol, atol=grad_rtol * w.abs().max().item())
 
 
 @pytest.mark.cuda
@@ -195,4 +201,5 @@ def test_cuda_misaligned_input_takes_the_scalar_path():
     x = base[1:].view(2, 4, 8, 8)  # storage offset of one float: not 16-byte aligned
     weight, bias, style = torch.randn(3, 4, device="cuda"), torch.randn(3, 4, device="cuda"), torch.tensor([2, 0], device="cuda")
     want = ref.conditional_instance_norm(x.double(), weight.double(), bias.double(), style)
-    torch.testing.assert_close(cvops.conditional_instance_norm(x, weight, bias, style).double(), want, rtol=1e-4, atol=1e-4)
+    tol = cuda_rtol(torch.float32, **NORM_RTOL)
+    torch.testing.assert_close(cvops.conditional_instance_norm(x, weight, bias, style).double(), want, rtol=tol, atol=tol)

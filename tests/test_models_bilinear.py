@@ -28,7 +28,7 @@ def test_bilinear_cnn_layout_matches_torchvision_vgg16():
     with torch.no_grad():
         torch.testing.assert_close(model.features(image), vgg.features[:30](image))
     assert model.channels == 512
-    with pytest.raises(ValueError, match="cvops.BilinearCNN: not a torchvision vgg16"):
+    with pytest.raises(ValueError, match="cvops.BilinearCNN: state_dict is not a torchvision vgg16"):
         BilinearCNN(num_classes=3, width_mult=0.5).load_torchvision_backbone(vgg.state_dict())
 
 

@@ -1,63 +1,17 @@
 """The detection assembly: grid anchors, box coding, IoU assignment, DetectionPostprocess (a synthetic head
 output holding known objects comes out as exactly those objects; duplicates are suppressed; compiles),
-YoloHead and DetectionLoss, bad input. First, reference/boxes.py's own parity with torchvision."""
+YoloHead and DetectionLoss, bad input."""
 import math
 
 import pytest
 import torch
-import torchvision.ops as tv
 
 import cvops
 from cvops.models.detection import (
     DetectionLoss, DetectionPostprocess, YoloHead, assign_targets, decode, decode_boxes, encode, grid_anchors,
 )
-from reference import boxes as ref
-
-
-def random_boxes(n, generator, dtype=torch.float64, spread=100.0, size=30.0):
-    xy = torch.rand(n, 2, generator=generator, dtype=torch.float64) * spread
-    wh = torch.rand(n, 2, generator=generator, dtype=torch.float64) * size + 1
-    return torch.cat([xy, xy + wh], -1).to(dtype)
-
-
-# ---------------------------------------------------------------------------- reference/boxes.py
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
-def test_reference_nms_matches_torchvision(threshold, dtype):
-    for seed, n in enumerate([0, 1, 50, 300]):
-        g = torch.Generator().manual_seed(seed)
-        boxes = random_boxes(n, g, dtype)
-        scores = torch.rand(n, generator=g, dtype=dtype)
-        tied = (scores * 4).round() / 4  # many exact ties: the lower index goes first
-        for s in (scores, tied):
-            assert torch.equal(ref.nms(boxes, s, threshold), tv.nms(boxes, s, threshold))
-        idxs = torch.randint(0, 6, (n,), generator=g)
-        assert torch.equal(ref.batched_nms(boxes, tied, idxs, threshold), tv.batched_nms(boxes, tied, idxs, threshold))
-    # torchvision's per-class path (over 1000 boxes on CPU); distinct scores, as it sorts unstably
-    g = torch.Generator().manual_seed(9)
-    boxes, scores = random_boxes(1500, g, dtype, spread=400), torch.rand(1500, generator=g, dtype=dtype)
-    idxs = torch.randint(0, 20, (1500,), generator=g)
-    assert torch.equal(ref.batched_nms(boxes, scores, idxs, threshold), tv.batched_nms(boxes, scores, idxs, threshold))
-
-
-def test_reference_multiclass_nms_matches_torchvision_per_image():
-    g = torch.Generator().manual_seed(3)
-    batch, n, classes, k, per_class = 3, 80, 5, 25, 6
-    boxes = random_boxes(batch * n, g).view(batch, n, 4)
-    scores = torch.rand(batch, n, classes, generator=g, dtype=torch.float64)
-    got = ref.multiclass_nms(boxes, scores, iou_threshold=0.4, score_threshold=0.3, max_per_class=per_class, max_total=k)
-    for b in range(batch):
-        box_index, cls = torch.nonzero(scores[b] > 0.3, as_tuple=True)
-        keep = tv.batched_nms(boxes[b, box_index], scores[b, box_index, cls], cls, 0.4)
-        keep = torch.cat([keep[cls[keep] == c][:per_class] for c in range(classes)])
-        keep = keep[scores[b, box_index[keep], cls[keep]].argsort(descending=True)][:k]
-        count = len(keep)
-        assert got[4][b] == count == k  # this many candidates fill every slot
-        assert torch.equal(got[2][b, :count], cls[keep]) and torch.equal(got[3][b, :count], box_index[keep])
-        assert torch.equal(got[0][b, :count], boxes[b, box_index[keep]])
-        assert torch.equal(got[1][b, :count], scores[b, box_index[keep], cls[keep]])
+from box_sets import random_boxes
+from reference import nms as ref
 
 
 # ---------------------------------------------------------------------------- anchors and box coding

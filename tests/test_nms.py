@@ -1,7 +1,7 @@
-"""The boxes family's NMS ops (nms, batched_nms, multiclass_nms, soft_nms): parity with torchvision.ops
-and with reference/boxes.py on generated box sets (uniform, clustered, duplicates, tiny, huge; tied
-scores; thresholds 0, 0.5, 1), the NaN/inf/degenerate policy, reduced precision, empty inputs, opcheck,
-torch.compile and bad input."""
+"""The nms family (nms, batched_nms, multiclass_nms, soft_nms): reference/nms.py against torchvision;
+parity with torchvision.ops and with reference/nms.py on generated box sets (uniform, clustered,
+duplicates, tiny, huge; tied scores; thresholds 0, 0.5, 1), the NaN/inf/degenerate policy of
+cvops/ops/nms.py, reduced precision, empty inputs, opcheck, torch.compile and bad input."""
 import math
 
 import pytest
@@ -10,8 +10,8 @@ import torchvision.ops as tv
 from hypothesis import given, settings, strategies as st
 
 import cvops
-import reference.boxes as ref
-from box_sets import SETS, boxes_like
+import reference.nms as ref
+from box_sets import SETS, boxes_like, random_boxes
 from conftest import devices
 
 THRESHOLDS = [0.0, 0.5, 1.0]
@@ -29,6 +29,46 @@ def distinct_scores(n, dtype=torch.float64, device="cpu", seed=1):
     """A permutation of n distinct values (torchvision's batched_nms orders exact ties arbitrarily)."""
     g = torch.Generator().manual_seed(seed)
     return (torch.randperm(n, generator=g).to(torch.float64) / n).to(device=device, dtype=dtype)
+
+
+# ---- reference/nms.py against torchvision ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
+def test_reference_nms_matches_torchvision(threshold, dtype):
+    for seed, n in enumerate([0, 1, 50, 300]):
+        g = torch.Generator().manual_seed(seed)
+        boxes = random_boxes(n, g, dtype)
+        scores = torch.rand(n, generator=g, dtype=dtype)
+        tied = (scores * 4).round() / 4  # many exact ties: the lower index goes first
+        for s in (scores, tied):
+            assert torch.equal(ref.nms(boxes, s, threshold), tv.nms(boxes, s, threshold))
+        idxs = torch.randint(0, 6, (n,), generator=g)
+        assert torch.equal(ref.batched_nms(boxes, tied, idxs, threshold), tv.batched_nms(boxes, tied, idxs, threshold))
+    # torchvision's per-class path (over 1000 boxes on CPU); distinct scores, as it sorts unstably
+    g = torch.Generator().manual_seed(9)
+    boxes, scores = random_boxes(1500, g, dtype, spread=400), torch.rand(1500, generator=g, dtype=dtype)
+    idxs = torch.randint(0, 20, (1500,), generator=g)
+    assert torch.equal(ref.batched_nms(boxes, scores, idxs, threshold), tv.batched_nms(boxes, scores, idxs, threshold))
+
+
+def test_reference_multiclass_nms_matches_torchvision_per_image():
+    g = torch.Generator().manual_seed(3)
+    batch, n, classes, k, per_class = 3, 80, 5, 25, 6
+    boxes = random_boxes(batch * n, g).view(batch, n, 4)
+    scores = torch.rand(batch, n, classes, generator=g, dtype=torch.float64)
+    got = ref.multiclass_nms(boxes, scores, iou_threshold=0.4, score_threshold=0.3, max_per_class=per_class, max_total=k)
+    for b in range(batch):
+        box_index, cls = torch.nonzero(scores[b] > 0.3, as_tuple=True)
+        keep = tv.batched_nms(boxes[b, box_index], scores[b, box_index, cls], cls, 0.4)
+        keep = torch.cat([keep[cls[keep] == c][:per_class] for c in range(classes)])
+        keep = keep[scores[b, box_index[keep], cls[keep]].argsort(descending=True)][:k]
+        count = len(keep)
+        assert got[4][b] == count == k  # this many candidates fill every slot
+        assert torch.equal(got[2][b, :count], cls[keep]) and torch.equal(got[3][b, :count], box_index[keep])
+        assert torch.equal(got[0][b, :count], boxes[b, box_index[keep]])
+        assert torch.equal(got[1][b, :count], scores[b, box_index[keep], cls[keep]])
 
 
 # ---- nms ------------------------------------------------------------------------------------------
@@ -186,7 +226,7 @@ def test_soft_nms_decays_instead_of_removing():
     torch.testing.assert_close(kept_scores, torch.tensor([0.9, 0.7, 0.8 * (1 - iou)]))
 
 
-# ---- one policy for NaN, inf and degenerate boxes ---------------------------------------------------
+# ---- the NaN / inf / degenerate policy (cvops/ops/nms.py) ----------------------------------------------
 
 def policy_case(dtype=torch.float64, device="cpu"):
     nan, inf = math.nan, math.inf

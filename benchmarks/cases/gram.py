@@ -4,11 +4,11 @@ import torch
 import cvops
 from benchmarks.cases import Case
 
-# (B, C, H, W): the VGG-16 relu layers of a 256² image at B=4, and the B=8 C=512 28² layer.
+# (B, C, H, W): the VGG-16 relu layers of a 256² image at B=4, and the B-CNN layer B=8 C=512 28².
 VGG_256 = [(4, 64, 256, 256), (4, 128, 128, 128), (4, 256, 64, 64), (4, 512, 32, 32)]
 GRAM_SHAPES = VGG_256 + [(8, 512, 28, 28)]
 STYLE_SHAPES = VGG_256
-# The targets, kept in --quick.
+# The target cases, kept in --quick.
 QUICK_GRAM = {(4, 64, 256, 256), (8, 512, 28, 28)}
 QUICK_STYLE = {(4, 512, 32, 32)}
 

@@ -12,7 +12,7 @@ from cvops.models.style_transfer import TransformerNet
 from cvops.nn import ConditionalInstanceNorm2d
 
 NUM_STYLES = 4
-# The shape, and the TransformerNet CIN layers for a 4×3×256×256 image.
+# The target shape, and the TransformerNet CIN layers for a 4×3×256×256 image.
 SHAPES = [(8, 128, 128, 128), (4, 32, 256, 256), (4, 64, 128, 128), (4, 128, 64, 64)]
 QUICK = {(8, 128, 128, 128)}
 

@@ -5,37 +5,19 @@ pooling: "full" (cvops.bilinear_pool, C² dims), "compact_ts" / "compact_rm" (co
 to output_dim, Gao et al. 2016) or "lowrank" (the low-rank bilinear classifier of Kong & Fowlkes,
 which scores classes without forming the pooled vector). The backbone starts from random weights:
 nothing is downloaded; load torchvision vgg16 weights with load_torchvision_backbone. width_mult
-shrinks every VGG layer (tests and CPU demos); torchvision weights need width_mult = 1.
+shrinks every VGG layer (tests and CPU demos); torchvision weights need width_mult = 1. The backbone
+is cvops.models.vgg's vgg16_features, shared with style transfer.
 """
 import torch
 from torch import Tensor, nn
 
-from cvops.nn.bilinear import BilinearPooling, CompactBilinearPooling, LowRankBilinearClassifier
+from cvops.models.vgg import load_torchvision_vgg16, vgg16_features
+from cvops.nn import BilinearPool, CompactBilinearPool, LowRankBilinearClassifier
 from cvops.ops._validate import check_int
 
-__all__ = ["BilinearCNN", "POOLINGS", "vgg16_conv5_3", "train_step"]
+__all__ = ["BilinearCNN", "POOLINGS", "train_step"]
 
 POOLINGS = ("full", "compact_ts", "compact_rm", "lowrank")
-# torchvision's vgg16().features up to relu5_3 (index 29): blocks of 3×3 convs + ReLU, max-pool between.
-_VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-
-
-def vgg16_conv5_3(width_mult: float = 1.0) -> nn.Sequential:
-    """VGG-16 `features[:30]` (conv1_1 … relu5_3, no last pool), layer indices as torchvision's."""
-    layers, in_channels = [], 3
-    for block, widths in enumerate(_VGG16_BLOCKS):
-        if block:
-            layers.append(nn.MaxPool2d(2, 2))
-        for width in widths:
-            width = max(1, round(width * width_mult))
-            layers += [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
-            in_channels = width
-    features = nn.Sequential(*layers)
-    for layer in features:
-        if isinstance(layer, nn.Conv2d):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
-    return features
 
 
 class BilinearCNN(nn.Module):
@@ -52,7 +34,7 @@ class BilinearCNN(nn.Module):
             raise ValueError(f"cvops.BilinearCNN: pooling must be one of {', '.join(map(repr, POOLINGS))}, got {pooling!r}")
         check_int("BilinearCNN", "num_classes", num_classes)
         self.pooling_kind = pooling
-        self.features = vgg16_conv5_3(width_mult)
+        self.features = vgg16_features(5, width_mult)  # conv1_1 … relu5_3
         channels = self.features[-2].out_channels
         self.channels = channels
         if pooling == "lowrank":
@@ -60,25 +42,15 @@ class BilinearCNN(nn.Module):
             self.classifier = LowRankBilinearClassifier(channels, num_classes, rank=rank, reduced_channels=lowrank_channels)
         else:
             if pooling == "full":
-                self.pool, dim = BilinearPooling(), channels * channels
+                self.pool, dim = BilinearPool(), channels * channels
             else:
                 kind = pooling.removeprefix("compact_")
-                self.pool, dim = CompactBilinearPooling(channels, output_dim, kind=kind, seed=seed), output_dim
+                self.pool, dim = CompactBilinearPool(channels, output_dim, kind=kind, seed=seed), output_dim
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
 
     def load_torchvision_backbone(self, state_dict) -> None:
         """Load torchvision vgg16 weights (vgg16().state_dict() or .features.state_dict()) up to conv5_3."""
-        own = self.features.state_dict()
-        mapped = {}
-        for key, value in state_dict.items():
-            key = key.removeprefix("features.")
-            if key in own and own[key].shape == value.shape:
-                mapped[key] = value
-        missing = sorted(set(own) - set(mapped), key=lambda k: int(k.split(".")[0]))
-        if missing:
-            raise ValueError("cvops.BilinearCNN: not a torchvision vgg16 state_dict (of this width): missing or "
-                             f"mis-shaped {missing[:4]}")
-        self.features.load_state_dict(mapped)
+        load_torchvision_vgg16(self.features, state_dict, "BilinearCNN")
 
     def forward(self, images: Tensor) -> Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
@@ -92,11 +64,13 @@ class BilinearCNN(nn.Module):
         return f"pooling={self.pooling_kind!r}, channels={self.channels}"
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor) -> float:
-    """One cross-entropy step; returns the loss before the update."""
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor, *,
+               loss_fn=nn.functional.cross_entropy) -> float:
+    """One optimisation step of model (put in training mode) on images [B, 3, H, W] with labels [B]:
+    J = loss_fn(model(images), labels), cross-entropy by default. Returns J before the step as a float."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(images), labels)
+    loss = loss_fn(model(images), labels)
     loss.backward()
     optimizer.step()
     return loss.item()

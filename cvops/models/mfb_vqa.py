@@ -9,7 +9,7 @@ MFB/MFH and classified. Token id 0 is padding.
 import torch
 from torch import Tensor, nn
 
-from cvops.nn.bilinear import MFB, MFH
+from cvops.nn import MFB, MFH
 from cvops.ops._validate import check_int
 
 __all__ = ["MFBVQA"]

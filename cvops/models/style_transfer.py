@@ -7,11 +7,8 @@ Images are float RGB in [0, 1] throughout; VGGFeatures applies the ImageNet norm
 A style is given per sample as an int64 index [B] or as mixing weights [B, S] (an int means the
 same style for the whole batch). Nothing is downloaded: VGGFeatures starts from random weights
 unless given a torchvision vgg16 state_dict (see VGGFeatures.from_torchvision_state_dict).
-
-Demo: python -m cvops.models.style_transfer --demo out.png [--steps N]
+A demo that trains the network on synthetic images: python -m cvops.demos.style_transfer OUT.png.
 """
-import argparse
-import time
 from collections import namedtuple
 
 import torch
@@ -19,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import cvops
+from cvops.models.vgg import VGG16_BLOCKS, load_torchvision_vgg16, vgg16_features
 from cvops.nn import ConditionalInstanceNorm2d, StyleLoss
-from cvops.ops._validate import check_int
+from cvops.ops._validate import broadcast_style, check_int
 
 __all__ = [
     "FEATURE_NAMES", "TransformerNet", "VGGFeatures", "VGGOutputs", "StyleTransferLoss",
@@ -30,9 +28,6 @@ __all__ = [
 FEATURE_NAMES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 VGGOutputs = namedtuple("VGGOutputs", FEATURE_NAMES)
 
-# torchvision's vgg16 `features`: blocks of 3×3 convs (+ReLU), a 2×2 max-pool between blocks. Only
-# the first four blocks are built: relu4_3 is the deepest layer the losses use.
-_VGG16_BLOCK_WIDTHS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512))
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -47,7 +42,7 @@ def _style_tensor(owner: str, style, batch: int, num_styles: int, device) -> Ten
     """The style argument as the ops take it: int64 indices [B] or floating mixing weights [B, S].
     An int picks one style for the whole batch. Index values are range-checked by the ops."""
     if isinstance(style, int) and not isinstance(style, bool):
-        return torch.full((batch,), style, dtype=torch.long, device=device)
+        return broadcast_style(style, batch, device)
     if isinstance(style, Tensor):
         if style.dtype == torch.long and style.shape == (batch,):
             return style
@@ -146,29 +141,16 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, *, requires_grad: bool = False):
         super().__init__()
-        layers, self._taps, in_channels = [], [], 3
-        for block, widths in enumerate(_VGG16_BLOCK_WIDTHS):
-            if block:
-                layers.append(nn.MaxPool2d(2, 2))
-            for width in widths:
-                layers += [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
-                in_channels = width
-            self._taps.append(len(layers) - 1)  # the block's last ReLU
-        self.layers = nn.Sequential(*layers)
-        self._init_random_weights()
+        # The first four blocks only: relu4_3 is the deepest layer the losses use. He-initialised
+        # (see vgg16_features), an untrained VGG still gives every layer's Gram a say in the style
+        # loss: a crude but usable texture descriptor.
+        self.layers = vgg16_features(4)
+        pools = [i for i, layer in enumerate(self.layers) if isinstance(layer, nn.MaxPool2d)]
+        self._taps = [i - 1 for i in pools] + [len(self.layers) - 1]  # each block's last ReLU
         # Constants, not state: keep them out of the state_dict so it holds only VGG weights.
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(requires_grad)
-
-    def _init_random_weights(self):
-        # He init over fan-in keeps the feature scale about constant from layer to layer (torchvision's
-        # fan-out init shrinks it ~10× per block), so an untrained VGG still gives every layer's Gram
-        # a say in the style loss: a crude but usable texture descriptor.
-        for layer in self.layers:
-            if isinstance(layer, nn.Conv2d):
-                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
 
     @classmethod
     def from_torchvision_state_dict(cls, state_dict, **kwargs) -> "VGGFeatures":
@@ -180,18 +162,7 @@ class VGGFeatures(nn.Module):
 
     def load_torchvision_state_dict(self, state_dict) -> None:
         """Load torchvision vgg16 weights (see from_torchvision_state_dict); layers past relu4_3 are ignored."""
-        own = self.layers.state_dict()
-        mapped = {}
-        for key, value in state_dict.items():
-            key = key.removeprefix("features.")
-            if key in own:
-                mapped[key] = value
-        missing = sorted(set(own) - set(mapped), key=lambda k: int(k.split(".")[0]))
-        if missing:
-            raise ValueError(
-                f"cvops.VGGFeatures: state_dict is not a torchvision vgg16 `features` state_dict: missing {missing[:4]}"
-                f"{' …' if len(missing) > 4 else ''} (expected keys like '0.weight' or 'features.0.weight')")
-        self.layers.load_state_dict(mapped)
+        load_torchvision_vgg16(self.layers, state_dict, "VGGFeatures")
 
     def forward(self, x: Tensor) -> VGGOutputs:
         _check_images("VGGFeatures", "x", x)
@@ -251,7 +222,7 @@ class StyleTransferLoss(nn.Module):
             with torch.no_grad():
                 return [cvops.gram_matrix(f, normalize="chw") for f in self.vgg(styles)]
         banks = list(styles)
-        widths = [widths[-1] for widths in _VGG16_BLOCK_WIDTHS]
+        widths = [widths[-1] for widths in VGG16_BLOCKS[:len(FEATURE_NAMES)]]
         shapes = [tuple(bank.shape) for bank in banks]
         if (len(banks) != len(widths) or any(len(s) != 3 or s[1:] != (c, c) for s, c in zip(shapes, widths))
                 or len({s[0] for s in shapes}) != 1):
@@ -297,16 +268,16 @@ class StyleTransferLoss(nn.Module):
 # ---------------------------------------------------------------------------- training and optimisation
 
 
-def train_step(model: TransformerNet, loss_fn: StyleTransferLoss, optimizer: torch.optim.Optimizer,
-               content_batch: Tensor, style) -> dict:
+def train_step(model: TransformerNet, optimizer: torch.optim.Optimizer, content_batch: Tensor, style, *,
+               loss_fn: StyleTransferLoss) -> float:
     """One optimisation step of the multi-style network on content_batch [B, 3, H, W] with the given
-    styles (int, indices [B] or mixing weights [B, S]). Returns the losses before the step as floats:
-    {"total", "content", "style", "tv"}."""
+    styles (int, indices [B] or mixing weights [B, S]): J = loss_fn(model(content_batch, style),
+    content_batch, style)[0]. Returns J before the step as a float (loss_fn gives its parts)."""
     optimizer.zero_grad(set_to_none=True)
-    total, parts = loss_fn(model(content_batch, style), content_batch, style)
+    total, _ = loss_fn(model(content_batch, style), content_batch, style)
     total.backward()
     optimizer.step()
-    return {"total": total.item(), **{name: value.item() for name, value in parts.items()}}
+    return total.item()
 
 
 def gatys_transfer(content: Tensor, style: Tensor, *, vgg: VGGFeatures = None, steps: int = 100,
@@ -363,128 +334,3 @@ def gatys_transfer(content: Tensor, style: Tensor, *, vgg: VGGFeatures = None, s
         image.clamp_(0, 1)
         history.append(loss_fn(image, content_targets, style_index)[0].item())
     return image.detach().reshape(content.shape), history
-
-
-# ---------------------------------------------------------------------------- demo
-
-
-def _unit_grid(size: int):
-    """Coordinates y, x in [0, 1], each [size, size]."""
-    axis = torch.linspace(0, 1, size)
-    return torch.meshgrid(axis, axis, indexing="ij")
-
-
-def demo_content_image(size: int = 64) -> Tensor:
-    """A procedural scene [3, size, size]: sky gradient, sun, ground, a house with a roof."""
-    y, x = _unit_grid(size)
-    sky = torch.stack([0.3 + 0.4 * y, 0.5 + 0.3 * y, torch.full_like(y, 0.95)])
-    image = torch.where(y > 0.7, torch.tensor([0.2, 0.55, 0.2]).view(3, 1, 1), sky)
-    shapes = [
-        ((x - 0.78) ** 2 + (y - 0.2) ** 2 < 0.012, (1.0, 0.85, 0.1)),                    # sun
-        ((x > 0.2) & (x < 0.5) & (y > 0.45) & (y < 0.75), (0.8, 0.3, 0.25)),              # walls
-        ((y > 0.25) & (y <= 0.45) & ((x - 0.35).abs() < (y - 0.25) * 0.9), (0.45, 0.2, 0.1)),  # roof
-        ((x > 0.31) & (x < 0.39) & (y > 0.6) & (y < 0.75), (0.3, 0.2, 0.1)),              # door
-    ]
-    for mask, colour in shapes:
-        image = torch.where(mask, torch.tensor(colour).view(3, 1, 1), image)
-    return image
-
-
-def demo_style_images(size: int = 64, generator=None) -> dict:
-    """Synthetic styles {name: [3, size, size]}: diagonal stripes, checks, smoothed colour noise, dots."""
-    y, x = _unit_grid(size)
-    cells = size / 8
-    stripes = torch.sin((x + y) * cells * torch.pi) > 0
-    checks = ((x * cells).floor() + (y * cells).floor()) % 2 == 0
-    dots = ((x * cells) % 1 - 0.5) ** 2 + ((y * cells) % 1 - 0.5) ** 2 < 0.09
-    noise = torch.rand(1, 3, size // 4, size // 4, generator=generator)
-    noise = F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)[0].clamp(0, 1)
-
-    def two_colours(mask, first, second):
-        return torch.where(mask, torch.tensor(first).view(3, 1, 1), torch.tensor(second).view(3, 1, 1))
-
-    return {
-        "stripes": two_colours(stripes, (0.95, 0.8, 0.1), (0.1, 0.1, 0.4)),
-        "checks": two_colours(checks, (0.9, 0.1, 0.1), (0.95, 0.95, 0.9)),
-        "noise": noise,
-        "dots": two_colours(dots, (0.1, 0.7, 0.6), (0.05, 0.05, 0.05)),
-    }
-
-
-def run_demo(path: str, *, steps: int = 80, size: int = 64, seed: int = 0) -> None:
-    """Train a TransformerNet briefly on the procedural scene in each synthetic style, then save a grid:
-    the content and styles, the network's output per style, and mixtures of styles.
-
-    The style weight is ~30× below StyleTransferLoss's default: a network trained for a few dozen steps
-    is far from its optimum, and with the full weight it matches the styles' colours by giving up the
-    content altogether."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    content = demo_content_image(size)
-    styles = demo_style_images(size, generator)
-    names, style_images = list(styles), torch.stack(list(styles.values()))
-    num_styles = len(names)
-
-    vgg = VGGFeatures()
-    loss_fn = StyleTransferLoss(vgg, style_images, content_weight=1.0, style_weight=0.15, tv_weight=0.1)
-    model = TransformerNet(num_styles)
-    # Only the norms' [S, C] scales and shifts tell the styles apart; a 10× learning rate lets them
-    # diverge within the few steps of the demo.
-    norms = [m for m in model.modules() if isinstance(m, ConditionalInstanceNorm2d)]
-    style_parameters = [p for norm in norms for p in norm.parameters()]
-    shared_parameters = [p for p in model.parameters() if all(p is not q for q in style_parameters)]
-    optimizer = torch.optim.Adam([{"params": shared_parameters}, {"params": style_parameters, "lr": 3e-2}], lr=3e-3)
-    batch = content.expand(num_styles, -1, -1, -1)  # the scene once per style
-    style_index = torch.arange(num_styles)
-    start = time.perf_counter()
-    for step in range(steps):
-        losses = train_step(model, loss_fn, optimizer, batch, style_index)
-        if step == 0 or step == steps - 1:
-            print(f"step {step + 1}/{steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))
-    print(f"trained {steps} steps in {time.perf_counter() - start:.1f} s")
-
-    eye = torch.eye(num_styles)  # half-and-half of neighbouring styles, then all in equal parts
-    mixtures = {f"{names[i - 1]}+{names[i]}": (eye[i - 1] + eye[i]) / 2 for i in range(num_styles)}
-    mixtures["all"] = torch.full((num_styles,), 1 / num_styles)
-    with torch.no_grad():
-        stylised = model(content.expand(num_styles, -1, -1, -1), style_index)
-        mixed = model(content.expand(len(mixtures), -1, -1, -1), torch.stack(list(mixtures.values())))
-
-    rows = [
-        [("content", content)] + [(f"style: {n}", img) for n, img in zip(names, style_images)],
-        [("", None)] + [(f"→ {n}", img) for n, img in zip(names, stylised)],
-        [(f"mix {n}", img) for n, img in zip(mixtures, mixed)],
-    ]
-    columns = max(len(row) for row in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(2 * columns, 2.2 * len(rows)))
-    for row_axes, row in zip(axes, rows):
-        for ax, (title, image) in zip(row_axes, row + [("", None)] * (columns - len(row))):
-            ax.axis("off")
-            if image is not None:
-                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-                ax.set_title(title, fontsize=8)
-    figure.suptitle(f"cvops TransformerNet, {steps} steps, random-weight VGG-16", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    print(f"saved {path}")
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Train a multi-style TransformerNet briefly on synthetic images and save a grid of its styles and mixtures.")
-    parser.add_argument("--demo", metavar="OUT.png", required=True, help="where to save the demo grid")
-    parser.add_argument("--steps", type=int, default=80, help="training steps (default 80)")
-    parser.add_argument("--size", type=int, default=64, help="image size (default 64)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    run_demo(args.demo, steps=args.steps, size=args.size, seed=args.seed)
-
-
-if __name__ == "__main__":
-    main()

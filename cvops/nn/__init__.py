@@ -1,11 +1,11 @@
 """torch.nn modules over the cvops ops."""
 from cvops.nn.bilinear import (
-    MFB, MFH, MLB, BilinearPooling, CompactBilinearPooling, LowRankBilinearClassifier,
+    MFB, MFH, MLB, BilinearPool, CompactBilinearPool, LowRankBilinearClassifier,
 )
 from cvops.nn.gram import GramMatrix, StyleLoss
 from cvops.nn.instance_norm import ConditionalInstanceNorm2d
 
 __all__ = [
-    "BilinearPooling", "CompactBilinearPooling", "ConditionalInstanceNorm2d", "GramMatrix", "LowRankBilinearClassifier",
+    "BilinearPool", "CompactBilinearPool", "ConditionalInstanceNorm2d", "GramMatrix", "LowRankBilinearClassifier",
     "MFB", "MFH", "MLB", "StyleLoss",
 ]

@@ -4,8 +4,11 @@ buffers: they travel with the state_dict and are never trained."""
 import torch
 from torch import Tensor, nn
 
-from cvops.ops import bilinear as F
-from cvops.ops._validate import check_choice, check_int
+from cvops.ops import (
+    bilinear_pool, compact_bilinear_params, compact_bilinear_pool, factorized_bilinear_pool, lowrank_bilinear_score,
+)
+from cvops.ops._validate import COMPACT_KINDS, POOL_NORMALIZE, check_choice, check_eps, check_int
+from cvops.ops.bilinear import DEFAULT_EPS
 
 
 def _dropout_rate(owner, p):
@@ -14,39 +17,39 @@ def _dropout_rate(owner, p):
     return float(p)
 
 
-class BilinearPooling(nn.Module):
+class BilinearPool(nn.Module):
     """x [B, C, *spatial], y [B, D, *spatial] or None (y = x) → [B, C·D] (see cvops.bilinear_pool)."""
 
-    def __init__(self, *, reduce="mean", signed_sqrt=True, l2_normalize=True, eps=F.DEFAULT_EPS):
+    def __init__(self, *, normalize="hw", signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS):
         super().__init__()
-        self.reduce = check_choice("BilinearPooling", "reduce", reduce, F._REDUCE)
-        self.signed_sqrt, self.l2_normalize, self.eps = bool(signed_sqrt), bool(l2_normalize), F._check_eps("BilinearPooling", eps)
+        self.normalize = check_choice("BilinearPool", "normalize", normalize, POOL_NORMALIZE)
+        self.signed_sqrt, self.l2_normalize, self.eps = bool(signed_sqrt), bool(l2_normalize), check_eps("BilinearPool", eps)
 
     def forward(self, x: Tensor, y: Tensor = None) -> Tensor:
-        return F.bilinear_pool(x, y, reduce=self.reduce, signed_sqrt=self.signed_sqrt,
-                               l2_normalize=self.l2_normalize, eps=self.eps)
+        return bilinear_pool(x, y, normalize=self.normalize, signed_sqrt=self.signed_sqrt,
+                             l2_normalize=self.l2_normalize, eps=self.eps)
 
     def extra_repr(self):
-        return f"reduce={self.reduce!r}, signed_sqrt={self.signed_sqrt}, l2_normalize={self.l2_normalize}"
+        return f"normalize={self.normalize!r}, signed_sqrt={self.signed_sqrt}, l2_normalize={self.l2_normalize}"
 
 
-class CompactBilinearPooling(nn.Module):
+class CompactBilinearPool(nn.Module):
     """Compact bilinear pooling to output_dim (Gao et al. 2016): kind "ts" (Tensor Sketch: buffers
     h1, s1, h2, s2) or "rm" (Random Maclaurin: buffers w1, w2), drawn from `seed` and kept in the
     state_dict. in_channels2 is y's channel count (default: in_channels; y = None pools x with itself)."""
 
-    def __init__(self, in_channels, output_dim=8192, *, in_channels2=None, kind="ts", seed=0, reduce="mean",
-                 signed_sqrt=True, l2_normalize=True, eps=F.DEFAULT_EPS):
+    def __init__(self, in_channels, output_dim=8192, *, in_channels2=None, kind="ts", seed=0, normalize="hw",
+                 signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS):
         super().__init__()
-        owner = "CompactBilinearPooling"
+        owner = "CompactBilinearPool"
         self.in_channels = check_int(owner, "in_channels", in_channels)
         self.in_channels2 = in_channels if in_channels2 is None else check_int(owner, "in_channels2", in_channels2)
         self.output_dim = check_int(owner, "output_dim", output_dim)
-        self.kind = check_choice(owner, "kind", kind, F._KINDS)
-        self.reduce = check_choice(owner, "reduce", reduce, F._REDUCE)
-        self.signed_sqrt, self.l2_normalize, self.eps = bool(signed_sqrt), bool(l2_normalize), F._check_eps(owner, eps)
+        self.kind = check_choice(owner, "kind", kind, COMPACT_KINDS)
+        self.normalize = check_choice(owner, "normalize", normalize, POOL_NORMALIZE)
+        self.signed_sqrt, self.l2_normalize, self.eps = bool(signed_sqrt), bool(l2_normalize), check_eps(owner, eps)
         self.seed = seed
-        params = F.compact_bilinear_params(kind, self.in_channels, self.in_channels2, self.output_dim, seed)
+        params = compact_bilinear_params(kind, self.in_channels, self.in_channels2, self.output_dim, seed)
         names = ("h1", "s1", "h2", "s2") if kind == "ts" else ("w1", "w2")
         for name, tensor in zip(names, params):
             self.register_buffer(name, tensor)
@@ -54,16 +57,16 @@ class CompactBilinearPooling(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor = None) -> Tensor:
         if y is None and self.in_channels2 != self.in_channels:
-            raise ValueError(f"cvops.CompactBilinearPooling: y is required: in_channels2 = {self.in_channels2} "
+            raise ValueError(f"cvops.CompactBilinearPool: y is required: in_channels2 = {self.in_channels2} "
                              f"differs from in_channels = {self.in_channels}")
         params = tuple(getattr(self, name) for name in self._names)
-        return F.compact_bilinear_pool(x, y, output_dim=self.output_dim, kind=self.kind, reduce=self.reduce,
-                                       signed_sqrt=self.signed_sqrt, l2_normalize=self.l2_normalize, eps=self.eps,
-                                       params=params)
+        return compact_bilinear_pool(x, y, output_dim=self.output_dim, kind=self.kind, normalize=self.normalize,
+                                     signed_sqrt=self.signed_sqrt, l2_normalize=self.l2_normalize, eps=self.eps,
+                                     params=params)
 
     def extra_repr(self):
         return (f"in_channels={self.in_channels}, in_channels2={self.in_channels2}, output_dim={self.output_dim}, "
-                f"kind={self.kind!r}, seed={self.seed}, reduce={self.reduce!r}")
+                f"kind={self.kind!r}, seed={self.seed}, normalize={self.normalize!r}")
 
 
 def _flatten_rows(t):
@@ -89,8 +92,8 @@ class MFB(nn.Module):
 
     def _pool(self, xp, yp):
         lead = xp.shape[:-1]
-        out = F.factorized_bilinear_pool(_flatten_rows(xp), _flatten_rows(yp), k=self.k,
-                                         signed_sqrt=self.signed_sqrt, l2_normalize=self.l2_normalize)
+        out = factorized_bilinear_pool(_flatten_rows(xp), _flatten_rows(yp), k=self.k,
+                                       signed_sqrt=self.signed_sqrt, l2_normalize=self.l2_normalize)
         return out.reshape(*lead, self.o)
 
     def forward(self, x: Tensor, y: Tensor, *, previous: Tensor = None, return_expanded=False):
@@ -182,7 +185,7 @@ class LowRankBilinearClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.reduce is not None:
             x = self.reduce(x)
-        scores = F.lowrank_bilinear_score(x, self.U, num_positive=self.num_positive)
+        scores = lowrank_bilinear_score(x, self.U, num_positive=self.num_positive)
         return scores if self.bias is None else scores + self.bias
 
     def extra_repr(self):

@@ -2,8 +2,8 @@
 import torch
 from torch import Tensor, nn
 
-from cvops.ops import gram as F
-from cvops.ops._validate import check_choice
+from cvops.ops import gram_matrix, style_loss
+from cvops.ops._validate import REDUCTIONS, broadcast_style, check_choice, check_gram_normalize
 
 
 class GramMatrix(nn.Module):
@@ -11,11 +11,11 @@ class GramMatrix(nn.Module):
 
     def __init__(self, normalize="chw"):
         super().__init__()
-        F._normalize_args("GramMatrix", normalize)  # fail at construction, not at first call
+        check_gram_normalize("GramMatrix", normalize)  # fail at construction, not at first call
         self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.gram_matrix(x, normalize=self.normalize)
+        return gram_matrix(x, normalize=self.normalize)
 
     def extra_repr(self):
         return f"normalize={self.normalize!r}"
@@ -32,16 +32,16 @@ class StyleLoss(nn.Module):
         super().__init__()
         if target.dim() not in (2, 3) or target.shape[-1] != target.shape[-2]:
             raise ValueError(f"cvops.StyleLoss: target must be [C, C] or a bank [S, C, C], got shape {tuple(target.shape)}")
-        F._normalize_args("StyleLoss", normalize)
+        check_gram_normalize("StyleLoss", normalize)
         self.normalize = normalize
-        self.reduction = check_choice("StyleLoss", "reduction", reduction, F._REDUCTIONS)
+        self.reduction = check_choice("StyleLoss", "reduction", reduction, REDUCTIONS)
         self.register_buffer("target", target.detach().clone())
 
     @classmethod
     def from_features(cls, style_features: Tensor, **kwargs) -> "StyleLoss":
         """A bank with one style per sample of style_features [S, C, *spatial]."""
         with torch.no_grad():
-            grams = F.gram_matrix(style_features, normalize=kwargs.get("normalize", "chw"))
+            grams = gram_matrix(style_features, normalize=kwargs.get("normalize", "chw"))
         return cls(grams, **kwargs)
 
     @property
@@ -55,13 +55,11 @@ class StyleLoss(nn.Module):
                 if self.num_styles != 1:
                     raise ValueError(f"cvops.StyleLoss: style_index is required with a bank of {self.num_styles} styles")
                 target = target[0]
-            elif isinstance(style_index, int):
-                index = torch.full((x.shape[0],), style_index, dtype=torch.long, device=x.device)
             else:
-                index = style_index
+                index = broadcast_style(style_index, x.shape[0], x.device)
         elif style_index is not None:
             raise ValueError("cvops.StyleLoss: style_index given, but the target is a single Gram [C, C]")
-        return F.style_loss(x, target, normalize=self.normalize, target_index=index, reduction=self.reduction)
+        return style_loss(x, target, normalize=self.normalize, target_index=index, reduction=self.reduction)
 
     def extra_repr(self):
         channels = self.target.shape[-1]

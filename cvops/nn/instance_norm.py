@@ -2,7 +2,8 @@
 import torch
 from torch import Tensor, nn
 
-from cvops.ops import instance_norm as F
+from cvops.ops import conditional_instance_norm
+from cvops.ops._validate import broadcast_style, check_activation
 
 
 class ConditionalInstanceNorm2d(nn.Module):
@@ -14,7 +15,7 @@ class ConditionalInstanceNorm2d(nn.Module):
         if num_features < 1 or num_styles < 1:
             raise ValueError(f"cvops.ConditionalInstanceNorm2d: num_features and num_styles must be >= 1, got {num_features} and {num_styles}")
         self.num_features, self.num_styles, self.eps = num_features, num_styles, eps
-        self.activation = None if activation is None else F._activation_arg("ConditionalInstanceNorm2d", activation)
+        self.activation = None if activation is None else check_activation("ConditionalInstanceNorm2d", activation)
         self.weight = nn.Parameter(torch.empty(num_styles, num_features))
         self.bias = nn.Parameter(torch.empty(num_styles, num_features))
         self.reset_parameters()
@@ -24,9 +25,8 @@ class ConditionalInstanceNorm2d(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor, style) -> Tensor:
-        if isinstance(style, int):
-            style = torch.full((x.shape[0],), style, dtype=torch.long, device=x.device)
-        return F.conditional_instance_norm(x, self.weight, self.bias, style, eps=self.eps, activation=self.activation)
+        style = broadcast_style(style, x.shape[0], x.device)
+        return conditional_instance_norm(x, self.weight, self.bias, style, eps=self.eps, activation=self.activation)
 
     def extra_repr(self):
         return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}, activation={self.activation!r}"

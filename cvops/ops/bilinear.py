@@ -8,14 +8,18 @@ Second-order pooling of x [B, C, *spatial] and y [B, D, *spatial] (y = x when No
 The pooled vectors are optionally passed through sign(z)·√(|z| + eps) and L2 normalisation
 (u / max(‖u‖, 1e-12), as F.normalize). Float16/bfloat16 accumulate in float32. Results are
 deterministic: no float atomics, fixed reduction orders.
+
+Each pooling op also returns the row norms of the L2 step, a by-product for its backward: the ops
+save their inputs, out and norm (never the C·D-sized pre-epilogue values), and the backward reads
+the signed sqrt's slope back from out·norm.
 """
 import functools
-import math
 
 import torch
 from torch import Tensor
 
-from cvops.ops._validate import check_choice, check_int
+from cvops.ops._registration import check_features_fake, grads, opmath
+from cvops.ops._validate import COMPACT_KINDS, POOL_NORMALIZE, check_choice, check_eps, check_int
 
 __all__ = [
     "bilinear_pool",
@@ -25,16 +29,7 @@ __all__ = [
     "lowrank_bilinear_score",
 ]
 
-_REDUCE = ("mean", "sum")
-_NORMALIZE_OF = {"mean": "hw", "sum": "none"}
-_KINDS = ("ts", "rm")
 DEFAULT_EPS = 1e-8
-
-
-def _check_eps(op, eps):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:  # NaN fails too
-        raise ValueError(f"cvops.{op}: eps must be a finite number >= 0, got {eps!r}")
-    return float(eps)
 
 
 def _same_dtype(*tensors):
@@ -49,17 +44,63 @@ def _same_dtype(*tensors):
     return [None if t is None else (t if t.dtype == dtype or not t.dtype.is_floating_point else t.to(dtype)) for t in tensors]
 
 
-def bilinear_pool(x: Tensor, y: Tensor = None, *, reduce="mean", signed_sqrt=True, l2_normalize=True,
+def _pool_outputs_fake(x, width, l2_normalize):
+    """(out [B, width], norm [B] in opmath, or [0] without L2 normalisation)."""
+    batch = x.shape[0]
+    return x.new_empty(batch, width), x.new_empty((batch if l2_normalize else 0,), dtype=opmath(x.dtype))
+
+
+def _input_grads_fake(x, y):
+    # The backward ops return contiguous gradients; grad_y is empty when y is None.
+    return x.new_empty(x.shape), (x.new_empty((0,)) if y is None else y.new_empty(y.shape))
+
+
+# ---------------------------------------------------------------------------- bilinear_pool
+
+
+def bilinear_pool(x: Tensor, y: Tensor = None, *, normalize="hw", signed_sqrt=True, l2_normalize=True,
                   eps=DEFAULT_EPS) -> Tensor:
     """Full bilinear pooling: x [B, C, *spatial], y [B, D, *spatial] (None: y = x) → [B, C·D] =
-    vec(Σ_p x_p y_pᵀ) (divided by the number of positions for reduce="mean"), then the signed
-    square root and L2 normalisation if asked. [B, C] inputs count as one position.
+    vec(Σ_p x_p y_pᵀ), divided by the number of positions (normalize="hw") or not ("none"), then
+    the signed square root and L2 normalisation if asked. [B, C] inputs count as one position.
     With y = None only the upper triangle of the Gram matrix is multiplied (the gram family's kernel)."""
     op = "bilinear_pool"
-    check_choice(op, "reduce", reduce, _REDUCE)
+    check_choice(op, "normalize", normalize, POOL_NORMALIZE)
     x, y = _same_dtype(x, y)
-    out, _ = torch.ops.cvops._bilinear_pool(x, y, _NORMALIZE_OF[reduce], bool(signed_sqrt), bool(l2_normalize), _check_eps(op, eps))
+    out, _ = torch.ops.cvops._bilinear_pool(x, y, normalize, bool(signed_sqrt), bool(l2_normalize), check_eps(op, eps))
     return out
+
+
+@torch.library.register_fake("cvops::_bilinear_pool")
+def _bilinear_pool_fake(x, y, normalize, signed_sqrt, l2_normalize, eps):
+    check_features_fake("bilinear_pool", x, 2)
+    channels_y = x.shape[1] if y is None else y.shape[1]
+    return _pool_outputs_fake(x, x.shape[1] * channels_y, l2_normalize)
+
+
+@torch.library.register_fake("cvops::_bilinear_pool_backward")
+def _bilinear_pool_backward_fake(grad, x, y, out, norm, normalize, signed_sqrt, l2_normalize):
+    return _input_grads_fake(x, y)
+
+
+def _bilinear_pool_setup(ctx, inputs, output):
+    x, y, ctx.normalize, ctx.signed_sqrt, ctx.l2_normalize, _ = inputs
+    out, norm = output
+    ctx.mark_non_differentiable(norm)
+    ctx.save_for_backward(x, y, out, norm)
+
+
+def _bilinear_pool_backward(ctx, grad, _grad_norm):
+    x, y, out, norm = ctx.saved_tensors
+    grad_x, grad_y = torch.ops.cvops._bilinear_pool_backward(grad, x, y, out, norm, ctx.normalize, ctx.signed_sqrt,
+                                                            ctx.l2_normalize)
+    return grads(ctx, "cvops::_bilinear_pool", x=grad_x, y=grad_y)
+
+
+torch.library.register_autograd("cvops::_bilinear_pool", _bilinear_pool_backward, setup_context=_bilinear_pool_setup)
+
+
+# ---------------------------------------------------------------------------- compact_bilinear_pool
 
 
 @functools.lru_cache(maxsize=32)
@@ -84,7 +125,7 @@ def compact_bilinear_params(kind, x_channels, y_channels=None, output_dim=8192, 
     kind "rm": (W1 ±1 [C, output_dim], W2 ±1 [D, output_dim]). y_channels defaults to x_channels
     (two independent draws even when y = x)."""
     op = "compact_bilinear_params"
-    check_choice(op, "kind", kind, _KINDS)
+    check_choice(op, "kind", kind, COMPACT_KINDS)
     check_int(op, "x_channels", x_channels, 0)
     y_channels = x_channels if y_channels is None else check_int(op, "y_channels", y_channels, 0)
     check_int(op, "output_dim", output_dim, 1)
@@ -93,7 +134,7 @@ def compact_bilinear_params(kind, x_channels, y_channels=None, output_dim=8192, 
     return tuple(p.to(device) if device is not None else p.clone() for p in params)
 
 
-def compact_bilinear_pool(x: Tensor, y: Tensor = None, *, output_dim=8192, kind="ts", seed=0, reduce="mean",
+def compact_bilinear_pool(x: Tensor, y: Tensor = None, *, output_dim=8192, kind="ts", seed=0, normalize="hw",
                           signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS, params=None) -> Tensor:
     """Compact bilinear pooling (Gao et al. 2016): x [B, C, *spatial], y [B, D, *spatial] (None: y = x)
     → [B, output_dim] approximating bilinear_pool's kernel.
@@ -101,28 +142,91 @@ def compact_bilinear_pool(x: Tensor, y: Tensor = None, *, output_dim=8192, kind=
     kind "ts": Tensor Sketch of Σ_p x_p ⊗ y_p. The sketch is linear, so it is computed as the sketch
     of one C×D GEMM (G = Σ_p x_p y_pᵀ): no FFT, same value as the FFT formulation with the same hashes.
     kind "rm": Random Maclaurin, Σ_p (W1ᵀx_p)∘(W2ᵀy_p)/√d.
-    params: the tensors of compact_bilinear_params (CompactBilinearPooling keeps them as buffers);
+    normalize: "hw" (divide by the number of positions) or "none" (sum), as bilinear_pool.
+    params: the tensors of compact_bilinear_params (CompactBilinearPool keeps them as buffers);
     by default they are drawn from `seed`. Differentiable in x and y.
     """
     op = "compact_bilinear_pool"
-    check_choice(op, "kind", kind, _KINDS)
-    check_choice(op, "reduce", reduce, _REDUCE)
+    check_choice(op, "kind", kind, COMPACT_KINDS)
+    check_choice(op, "normalize", normalize, POOL_NORMALIZE)
     check_int(op, "output_dim", output_dim, 1)
-    eps = _check_eps(op, eps)
+    eps = check_eps(op, eps)
     x, y = _same_dtype(x, y)
     if params is None:
         channels_y = x.shape[1] if y is None else y.shape[1]
         params = compact_bilinear_params(kind, x.shape[1], channels_y, output_dim, seed, device=x.device)
     if kind == "ts":
         h1, s1, h2, s2 = params
-        out, _ = torch.ops.cvops._compact_bilinear_pool_ts(x, y, h1, s1, h2, s2, output_dim, _NORMALIZE_OF[reduce], bool(signed_sqrt),
-                                                    bool(l2_normalize), eps)
+        out, _ = torch.ops.cvops._compact_bilinear_pool_ts(x, y, h1, s1, h2, s2, output_dim, normalize, bool(signed_sqrt),
+                                                           bool(l2_normalize), eps)
     else:
         w1, w2 = params
         if w1.shape[-1] != output_dim:
             raise ValueError(f"cvops.{op}: params' W1 has {w1.shape[-1]} output columns, but output_dim is {output_dim}")
-        out, _ = torch.ops.cvops._compact_bilinear_pool_rm(x, y, w1, w2, _NORMALIZE_OF[reduce], bool(signed_sqrt), bool(l2_normalize), eps)
+        out, _ = torch.ops.cvops._compact_bilinear_pool_rm(x, y, w1, w2, normalize, bool(signed_sqrt), bool(l2_normalize), eps)
     return out
+
+
+@torch.library.register_fake("cvops::_compact_bilinear_pool_ts")
+def _compact_bilinear_pool_ts_fake(x, y, h1, s1, h2, s2, output_dim, normalize, signed_sqrt, l2_normalize, eps):
+    check_features_fake("compact_bilinear_pool", x, 2)
+    torch._check(output_dim >= 1, lambda: f"cvops.compact_bilinear_pool: output_dim must be >= 1, got {output_dim}")
+    return _pool_outputs_fake(x, output_dim, l2_normalize)
+
+
+@torch.library.register_fake("cvops::_compact_bilinear_pool_ts_backward")
+def _compact_bilinear_pool_ts_backward_fake(grad, x, y, h1, s1, h2, s2, out, norm, normalize, signed_sqrt, l2_normalize):
+    return _input_grads_fake(x, y)
+
+
+@torch.library.register_fake("cvops::_compact_bilinear_pool_rm")
+def _compact_bilinear_pool_rm_fake(x, y, w1, w2, normalize, signed_sqrt, l2_normalize, eps):
+    check_features_fake("compact_bilinear_pool", x, 2)
+    return _pool_outputs_fake(x, w1.shape[1], l2_normalize)
+
+
+@torch.library.register_fake("cvops::_compact_bilinear_pool_rm_backward")
+def _compact_bilinear_pool_rm_backward_fake(grad, x, y, w1, w2, out, norm, normalize, signed_sqrt, l2_normalize):
+    return _input_grads_fake(x, y)
+
+
+def _compact_bilinear_pool_ts_setup(ctx, inputs, output):
+    x, y, h1, s1, h2, s2, _, ctx.normalize, ctx.signed_sqrt, ctx.l2_normalize, _ = inputs
+    out, norm = output
+    ctx.mark_non_differentiable(norm)
+    ctx.save_for_backward(x, y, h1, s1, h2, s2, out, norm)
+
+
+def _compact_bilinear_pool_ts_backward(ctx, grad, _grad_norm):
+    x, y, h1, s1, h2, s2, out, norm = ctx.saved_tensors
+    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_ts_backward(grad, x, y, h1, s1, h2, s2, out, norm, ctx.normalize,
+                                                                        ctx.signed_sqrt, ctx.l2_normalize)
+    return grads(ctx, "cvops::_compact_bilinear_pool_ts", x=grad_x, y=grad_y)
+
+
+torch.library.register_autograd("cvops::_compact_bilinear_pool_ts", _compact_bilinear_pool_ts_backward,
+                                setup_context=_compact_bilinear_pool_ts_setup)
+
+
+def _compact_bilinear_pool_rm_setup(ctx, inputs, output):
+    x, y, w1, w2, ctx.normalize, ctx.signed_sqrt, ctx.l2_normalize, _ = inputs
+    out, norm = output
+    ctx.mark_non_differentiable(norm)
+    ctx.save_for_backward(x, y, w1, w2, out, norm)
+
+
+def _compact_bilinear_pool_rm_backward(ctx, grad, _grad_norm):
+    x, y, w1, w2, out, norm = ctx.saved_tensors
+    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_rm_backward(grad, x, y, w1, w2, out, norm, ctx.normalize,
+                                                                        ctx.signed_sqrt, ctx.l2_normalize)
+    return grads(ctx, "cvops::_compact_bilinear_pool_rm", x=grad_x, y=grad_y)
+
+
+torch.library.register_autograd("cvops::_compact_bilinear_pool_rm", _compact_bilinear_pool_rm_backward,
+                                setup_context=_compact_bilinear_pool_rm_setup)
+
+
+# ---------------------------------------------------------------------------- factorized_bilinear_pool
 
 
 def factorized_bilinear_pool(x: Tensor, y: Tensor, *, k, signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS) -> Tensor:
@@ -132,8 +236,41 @@ def factorized_bilinear_pool(x: Tensor, y: Tensor, *, k, signed_sqrt=True, l2_no
     op = "factorized_bilinear_pool"
     check_int(op, "k", k, 1)
     x, y = _same_dtype(x, y)
-    out, _ = torch.ops.cvops._factorized_bilinear_pool(x, y, k, bool(signed_sqrt), bool(l2_normalize), _check_eps(op, eps))
+    out, _ = torch.ops.cvops._factorized_bilinear_pool(x, y, k, bool(signed_sqrt), bool(l2_normalize), check_eps(op, eps))
     return out
+
+
+@torch.library.register_fake("cvops::_factorized_bilinear_pool")
+def _factorized_bilinear_pool_fake(x, y, k, signed_sqrt, l2_normalize, eps):
+    torch._check(x.dim() == 2, lambda: f"cvops.factorized_bilinear_pool: x must have 2 dimensions [B, k·o], got {x.dim()}")
+    torch._check(k >= 1, lambda: f"cvops.factorized_bilinear_pool: k must be >= 1, got {k}")
+    return _pool_outputs_fake(x, x.shape[1] // k, l2_normalize)
+
+
+@torch.library.register_fake("cvops::_factorized_bilinear_pool_backward")
+def _factorized_bilinear_pool_backward_fake(grad, x, y, out, norm, k, signed_sqrt, l2_normalize):
+    return x.new_empty(x.shape), y.new_empty(y.shape)
+
+
+def _factorized_bilinear_pool_setup(ctx, inputs, output):
+    x, y, ctx.k, ctx.signed_sqrt, ctx.l2_normalize, _ = inputs
+    out, norm = output
+    ctx.mark_non_differentiable(norm)
+    ctx.save_for_backward(x, y, out, norm)
+
+
+def _factorized_bilinear_pool_backward(ctx, grad, _grad_norm):
+    x, y, out, norm = ctx.saved_tensors
+    grad_x, grad_y = torch.ops.cvops._factorized_bilinear_pool_backward(grad, x, y, out, norm, ctx.k, ctx.signed_sqrt,
+                                                                       ctx.l2_normalize)
+    return grads(ctx, "cvops::_factorized_bilinear_pool", x=grad_x, y=grad_y)
+
+
+torch.library.register_autograd("cvops::_factorized_bilinear_pool", _factorized_bilinear_pool_backward,
+                                setup_context=_factorized_bilinear_pool_setup)
+
+
+# ---------------------------------------------------------------------------- lowrank_bilinear_score
 
 
 def lowrank_bilinear_score(x: Tensor, U: Tensor, *, num_positive) -> Tensor:
@@ -146,78 +283,9 @@ def lowrank_bilinear_score(x: Tensor, U: Tensor, *, num_positive) -> Tensor:
     return torch.ops.cvops.lowrank_bilinear_score(x, U, num_positive)
 
 
-# ---------------------------------------------------------------------------- fake kernels
-
-
-def _opmath(dtype):
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _check_features_fake(op, x):
-    torch._check(x.dim() >= 2, lambda: f"cvops.{op}: x must have at least 2 dimensions [B, C, *spatial], got {x.dim()}")
-    torch._check(x.dtype.is_floating_point, lambda: f"cvops.{op}: x must be a floating-point tensor, got {x.dtype}")
-
-
-def _pool_outputs(x, width, l2_normalize):
-    batch = x.shape[0]
-    return x.new_empty(batch, width), x.new_empty((batch if l2_normalize else 0,), dtype=_opmath(x.dtype))
-
-
-def _input_grads(x, y):
-    # The backward ops return contiguous gradients.
-    return x.new_empty(x.shape), (x.new_empty((0,)) if y is None else y.new_empty(y.shape))
-
-
-@torch.library.register_fake("cvops::_bilinear_pool")
-def _bilinear_pool_fake(x, y, reduce, signed_sqrt, l2_normalize, eps):
-    _check_features_fake("bilinear_pool", x)
-    channels_y = x.shape[1] if y is None else y.shape[1]
-    return _pool_outputs(x, x.shape[1] * channels_y, l2_normalize)
-
-
-@torch.library.register_fake("cvops::_bilinear_pool_backward")
-def _bilinear_pool_backward_fake(grad, x, y, out, norm, reduce, signed_sqrt, l2_normalize):
-    return _input_grads(x, y)
-
-
-@torch.library.register_fake("cvops::_compact_bilinear_pool_ts")
-def _tensor_sketch_pool_fake(x, y, h1, s1, h2, s2, output_dim, reduce, signed_sqrt, l2_normalize, eps):
-    _check_features_fake("tensor_sketch_pool", x)
-    torch._check(output_dim >= 1, lambda: f"cvops.tensor_sketch_pool: output_dim must be >= 1, got {output_dim}")
-    return _pool_outputs(x, output_dim, l2_normalize)
-
-
-@torch.library.register_fake("cvops::_compact_bilinear_pool_ts_backward")
-def _tensor_sketch_pool_backward_fake(grad, x, y, h1, s1, h2, s2, out, norm, reduce, signed_sqrt, l2_normalize):
-    return _input_grads(x, y)
-
-
-@torch.library.register_fake("cvops::_compact_bilinear_pool_rm")
-def _random_maclaurin_pool_fake(x, y, w1, w2, reduce, signed_sqrt, l2_normalize, eps):
-    _check_features_fake("random_maclaurin_pool", x)
-    return _pool_outputs(x, w1.shape[1], l2_normalize)
-
-
-@torch.library.register_fake("cvops::_compact_bilinear_pool_rm_backward")
-def _random_maclaurin_pool_backward_fake(grad, x, y, w1, w2, out, norm, reduce, signed_sqrt, l2_normalize):
-    return _input_grads(x, y)
-
-
-@torch.library.register_fake("cvops::_factorized_bilinear_pool")
-def _factorized_bilinear_pool_fake(x, y, k, signed_sqrt, l2_normalize, eps):
-    torch._check(x.dim() == 2, lambda: f"cvops.factorized_bilinear_pool: x must have 2 dimensions [B, k·o], got {x.dim()}")
-    torch._check(k >= 1, lambda: f"cvops.factorized_bilinear_pool: k must be >= 1, got {k}")
-    return _pool_outputs(x, x.shape[1] // k, l2_normalize)
-
-
-@torch.library.register_fake("cvops::_factorized_bilinear_pool_backward")
-def _factorized_bilinear_pool_backward_fake(grad, x, y, out, norm, k, signed_sqrt, l2_normalize):
-    return x.new_empty(x.shape), y.new_empty(y.shape)
-
-
 @torch.library.register_fake("cvops::lowrank_bilinear_score")
 def _lowrank_bilinear_score_fake(x, U, num_positive):
-    _check_features_fake("lowrank_bilinear_score", x)
+    check_features_fake("lowrank_bilinear_score", x, 2)
     torch._check(U.dim() == 3, lambda: f"cvops.lowrank_bilinear_score: U must have shape [K, C, r], got {U.dim()} dims")
     return x.new_empty(x.shape[0], U.shape[0])
 
@@ -227,95 +295,16 @@ def _lowrank_bilinear_score_backward_fake(grad, x, U, num_positive):
     return x.new_empty(x.shape), U.new_empty(U.shape)
 
 
-# ---------------------------------------------------------------------------- autograd
-# Each pooling op saves its inputs, out and norm (never the C·D-sized pre-epilogue values): the
-# backward reads the signed sqrt's slope back from out·norm.
-
-
-def _input_grad_slots(ctx, grad_x, grad_y, y):
-    return (grad_x if ctx.needs_input_grad[0] else None,
-            grad_y if (y is not None and ctx.needs_input_grad[1]) else None)
-
-
-def _bilinear_pool_setup(ctx, inputs, output):
-    x, y, ctx.reduce, ctx.signed_sqrt, ctx.l2_normalize, _ = inputs
-    out, norm = output
-    ctx.mark_non_differentiable(norm)
-    ctx.has_y = y is not None
-    ctx.save_for_backward(x, y, out, norm)
-
-
-def _bilinear_pool_backward(ctx, grad, _grad_norm):
-    x, y, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops._bilinear_pool_backward(grad, x, y, out, norm, ctx.reduce, ctx.signed_sqrt,
-                                                            ctx.l2_normalize)
-    return (*_input_grad_slots(ctx, grad_x, grad_y, y), None, None, None, None)
-
-
-torch.library.register_autograd("cvops::_bilinear_pool", _bilinear_pool_backward, setup_context=_bilinear_pool_setup)
-
-
-def _tensor_sketch_setup(ctx, inputs, output):
-    x, y, h1, s1, h2, s2, _, ctx.reduce, ctx.signed_sqrt, ctx.l2_normalize, _ = inputs
-    out, norm = output
-    ctx.mark_non_differentiable(norm)
-    ctx.save_for_backward(x, y, h1, s1, h2, s2, out, norm)
-
-
-def _tensor_sketch_backward(ctx, grad, _grad_norm):
-    x, y, h1, s1, h2, s2, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_ts_backward(grad, x, y, h1, s1, h2, s2, out, norm, ctx.reduce,
-                                                                 ctx.signed_sqrt, ctx.l2_normalize)
-    return (*_input_grad_slots(ctx, grad_x, grad_y, y), None, None, None, None, None, None, None, None, None)
-
-
-torch.library.register_autograd("cvops::_compact_bilinear_pool_ts", _tensor_sketch_backward, setup_context=_tensor_sketch_setup)
-
-
-def _random_maclaurin_setup(ctx, inputs, output):
-    x, y, w1, w2, ctx.reduce, ctx.signed_sqrt, ctx.l2_normalize, _ = inputs
-    out, norm = output
-    ctx.mark_non_differentiable(norm)
-    ctx.save_for_backward(x, y, w1, w2, out, norm)
-
-
-def _random_maclaurin_backward(ctx, grad, _grad_norm):
-    x, y, w1, w2, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_rm_backward(grad, x, y, w1, w2, out, norm, ctx.reduce,
-                                                                    ctx.signed_sqrt, ctx.l2_normalize)
-    return (*_input_grad_slots(ctx, grad_x, grad_y, y), None, None, None, None, None, None)
-
-
-torch.library.register_autograd("cvops::_compact_bilinear_pool_rm", _random_maclaurin_backward,
-                                setup_context=_random_maclaurin_setup)
-
-
-def _factorized_setup(ctx, inputs, output):
-    x, y, ctx.k, ctx.signed_sqrt, ctx.l2_normalize, _ = inputs
-    out, norm = output
-    ctx.mark_non_differentiable(norm)
-    ctx.save_for_backward(x, y, out, norm)
-
-
-def _factorized_backward(ctx, grad, _grad_norm):
-    x, y, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops._factorized_bilinear_pool_backward(grad, x, y, out, norm, ctx.k, ctx.signed_sqrt,
-                                                                       ctx.l2_normalize)
-    return (*_input_grad_slots(ctx, grad_x, grad_y, y), None, None, None, None)
-
-
-torch.library.register_autograd("cvops::_factorized_bilinear_pool", _factorized_backward, setup_context=_factorized_setup)
-
-
-def _lowrank_setup(ctx, inputs, output):
+def _lowrank_bilinear_score_setup(ctx, inputs, output):
     x, U, ctx.num_positive = inputs
     ctx.save_for_backward(x, U)
 
 
-def _lowrank_backward(ctx, grad):
+def _lowrank_bilinear_score_backward(ctx, grad):
     x, U = ctx.saved_tensors
     grad_x, grad_u = torch.ops.cvops._lowrank_bilinear_score_backward(grad, x, U, ctx.num_positive)
-    return (grad_x if ctx.needs_input_grad[0] else None, grad_u if ctx.needs_input_grad[1] else None, None)
+    return grads(ctx, "cvops::lowrank_bilinear_score", x=grad_x, U=grad_u)
 
 
-torch.library.register_autograd("cvops::lowrank_bilinear_score", _lowrank_backward, setup_context=_lowrank_setup)
+torch.library.register_autograd("cvops::lowrank_bilinear_score", _lowrank_bilinear_score_backward,
+                                setup_context=_lowrank_bilinear_score_setup)

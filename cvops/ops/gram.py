@@ -7,20 +7,13 @@ sample, or a bank of styles picked per sample by index never materialises the ba
 import torch
 from torch import Tensor
 
-from cvops.ops._validate import check_choice, check_positive_number
+from cvops.ops._registration import check_features_fake, grads, opmath
+from cvops.ops._validate import REDUCTIONS, check_choice, check_gram_normalize
 
 __all__ = ["gram_matrix", "style_loss"]
 
-_NORMALIZE = ("none", "hw", "chw")
-_REDUCTIONS = ("mean", "sum", "none")
 
-
-def _normalize_args(op, normalize):
-    """normalize → the (mode, divisor) pair of the C++ schema: "none" | "hw" | "chw", or "value"
-    with a positive divisor. Shapes stay symbolic under torch.compile: the C++ side resolves n."""
-    if isinstance(normalize, str):
-        return check_choice(op, "normalize", normalize, _NORMALIZE), 1.0
-    return "value", check_positive_number(op, "normalize", normalize)
+# ---------------------------------------------------------------------------- gram_matrix
 
 
 def gram_matrix(x: Tensor, *, normalize="chw") -> Tensor:
@@ -29,57 +22,19 @@ def gram_matrix(x: Tensor, *, normalize="chw") -> Tensor:
     normalize: "none" (n = 1), "hw" (n = H·W), "chw" (n = C·H·W) or a positive number n.
     Float16/bfloat16 inputs are accumulated in float32.
     """
-    mode, divisor = _normalize_args("gram_matrix", normalize)
+    mode, divisor = check_gram_normalize("gram_matrix", normalize)
     return torch.ops.cvops.gram_matrix(x, mode, divisor)
-
-
-def style_loss(x: Tensor, target: Tensor, *, normalize="chw", target_index=None, reduction="mean") -> Tensor:
-    """Squared error between gram_matrix(x) and target Grams.
-
-    target: [C, C] (one style for every sample), [B, C, C] (one per sample), or a bank [S, C, C]
-    with target_index int64 [B] picking each sample's style. reduction: "mean" (over B·C·C),
-    "sum", or "none" (per sample, [B]). Differentiable in x and target.
-    """
-    mode, divisor = _normalize_args("style_loss", normalize)
-    check_choice("style_loss", "reduction", reduction, _REDUCTIONS)
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or target.requires_grad)
-    loss, _ = torch.ops.cvops._style_loss(x, target, target_index, mode, divisor, reduction, needs_grad)
-    return loss
-
-
-def _opmath(dtype):
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _check_features_fake(op, x):
-    torch._check(x.dim() >= 3, lambda: f"cvops.{op}: x must have at least 3 dimensions [B, C, *spatial], got {x.dim()}")
-    torch._check(x.dtype.is_floating_point, lambda: f"cvops.{op}: x must be a floating-point tensor, got {x.dtype}")
 
 
 @torch.library.register_fake("cvops::gram_matrix")
 def _gram_matrix_fake(x, normalize, divisor):
-    _check_features_fake("gram_matrix", x)
+    check_features_fake("gram_matrix", x, 3)
     return x.new_empty(x.shape[0], x.shape[1], x.shape[1])
 
 
 @torch.library.register_fake("cvops::_gram_matrix_backward")
 def _gram_matrix_backward_fake(grad, x, normalize, divisor):
-    _check_features_fake("gram_matrix_backward", x)
-    return x.new_empty(x.shape)
-
-
-@torch.library.register_fake("cvops::_style_loss")
-def _style_loss_fake(x, target, target_index, normalize, divisor, reduction, keep_residual):
-    _check_features_fake("style_loss", x)
-    batch, channels = x.shape[0], x.shape[1]
-    loss = x.new_empty((batch,) if reduction == "none" else ())
-    residual_shape = (batch, channels, channels) if keep_residual else (0,)
-    return loss, x.new_empty(residual_shape, dtype=_opmath(x.dtype))
-
-
-@torch.library.register_fake("cvops::_style_loss_backward")
-def _style_loss_backward_fake(grad_loss, x, residual, normalize, divisor, reduction):
-    _check_features_fake("style_loss_backward", x)
+    check_features_fake("gram_matrix_backward", x, 3)
     return x.new_empty(x.shape)
 
 
@@ -90,10 +45,43 @@ def _gram_matrix_setup(ctx, inputs, output):
 
 def _gram_matrix_backward(ctx, grad):
     (x,) = ctx.saved_tensors
-    return torch.ops.cvops._gram_matrix_backward(grad, x, ctx.normalize, ctx.divisor), None, None
+    grad_x = torch.ops.cvops._gram_matrix_backward(grad, x, ctx.normalize, ctx.divisor)
+    return grads(ctx, "cvops::gram_matrix", x=grad_x)
 
 
 torch.library.register_autograd("cvops::gram_matrix", _gram_matrix_backward, setup_context=_gram_matrix_setup)
+
+
+# ---------------------------------------------------------------------------- style_loss
+
+
+def style_loss(x: Tensor, target: Tensor, *, normalize="chw", target_index=None, reduction="mean") -> Tensor:
+    """Squared error between gram_matrix(x) and target Grams.
+
+    target: [C, C] (one style for every sample), [B, C, C] (one per sample), or a bank [S, C, C]
+    with target_index int64 [B] picking each sample's style. reduction: "mean" (over B·C·C),
+    "sum", or "none" (per sample, [B]). Differentiable in x and target.
+    """
+    mode, divisor = check_gram_normalize("style_loss", normalize)
+    check_choice("style_loss", "reduction", reduction, REDUCTIONS)
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or target.requires_grad)
+    loss, _ = torch.ops.cvops._style_loss(x, target, target_index, mode, divisor, reduction, needs_grad)
+    return loss
+
+
+@torch.library.register_fake("cvops::_style_loss")
+def _style_loss_fake(x, target, target_index, normalize, divisor, reduction, keep_residual):
+    check_features_fake("style_loss", x, 3)
+    batch, channels = x.shape[0], x.shape[1]
+    loss = x.new_empty((batch,) if reduction == "none" else ())
+    residual_shape = (batch, channels, channels) if keep_residual else (0,)
+    return loss, x.new_empty(residual_shape, dtype=opmath(x.dtype))
+
+
+@torch.library.register_fake("cvops::_style_loss_backward")
+def _style_loss_backward_fake(grad_loss, x, residual, normalize, divisor, reduction):
+    check_features_fake("style_loss_backward", x, 3)
+    return x.new_empty(x.shape)
 
 
 def _style_loss_setup(ctx, inputs, output):
@@ -110,7 +98,7 @@ def _style_loss_backward(ctx, grad_loss, _grad_residual):
         grad_x = torch.ops.cvops._style_loss_backward(grad_loss, x, residual, ctx.normalize, ctx.divisor, ctx.reduction)
     if ctx.needs_input_grad[1]:
         grad_target = _style_target_grad(grad_loss, target, residual, target_index, ctx.reduction)
-    return grad_x, grad_target, None, None, None, None, None
+    return grads(ctx, "cvops::_style_loss", x=grad_x, target=grad_target)
 
 
 def _style_target_grad(grad_loss, target, residual, target_index, reduction):

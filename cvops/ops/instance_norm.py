@@ -8,15 +8,13 @@ one batch can interpolate between styles. Statistics per (sample, channel) over 
 import torch
 from torch import Tensor
 
-from cvops.ops._validate import check_choice
+from cvops.ops._registration import grads, opmath
+from cvops.ops._validate import check_activation
 
 __all__ = ["conditional_instance_norm"]
 
-_ACTIVATIONS = ("none", "relu")
 
-
-def _activation_arg(op, activation):
-    return "none" if activation is None else check_choice(op, "activation", activation, _ACTIVATIONS)
+# ---------------------------------------------------------------------------- conditional_instance_norm
 
 
 def conditional_instance_norm(x: Tensor, weight: Tensor, bias: Tensor, style: Tensor, *, eps=1e-5, activation=None) -> Tensor:
@@ -24,12 +22,8 @@ def conditional_instance_norm(x: Tensor, weight: Tensor, bias: Tensor, style: Te
     style int64 [B] (each sample's style) or float [B, S] (each sample's mixing weights).
     activation: None or "relu". Differentiable in x, weight, bias and the mixing weights."""
     out, _, _ = torch.ops.cvops._conditional_instance_norm(
-        x, weight, bias, style, float(eps), _activation_arg("conditional_instance_norm", activation))
+        x, weight, bias, style, float(eps), check_activation("conditional_instance_norm", activation))
     return out
-
-
-def _opmath(dtype):
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _output_like(x):
@@ -40,30 +34,30 @@ def _output_like(x):
 @torch.library.register_fake("cvops::_conditional_instance_norm")
 def _conditional_instance_norm_fake(x, weight, bias, style, eps, activation):
     torch._check(x.dim() == 4, lambda: f"cvops.conditional_instance_norm: x must have 4 dimensions [B, C, H, W], got {x.dim()}")
-    stats = x.new_empty(x.shape[:2], dtype=_opmath(x.dtype))
+    stats = x.new_empty(x.shape[:2], dtype=opmath(x.dtype))
     return _output_like(x), stats, torch.empty_like(stats)
 
 
 @torch.library.register_fake("cvops::_conditional_instance_norm_backward")
 def _conditional_instance_norm_backward_fake(grad_out, x, out, weight, bias, style, mean, rstd, activation):
-    grad_style = style.new_empty((0,), dtype=_opmath(x.dtype)) if style.dtype == torch.long else torch.empty_like(style)
+    grad_style = style.new_empty((0,), dtype=opmath(x.dtype)) if style.dtype == torch.long else torch.empty_like(style)
     return _output_like(x), torch.empty_like(weight), torch.empty_like(bias), grad_style
 
 
-def _setup(ctx, inputs, output):
+def _conditional_instance_norm_setup(ctx, inputs, output):
     x, weight, bias, style, _, ctx.activation = inputs
     out, mean, rstd = output
     ctx.mark_non_differentiable(mean, rstd)
     ctx.save_for_backward(x, out, weight, bias, style, mean, rstd)
 
 
-def _backward(ctx, grad_out, _grad_mean, _grad_rstd):
+def _conditional_instance_norm_backward(ctx, grad_out, _grad_mean, _grad_rstd):
     x, out, weight, bias, style, mean, rstd = ctx.saved_tensors
     grad_x, grad_weight, grad_bias, grad_style = torch.ops.cvops._conditional_instance_norm_backward(
         grad_out, x, out, weight, bias, style, mean, rstd, ctx.activation)
-    if style.dtype == torch.long:
-        grad_style = None
-    return grad_x, grad_weight, grad_bias, grad_style, None, None
+    # Style indices never need a gradient (grad_style is empty then): grads leaves them None.
+    return grads(ctx, "cvops::_conditional_instance_norm", x=grad_x, weight=grad_weight, bias=grad_bias, style=grad_style)
 
 
-torch.library.register_autograd("cvops::_conditional_instance_norm", _backward, setup_context=_setup)
+torch.library.register_autograd("cvops::_conditional_instance_norm", _conditional_instance_norm_backward,
+                                setup_context=_conditional_instance_norm_setup)

@@ -1,0 +1,8 @@
+"""pytest-benchmark view of benchmarks/cases/nms.py:
+
+    python -m pytest benchmarks/bench_nms.py --benchmark-only -q [-k CASE]
+"""
+from benchmarks.pytest_cases import family_benchmark
+from benchmarks.cases import nms
+
+test_nms = family_benchmark(nms)
