@@ -8,15 +8,16 @@
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/searchsorted.h>
 #include <ATen/ops/sort.h>
-#include <torch/library.h>
 
 #include <algorithm>
 
 #include "bilinear/bilinear.h"
 #include "bilinear/epilogue_math.h"
 #include "common/checks.h"
+#include "common/cuda_reduce.cuh"
 #include "common/cuda_utils.cuh"
 #include "common/dispatch.h"
+#include "common/symmetric_gram.h"
 
 namespace cvops::bilinear {
 namespace {
@@ -24,22 +25,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 4096;  // elements per block in a row-reduction pass
 constexpr int64_t kMaxGridY = 65535;
-
-// Sum over the block (valid in thread 0), in a fixed shuffle/tree order. One call per kernel.
-template <typename T>
-__device__ T block_sum(T v) {
-  __shared__ T warp_sums[kThreads / 32];
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < kThreads / 32 ? warp_sums[lane] : T(0);
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  }
-  return v;
-}
-
 
 // ---------------------------------------------------------------------------- pooled values
 // z(row, i): the pooled value before the epilogue, read from a dense [R, N] tensor or formed from
@@ -65,18 +50,18 @@ struct GroupValues {
   }
 };
 
-// partials[row·chunks + c] = Σ u² over chunk c of the row, u = ssqrt(z) (u² = |z| + eps, z ≠ 0).
+// partials[row·chunks + c] = Σ u² over chunk c of the row, u = signed_sqrt(z) (u² = |z| + eps, z ≠ 0).
 template <typename acc_t, typename Values>
 __global__ void __launch_bounds__(kThreads) sum_squares_kernel(Values values, int64_t n, int64_t chunks,
-                                                               bool ssqrt, acc_t eps, acc_t* partials) {
+                                                               bool signed_sqrt, acc_t eps, acc_t* partials) {
   const int64_t task = blockIdx.x, row = task / chunks, begin = (task % chunks) * kChunk;
   const int64_t end = min(n, begin + kChunk);
   acc_t s = 0;
   for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
     const acc_t v = values(row, i);
-    s += ssqrt ? (v != acc_t(0) ? fabs(v) + eps : acc_t(0)) : v * v;
+    s += signed_sqrt ? (v != acc_t(0) ? fabs(v) + eps : acc_t(0)) : v * v;
   }
-  s = block_sum(s);
+  s = block_reduce<kThreads>(s);
   if (threadIdx.x == 0) partials[task] = s;
 }
 
@@ -87,21 +72,21 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_kernel(const acc_t* part
   const int64_t row = blockIdx.x;
   acc_t s = 0;
   for (int64_t c = threadIdx.x; c < chunks; c += kThreads) s += partials[row * chunks + c];
-  s = block_sum(s);
+  s = block_reduce<kThreads>(s);
   if (threadIdx.x == 0) total[row] = root ? sqrt(s) : s;
 }
 
 template <typename scalar_t, typename acc_t, typename Values>
-__global__ void write_out_kernel(Values values, int64_t rows, int64_t n, bool ssqrt, acc_t eps,
+__global__ void write_out_kernel(Values values, int64_t rows, int64_t n, bool signed_sqrt, acc_t eps,
                                  const acc_t* norm, scalar_t* out) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * n; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = e / n, i = e % n;
     const acc_t inv = norm ? acc_t(1) / clamped_norm(norm[row]) : acc_t(1);
-    out[e] = static_cast<scalar_t>(maybe_signed_sqrt(values(row, i), eps, ssqrt) * inv);
+    out[e] = static_cast<scalar_t>(maybe_signed_sqrt(values(row, i), eps, signed_sqrt) * inv);
   }
 }
 
-// out = L2(ssqrt(values)) and norm, for any source of pooled values: three launches, all fixed-order.
+// out = L2(signed_sqrt(values)) and norm, for any source of pooled values: three launches, all fixed-order.
 template <typename scalar_t, typename acc_t, typename Values>
 void run_epilogue(const Values& values, int64_t rows, int64_t n, const EpilogueOptions& opts,
                   at::Tensor& out, at::Tensor& norm) {
@@ -150,7 +135,7 @@ __global__ void __launch_bounds__(kThreads) dot_partials_kernel(const scalar_t* 
   for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
     s += static_cast<acc_t>(out[row * n + i]) * static_cast<acc_t>(grad[row * n + i]);
   }
-  s = block_sum(s);
+  s = block_reduce<kThreads>(s);
   if (threadIdx.x == 0) partials[task] = s;
 }
 
@@ -176,10 +161,10 @@ template <typename acc_t>
 struct RowGrad {
   const acc_t* norm;  // null without L2
   const acc_t* dot;
-  bool ssqrt;
+  bool signed_sqrt;
   __device__ acc_t operator()(int64_t row, acc_t g, acc_t out) const {
-    if (!norm) return epilogue_grad(g, out, false, acc_t(0), acc_t(0), ssqrt);
-    return epilogue_grad(g, out, true, norm[row], dot[row], ssqrt);
+    if (!norm) return epilogue_grad(g, out, false, acc_t(0), acc_t(0), signed_sqrt);
+    return epilogue_grad(g, out, true, norm[row], dot[row], signed_sqrt);
   }
 };
 
@@ -187,8 +172,8 @@ struct RowGrad {
 // which `dots` keeps alive until the kernel using it has been queued.
 template <typename scalar_t, typename acc_t>
 RowGrad<acc_t> row_grad(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& norm,
-                        bool ssqrt, bool l2, at::Tensor& dots) {
-  RowGrad<acc_t> rg{nullptr, nullptr, ssqrt};
+                        bool signed_sqrt, bool l2, at::Tensor& dots) {
+  RowGrad<acc_t> rg{nullptr, nullptr, signed_sqrt};
   if (l2) {
     dots = row_dots<scalar_t, acc_t>(out, grad, out.size(0), out.size(1));
     rg.norm = norm.const_data_ptr<acc_t>();
@@ -206,13 +191,13 @@ __global__ void epilogue_grad_kernel(const scalar_t* grad, const scalar_t* out, 
 }
 
 void epilogue_backward_cuda(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& norm,
-                            bool signed_sqrt_on, bool l2, at::Tensor& grad_z) {
+                            bool signed_sqrt, bool l2, at::Tensor& grad_z) {
   const int64_t rows = out.size(0), n = out.size(1);
   c10::cuda::CUDAGuard guard(out.device());
   CVOPS_DISPATCH_FLOATING(out.scalar_type(), "cvops_bilinear_epilogue_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor dots;
-    const auto rg = row_grad<scalar_t, acc_t>(grad, out, norm, signed_sqrt_on, l2, dots);
+    const auto rg = row_grad<scalar_t, acc_t>(grad, out, norm, signed_sqrt, l2, dots);
     epilogue_grad_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * n, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, rows, n, grad_z.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -356,14 +341,14 @@ __global__ void factorized_backward_kernel(const scalar_t* grad, const scalar_t*
 
 void factorized_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
                                    const at::Tensor& out, const at::Tensor& norm, int64_t k,
-                                   bool signed_sqrt_on, bool l2, at::Tensor& grad_x,
+                                   bool signed_sqrt, bool l2, at::Tensor& grad_x,
                                    at::Tensor& grad_y) {
   const int64_t rows = out.size(0), o = out.size(1);
   c10::cuda::CUDAGuard guard(x.device());
   CVOPS_DISPATCH_FLOATING(x.scalar_type(), "cvops_factorized_pool_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor dots;
-    const auto rg = row_grad<scalar_t, acc_t>(grad, out, norm, signed_sqrt_on, l2, dots);
+    const auto rg = row_grad<scalar_t, acc_t>(grad, out, norm, signed_sqrt, l2, dots);
     factorized_backward_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * o, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, x.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(), rows, o, k, grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());
@@ -371,17 +356,20 @@ void factorized_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& x, 
   });
 }
 
-constexpr Kernels kCudaKernels{&epilogue_cuda,
-                               &epilogue_backward_cuda,
-                               &tensor_sketch_cuda,
-                               /*symmetric_tensor_sketch=*/nullptr,
-                               &tensor_sketch_backward_cuda,
-                               &segment_product_sum_cuda,
-                               &factorized_pool_cuda,
-                               &factorized_pool_backward_cuda};
+constexpr Loops kCudaLoops{&symmetric_gram_cuda,
+                           /*gemm_in_input_dtype=*/true,
+                           /*gemm_chunk_elements=*/int64_t(1) << 25,
+                           &epilogue_cuda,
+                           &epilogue_backward_cuda,
+                           &tensor_sketch_cuda,
+                           /*symmetric_tensor_sketch=*/nullptr,
+                           &tensor_sketch_backward_cuda,
+                           &segment_product_sum_cuda,
+                           &factorized_pool_cuda,
+                           &factorized_pool_backward_cuda};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CUDA, m) { register_ops<kCudaKernels>(m); }
+CVOPS_REGISTER_LOOPS(bilinear_loops, kCuda, kCudaLoops);
 
 }  // namespace cvops::bilinear

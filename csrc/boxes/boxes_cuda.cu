@@ -3,7 +3,6 @@
 // fields every thread of the block reads from the same addresses (broadcast); writes are
 // coalesced along j.
 #include <ATen/cuda/CUDAContext.h>
-#include <torch/library.h>
 
 #include <algorithm>
 
@@ -114,10 +113,10 @@ void aligned_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
   });
 }
 
-constexpr Kernels kCudaKernels{&pairwise_cuda, &aligned_cuda, &aligned_backward_cuda};
+constexpr Loops kCudaLoops{&pairwise_cuda, &aligned_cuda, &aligned_backward_cuda};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(cvops, CUDA, m) { register_ops<kCudaKernels>(m); }
+CVOPS_REGISTER_LOOPS(boxes_loops, kCuda, kCudaLoops);
 
 }  // namespace cvops::boxes

@@ -1,0 +1,88 @@
+"""One small CUDA call of every kernel, forward and backward, against the CPU result in float64.
+scripts/gpu_check.sh runs these (marker `sanitize`) under compute-sanitizer memcheck and racecheck,
+so they stay small: a few blocks each, odd sizes that exercise the tile and vector edges."""
+
+import pytest
+import torch
+
+import cvops
+
+pytestmark = [pytest.mark.cuda, pytest.mark.sanitize]
+
+
+def both(fn, *tensors, backward=True):
+    """fn on CPU float64 and on CUDA float64; with backward, also the inputs' gradients of sum(out)."""
+    results = []
+    for device in ("cpu", "cuda"):
+        inputs = [t.detach().to(device).requires_grad_(backward and t.is_floating_point()) for t in tensors]
+        out = fn(*inputs)
+        outs = out if isinstance(out, tuple) else (out,)
+        grads = []
+        if backward:
+            diff = [t for t in inputs if t.requires_grad]
+            total = sum((o.double() * torch.linspace(0.5, 1.5, o.numel(), device=device, dtype=torch.float64)
+                         .view(o.shape)).sum() for o in outs if o.is_floating_point())
+            grads = torch.autograd.grad(total, diff, allow_unused=True)
+        results.append([o.detach().cpu() for o in outs] + [g.cpu() for g in grads if g is not None])
+    for cpu, cuda in zip(*results, strict=True):
+        torch.testing.assert_close(cuda, cpu, rtol=1e-9, atol=1e-9)
+
+
+def rand(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+def boxes(n):
+    b = torch.rand(n, 4, dtype=torch.float64) * 40
+    b[:, 2:] += b[:, :2] + 1
+    return b
+
+
+def test_gram_kernels():
+    both(lambda x: cvops.gram_matrix(x), rand(2, 67, 5, 7))
+    target = rand(67, 67)
+    both(lambda x, t: cvops.style_loss(x, t), rand(2, 67, 5, 7), target)
+    both(lambda x, t: cvops.style_loss(x, t, reduction="none"), rand(1, 9, 100, 90), rand(9, 9))  # split N
+
+
+def test_instance_norm_kernels():
+    w, b = rand(3, 5), rand(3, 5)
+    style = torch.tensor([0, 2, 1])
+    both(lambda x, w, b: cvops.conditional_instance_norm(x, w, b, style.to(x.device), activation="relu"),
+         rand(3, 5, 7, 9), w, b)
+    x = rand(3, 70, 6, 5).to(memory_format=torch.channels_last)
+    w, b = rand(2, 70), rand(2, 70)
+    both(lambda x, w, b: cvops.conditional_instance_norm(x, w, b, torch.tensor([1, 0, 1], device=x.device)), x, w, b)
+
+
+def test_boxes_kernels():
+    for kind in ("iou", "giou", "diou", "ciou"):
+        both(lambda a, b: cvops.box_iou(a, b, kind=kind), boxes(37), boxes(65), backward=False)
+        both(lambda a, b: cvops.box_iou_aligned(a, b, kind=kind), boxes(37), boxes(37))
+
+
+def test_nms_kernels():
+    b, s = boxes(300), torch.rand(300, dtype=torch.float64)
+    both(lambda b, s: cvops.nms(b, s, 0.3), b, s, backward=False)
+    idxs = torch.randint(0, 4, (300,))
+    both(lambda b, s: cvops.batched_nms(b, s, idxs.to(b.device), 0.3), b, s, backward=False)
+    scores = torch.rand(2, 150, 3, dtype=torch.float64)
+    both(lambda b, s: cvops.multiclass_nms(b, s, iou_threshold=0.4, max_total=20),
+         boxes(300).view(2, 150, 4), scores, backward=False)
+    both(lambda b, s: cvops.soft_nms(b, s, method="gaussian"), boxes(80), torch.rand(80, dtype=torch.float64),
+         backward=False)
+
+
+def test_bilinear_kernels():
+    x, y = rand(2, 9, 5, 3), rand(2, 6, 5, 3)
+    both(lambda x: cvops.bilinear_pool(x), x)
+    both(lambda x, y: cvops.bilinear_pool(x, y), x, y)
+    params = [p.double() if p.is_floating_point() else p for p in cvops.compact_bilinear_params("ts", 9, 6, 40)]
+
+    def ts(x, y):
+        return cvops.compact_bilinear_pool(x, y, output_dim=40, params=[p.to(x.device) for p in params])
+
+    both(ts, x, y)
+    both(lambda x: cvops.compact_bilinear_pool(x, output_dim=40, kind="rm"), x)
+    both(lambda a, b: cvops.factorized_bilinear_pool(a, b, k=5), rand(3, 35), rand(3, 35))
+    both(lambda x, u: cvops.lowrank_bilinear_score(x, u, num_positive=2), x, rand(4, 9, 3))
