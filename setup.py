@@ -6,6 +6,7 @@ Environment: FORCE_CUDA=1 builds CUDA even without a visible GPU, CVOPS_CPU_ONLY
 TORCH_CUDA_ARCH_LIST picks the GPU architectures (default 9.0 = H100 when no GPU is visible),
 MAX_JOBS caps parallel compiler jobs, CUDA_HOME points at the toolkit (found by itself otherwise).
 """
+
 import glob
 import os
 import shutil
@@ -109,8 +110,7 @@ def get_extensions():
     # or errno, and without them GCC will not if-convert (so not vectorise) loops with divisions.
     # -ffp-contract=off: no fused multiply-adds the source did not write, so every CPU level
     # (csrc/common/cpu_levels.h) computes the same bits.
-    cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp", "-fno-trapping-math", "-fno-math-errno",
-                 "-ffp-contract=off"]
+    cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"]
     include_dirs = [os.path.join(ROOT, "csrc")]
     kwargs = dict(name="cvops._C", include_dirs=include_dirs, py_limited_api=False)
     if with_cuda:

@@ -1,6 +1,7 @@
 """The pytest-benchmark view of a family's report cases (benchmarks/cases/<family>.py), shared by
 every benchmarks/bench_<family>.py. Each case gives two tests, peer and cvops, in one benchmark
 group so they print side by side. Not part of the test suite (testpaths is tests/)."""
+
 import pytest
 import torch
 

@@ -9,6 +9,7 @@ the peer and cvops of a case are timed back to back. speed-up = peer ms / cvops 
 --json is rewritten after every case, so a run cut short keeps the cases it finished;
 --plot-from re-draws a saved --json report (and its table) without timing anything.
 """
+
 import argparse
 import datetime
 import json
@@ -32,19 +33,26 @@ WARMUP_CALLS = 2
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda", "all"),
-                        help="default: cpu, plus cuda when available")
+    parser.add_argument("--device", choices=("cpu", "cuda", "all"), help="default: cpu, plus cuda when available")
     parser.add_argument("--quick", action="store_true", help="the issue's target cases only, shorter timing")
-    parser.add_argument("--only", metavar="NAME", action="append",
-                        help="keep the cases of family NAME (benchmarks/cases/NAME.py) or whose op name contains "
-                             "NAME; repeatable")
-    parser.add_argument("--min-run-time", metavar="S", type=float,
-                        help="seconds of timing per implementation and case (default 1, 0.3 with --quick)")
+    parser.add_argument(
+        "--only",
+        metavar="NAME",
+        action="append",
+        help="keep the cases of family NAME (benchmarks/cases/NAME.py) or whose op name contains NAME; repeatable",
+    )
+    parser.add_argument(
+        "--min-run-time",
+        metavar="S",
+        type=float,
+        help="seconds of timing per implementation and case (default 1, 0.3 with --quick)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the rows and the header metadata")
     parser.add_argument("--markdown", metavar="FILE", help="write the report (header and table)")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups")
-    parser.add_argument("--plot-from", metavar="FILE.json",
-                        help="no timing: re-plot a saved --json report (to --plot, else FILE.png)")
+    parser.add_argument(
+        "--plot-from", metavar="FILE.json", help="no timing: re-plot a saved --json report (to --plot, else FILE.png)"
+    )
     args = parser.parse_args()
     if args.plot_from:
         if args.device or args.quick or args.min_run_time:
@@ -155,9 +163,22 @@ def median_ms(fn, min_run_time):
 
 
 def run_case(case, min_run_time):
-    row = {"family": case.family, "op": case.op, "shape": case.shape, "device": case.device, "peer": case.peer,
-           "peer_ms": None, "cvops_ms": None, "speedup": None, "peer_peak_mib": None, "cvops_peak_mib": None,
-           "match": None, "max_abs_diff": None, "error": None, "cvops_gbps": None}
+    row = {
+        "family": case.family,
+        "op": case.op,
+        "shape": case.shape,
+        "device": case.device,
+        "peer": case.peer,
+        "peer_ms": None,
+        "cvops_ms": None,
+        "speedup": None,
+        "peer_peak_mib": None,
+        "cvops_peak_mib": None,
+        "match": None,
+        "max_abs_diff": None,
+        "error": None,
+        "cvops_gbps": None,
+    }
     try:
         peer_fn, cvops_fn = case.build()
         row["match"], row["max_abs_diff"] = check(peer_fn(), cvops_fn(), case.rtol, case.atol_scale)
@@ -186,10 +207,23 @@ def cells(row):
         if not row["match"]:
             diff = "shapes" if row["max_abs_diff"] is None else f"max abs diff {row['max_abs_diff']:.3g}"
             speedup += f" **WARNING: outputs differ ({diff})**"
-    peak = "-" if None in (row["peer_peak_mib"], row["cvops_peak_mib"]) else f"{row['peer_peak_mib']:.0f} / {row['cvops_peak_mib']:.0f}"
+    peak = (
+        "-"
+        if None in (row["peer_peak_mib"], row["cvops_peak_mib"])
+        else f"{row['peer_peak_mib']:.0f} / {row['cvops_peak_mib']:.0f}"
+    )
     gbps = "-" if row["cvops_gbps"] is None else f"{row['cvops_gbps']:.1f}"
-    return [row["op"], row["shape"], row["device"], row["peer"], ms(row["peer_ms"]), ms(row["cvops_ms"]),
-            speedup, gbps, peak]
+    return [
+        row["op"],
+        row["shape"],
+        row["device"],
+        row["peer"],
+        ms(row["peer_ms"]),
+        ms(row["cvops_ms"]),
+        speedup,
+        gbps,
+        peak,
+    ]
 
 
 def table(rows):
@@ -261,11 +295,13 @@ def plot(meta, rows, path):
 
     families = list(dict.fromkeys(r["family"] for r in rows))
     # A family keeps its colour from chart to chart: the colours follow the sorted module names.
-    known = sorted(name.removesuffix(".py") for name in os.listdir(CASES_DIR)
-                   if name.endswith(".py") and name != "__init__.py")
+    known = sorted(
+        name.removesuffix(".py") for name in os.listdir(CASES_DIR) if name.endswith(".py") and name != "__init__.py"
+    )
     palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red marks slow or failed rows
-    colours = {f: palette[(known.index(f) if f in known else len(known) + i) % len(palette)]
-               for i, f in enumerate(families)}
+    colours = {
+        f: palette[(known.index(f) if f in known else len(known) + i) % len(palette)] for i, f in enumerate(families)
+    }
     several_devices = len({r["device"] for r in rows}) > 1
     # Top to bottom: a header line per family, then its rows in table order.
     lines, pos = [], 0.0
@@ -299,16 +335,29 @@ def plot(meta, rows, path):
         ax.axhline(y, color="lightgray", linewidth=0.5, linestyle=":", zorder=0)  # leads the eye to the peer
         s = row["speedup"]
         if s is None:
-            ax.text(1.0, y, f"  FAILED: {(row['error'] or '?').splitlines()[0][:60]}", va="center", fontsize=8,
-                    color="tab:red")
+            ax.text(
+                1.0,
+                y,
+                f"  FAILED: {(row['error'] or '?').splitlines()[0][:60]}",
+                va="center",
+                fontsize=8,
+                color="tab:red",
+            )
             continue
         ax.barh(y, s - 1.0, left=1.0, height=0.72, color=colour)
         text = f"{s:.2f}×" if s < 10 else f"{s:.1f}×"
         if not row["match"]:
             text += "  outputs differ"
-        ax.annotate(text, (s, y), xytext=(3 if s >= 1 else -3, 0), textcoords="offset points", va="center",
-                    ha="left" if s >= 1 else "right", fontsize=8,
-                    color="tab:red" if s < 1 or not row["match"] else "black")
+        ax.annotate(
+            text,
+            (s, y),
+            xytext=(3 if s >= 1 else -3, 0),
+            textcoords="offset points",
+            va="center",
+            ha="left" if s >= 1 else "right",
+            fontsize=8,
+            color="tab:red" if s < 1 or not row["match"] else "black",
+        )
     ax.set_yticks([y for y, _, _ in lines], labels, fontsize=8.5)
     for (_, family, row), tick in zip(lines, ax.get_yticklabels()):
         if row is None:
@@ -328,8 +377,11 @@ def plot(meta, rows, path):
     ax.spines["right"].set_visible(False)
     ax.set_xlabel("speed-up over the peer = peer ms / cvops ms (log scale; right of 1× cvops is faster)")
     devices = "; ".join(meta["devices"].values())
-    ax.set_title(f"cvops vs peer on {devices}, {meta['date'][:10]}\n"
-                 f"torch {meta['torch']}, cvops {meta['cvops']} ({meta['commit']})", fontsize=11)
+    ax.set_title(
+        f"cvops vs peer on {devices}, {meta['date'][:10]}\n"
+        f"torch {meta['torch']}, cvops {meta['cvops']} ({meta['commit']})",
+        fontsize=11,
+    )
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -344,8 +396,9 @@ def main():
     else:
         from benchmarks.cases import all_cases  # imports cvops: timing needs the build, --plot-from does not
 
-        selected = [c for c in all_cases(args.devices)
-                    if (c.quick or not args.quick) and wanted(args.only, c.family, c.op)]
+        selected = [
+            c for c in all_cases(args.devices) if (c.quick or not args.quick) and wanted(args.only, c.family, c.op)
+        ]
         if not selected:
             sys.exit("no case selected")
         meta = metadata(args.devices)

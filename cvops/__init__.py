@@ -1,4 +1,5 @@
 """cvops: fast C++/CUDA computer-vision operators as autograd-aware torch.ops.cvops.* ops."""
+
 import torch  # noqa: F401  (the extension links against torch: load it first)
 
 from cvops import _extension

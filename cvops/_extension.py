@@ -1,4 +1,5 @@
 """Loading of the compiled extension cvops._C, with an error that says how to fix a failure."""
+
 import importlib
 
 import torch
@@ -15,7 +16,11 @@ def build_info():
 def _describe_build(info):
     if info is None:
         return "no build record (cvops/_build_info.py is missing: the extension was never built here)"
-    cuda = f"CUDA {info['torch_cuda_version']} kernels for archs {info['cuda_arch_list']}" if info["with_cuda"] else "CPU only"
+    cuda = (
+        f"CUDA {info['torch_cuda_version']} kernels for archs {info['cuda_arch_list']}"
+        if info["with_cuda"]
+        else "CPU only"
+    )
     return f"torch {info['torch_version']}, {cuda}"
 
 

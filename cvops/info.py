@@ -1,5 +1,6 @@
 """`python -m cvops.info`: versions, build configuration, CPU features, GPUs and the op × device
 table of registered kernels — the first thing to paste into a bug report."""
+
 import platform
 
 import torch

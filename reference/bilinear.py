@@ -2,6 +2,7 @@
 products, the FFT Tensor Sketch (count sketch per position, rfft, product, irfft, sum), explicit
 random projections, unfused MFB, explicit low-rank scores. Float64-capable; slow by design.
 Arguments as cvops's: normalize "hw" (divide by the number of positions) or "none" (sum)."""
+
 import math
 
 import torch
@@ -40,8 +41,9 @@ def _count_sketch(v, h, s, d):
     return out.index_add_(-1, h, v * s.to(v.dtype))
 
 
-def compact_bilinear_pool(x, y=None, *, params, output_dim=None, kind="ts", normalize="hw", signed_sqrt=True,
-                          l2_normalize=True, eps=1e-8):
+def compact_bilinear_pool(
+    x, y=None, *, params, output_dim=None, kind="ts", normalize="hw", signed_sqrt=True, l2_normalize=True, eps=1e-8
+):
     """params as cvops.compact_bilinear_params(kind, ...) makes them.
 
     kind "ts": Gao et al.'s FFT formulation: per position, irfft(rfft(CS1(x_p))·rfft(CS2(y_p))) with

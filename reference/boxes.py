@@ -1,4 +1,5 @@
 """Reference box overlaps: torchvision's IoU formula, written out."""
+
 import torch
 
 __all__ = ["box_iou"]

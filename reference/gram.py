@@ -1,4 +1,5 @@
 """Reference Gram matrix and style loss: a bmm and the textbook squared error."""
+
 import torch
 
 

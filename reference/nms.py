@@ -4,6 +4,7 @@ docstring (IoU formula, float64 threshold comparisons, order and ties, NaN / inf
 here that policy falls out of plain comparisons: NaN compares false, so a NaN score is never kept
 and a NaN IoU never suppresses. IoU is computed in the boxes' dtype (pass float64 for the exact answer).
 """
+
 import torch
 
 from reference.boxes import box_iou
@@ -47,8 +48,9 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     return keep[torch.sort(-scores[keep], stable=True).indices]
 
 
-def multiclass_nms(boxes, scores, *, iou_threshold, score_threshold=0.0, max_per_class=100, max_total=100,
-                   class_agnostic=False):
+def multiclass_nms(
+    boxes, scores, *, iou_threshold, score_threshold=0.0, max_per_class=100, max_total=100, class_agnostic=False
+):
     """Batched multi-class NMS with fixed-size, padded outputs (TF's combined_non_max_suppression).
 
     boxes [B, N, 4] (one box per anchor, shared by the classes) or [B, N, C, 4] (one box per anchor
@@ -84,10 +86,16 @@ def multiclass_nms(boxes, scores, *, iou_threshold, score_threshold=0.0, max_per
     for b in range(batch):
         # Class-major flat candidates (c, n): a stable sort of −score then orders ties by (c, n).
         flat_scores = scores[b].t().reshape(-1)
-        flat_boxes = (boxes[b].transpose(0, 1) if per_class_boxes else boxes[b].expand(num_classes, -1, -1)).reshape(-1, 4)
+        flat_boxes = (boxes[b].transpose(0, 1) if per_class_boxes else boxes[b].expand(num_classes, -1, -1)).reshape(
+            -1, 4
+        )
         flat_classes = torch.arange(num_classes, device=scores.device).repeat_interleave(num_boxes)
         candidates = torch.nonzero(flat_scores.double() > score_threshold).flatten()
-        cand_scores, cand_boxes, cand_classes = flat_scores[candidates], flat_boxes[candidates], flat_classes[candidates]
+        cand_scores, cand_boxes, cand_classes = (
+            flat_scores[candidates],
+            flat_boxes[candidates],
+            flat_classes[candidates],
+        )
         order = torch.sort(-cand_scores, stable=True).indices
         if class_agnostic:
             kept = _greedy(box_iou(cand_boxes, cand_boxes), order, iou_threshold)
@@ -96,7 +104,9 @@ def multiclass_nms(boxes, scores, *, iou_threshold, score_threshold=0.0, max_per
             for c in range(num_classes):
                 members = torch.nonzero(cand_classes == c).flatten()  # ascending n: ties stay box-ordered
                 class_order = torch.sort(-cand_scores[members], stable=True).indices
-                limited = _greedy(box_iou(cand_boxes[members], cand_boxes[members]), class_order, iou_threshold, max_per_class)
+                limited = _greedy(
+                    box_iou(cand_boxes[members], cand_boxes[members]), class_order, iou_threshold, max_per_class
+                )
                 kept.append(members[limited])
             kept = torch.cat(kept)
         kept = kept.sort().values  # candidate order is (c, n): sort then stable-sort by −score
@@ -138,5 +148,7 @@ def soft_nms(boxes, scores, *, sigma=0.5, iou_threshold=0.3, score_threshold=0.0
             weight = torch.where(overlap.double() > iou_threshold, 1 - overlap, torch.ones_like(overlap))
         work = torch.where(alive, work * weight, work)
         alive &= work.double() >= score_threshold
-    return (torch.tensor(keep, dtype=torch.int64, device=scores.device),
-            torch.tensor(kept_scores, dtype=work.dtype, device=scores.device).to(scores.dtype))
+    return (
+        torch.tensor(keep, dtype=torch.int64, device=scores.device),
+        torch.tensor(kept_scores, dtype=work.dtype, device=scores.device).to(scores.dtype),
+    )

@@ -1,4 +1,5 @@
 """Generated box sets shared by the boxes and nms tests: the cases a detector meets."""
+
 import torch
 
 

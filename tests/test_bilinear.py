@@ -2,6 +2,7 @@
 formulation, Random Maclaurin against explicit projections), factorized_bilinear_pool (unfused MFB)
 and lowrank_bilinear_score (explicit LRBP) against reference/bilinear.py in float64; autograd,
 opcheck, torch.compile, determinism, edge sizes, bad input, the nn modules and CUDA."""
+
 import itertools
 import math
 
@@ -10,7 +11,6 @@ import torch
 
 import cvops
 import cvops.nn
-from conftest import devices
 from reference import bilinear as ref
 from tolerances import cuda_rtol
 
@@ -37,8 +37,9 @@ def close(got, want, tol=1e-12):
 # ---------------------------------------------------------------------------- values (float64)
 
 
-@pytest.mark.parametrize("shape_x,channels_y", [((2, 5, 3, 4), None), ((2, 5, 3, 4), 6), ((3, 4, 7), 2),
-                                                 ((2, 3), 4), ((1, 70, 2, 3), None)])
+@pytest.mark.parametrize(
+    "shape_x,channels_y", [((2, 5, 3, 4), None), ((2, 5, 3, 4), 6), ((3, 4, 7), 2), ((2, 3), 4), ((1, 70, 2, 3), None)]
+)
 @pytest.mark.parametrize("normalize", ["hw", "none"])
 @pytest.mark.parametrize("signed_sqrt,l2", EPILOGUES)
 def test_bilinear_pool_matches_outer_products(shape_x, channels_y, normalize, signed_sqrt, l2):
@@ -56,8 +57,15 @@ def test_tensor_sketch_matches_fft_formulation(with_y, normalize, l2):
     y = randn(2, 4, 3, 5) if with_y else None
     d = 11
     params = ts_params(6, 4 if with_y else 6, d, seed=5)
-    got = cvops.compact_bilinear_pool(x, y, output_dim=d, params=params, normalize=normalize, signed_sqrt=False, l2_normalize=l2)
-    close(got, ref.compact_bilinear_pool(x, y, params=params, output_dim=d, normalize=normalize, signed_sqrt=False, l2_normalize=l2))
+    got = cvops.compact_bilinear_pool(
+        x, y, output_dim=d, params=params, normalize=normalize, signed_sqrt=False, l2_normalize=l2
+    )
+    close(
+        got,
+        ref.compact_bilinear_pool(
+            x, y, params=params, output_dim=d, normalize=normalize, signed_sqrt=False, l2_normalize=l2
+        ),
+    )
 
 
 @pytest.mark.parametrize("channels", [70, 130])
@@ -78,7 +86,11 @@ def test_tensor_sketch_signed_sqrt_matches_fft_formulation():
     params = ts_params(6, 6, d, seed=1)
     bins = (params[0][:, None] + params[2][None, :]) % d
     assert bins.unique().numel() == d
-    close(cvops.compact_bilinear_pool(x, output_dim=d, params=params), ref.compact_bilinear_pool(x, params=params, output_dim=d), 1e-10)
+    close(
+        cvops.compact_bilinear_pool(x, output_dim=d, params=params),
+        ref.compact_bilinear_pool(x, params=params, output_dim=d),
+        1e-10,
+    )
 
 
 def test_tensor_sketch_is_seeded():
@@ -86,7 +98,9 @@ def test_tensor_sketch_is_seeded():
     a = cvops.compact_bilinear_pool(x, output_dim=32, seed=3)
     assert torch.equal(a, cvops.compact_bilinear_pool(x, output_dim=32, seed=3))
     assert not torch.equal(a, cvops.compact_bilinear_pool(x, output_dim=32, seed=4))
-    assert torch.equal(a, cvops.compact_bilinear_pool(x, output_dim=32, params=cvops.compact_bilinear_params("ts", 8, 8, 32, 3)))
+    assert torch.equal(
+        a, cvops.compact_bilinear_pool(x, output_dim=32, params=cvops.compact_bilinear_params("ts", 8, 8, 32, 3))
+    )
 
 
 def test_tensor_sketch_approximates_the_bilinear_kernel():
@@ -109,16 +123,25 @@ def test_random_maclaurin_matches_projections(with_y, normalize, signed_sqrt, l2
     x = randn(2, 6, 3, 5)
     y = randn(2, 4, 3, 5) if with_y else None
     w1, w2 = cvops.compact_bilinear_params("rm", 6, 4 if with_y else 6, 9, seed=2)
-    got = cvops.compact_bilinear_pool(x, y, output_dim=9, kind="rm", seed=2, normalize=normalize, signed_sqrt=signed_sqrt, l2_normalize=l2)
-    close(got, ref.compact_bilinear_pool(x, y, params=(w1, w2), kind="rm", normalize=normalize, signed_sqrt=signed_sqrt,
-                                         l2_normalize=l2))
+    got = cvops.compact_bilinear_pool(
+        x, y, output_dim=9, kind="rm", seed=2, normalize=normalize, signed_sqrt=signed_sqrt, l2_normalize=l2
+    )
+    close(
+        got,
+        ref.compact_bilinear_pool(
+            x, y, params=(w1, w2), kind="rm", normalize=normalize, signed_sqrt=signed_sqrt, l2_normalize=l2
+        ),
+    )
 
 
 def test_random_maclaurin_chunks_positions():
     """More positions than one GEMM chunk holds (2^20 / d rows): the chunks add up in order."""
     x, d = randn(3, 4, 30, 30), 2048  # 2700 rows, 512 per chunk
     w1, w2 = cvops.compact_bilinear_params("rm", 4, 4, d)
-    close(cvops.compact_bilinear_pool(x, output_dim=d, kind="rm", signed_sqrt=False), ref.compact_bilinear_pool(x, params=(w1, w2), kind="rm", signed_sqrt=False))
+    close(
+        cvops.compact_bilinear_pool(x, output_dim=d, kind="rm", signed_sqrt=False),
+        ref.compact_bilinear_pool(x, params=(w1, w2), kind="rm", signed_sqrt=False),
+    )
 
 
 @pytest.mark.parametrize("k,o", [(1, 7), (3, 5), (5, 4), (6, 3), (8, 2)])
@@ -129,25 +152,33 @@ def test_factorized_matches_unfused_mfb(k, o, signed_sqrt, l2):
     close(got, ref.factorized_bilinear_pool(x, y, k, signed_sqrt, l2))
 
 
-@pytest.mark.parametrize("shape,classes,rank,positive", [((2, 5, 3, 4), 7, 4, 2), ((3, 6, 5), 3, 3, 0),
-                                                         ((2, 4), 5, 2, 2), ((1, 8, 40, 40), 2, 1, 1)])
+@pytest.mark.parametrize(
+    "shape,classes,rank,positive",
+    [((2, 5, 3, 4), 7, 4, 2), ((3, 6, 5), 3, 3, 0), ((2, 4), 5, 2, 2), ((1, 8, 40, 40), 2, 1, 1)],
+)
 def test_lowrank_matches_explicit_scores(shape, classes, rank, positive):
     x, u = randn(*shape), randn(classes, shape[1], rank)
     close(cvops.lowrank_bilinear_score(x, u, num_positive=positive), ref.lowrank_bilinear_score(x, u, positive), 1e-10)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: randn(2, 4, 5, 3).transpose(2, 3),
-    lambda: randn(2, 4, 5, 3).to(memory_format=torch.channels_last),
-    lambda: randn(2, 8, 5, 3)[:, ::2],
-], ids=["transposed", "channels_last", "sliced"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: randn(2, 4, 5, 3).transpose(2, 3),
+        lambda: randn(2, 4, 5, 3).to(memory_format=torch.channels_last),
+        lambda: randn(2, 8, 5, 3)[:, ::2],
+    ],
+    ids=["transposed", "channels_last", "sliced"],
+)
 def test_non_contiguous(make):
     x, y = make(), make()
     assert not x.is_contiguous()
     close(cvops.bilinear_pool(x, y), ref.bilinear_pool(x, y))
     params = ts_params(4, 4, 6)
-    close(cvops.compact_bilinear_pool(x, y, output_dim=6, params=params, signed_sqrt=False),
-          ref.compact_bilinear_pool(x, y, params=params, output_dim=6, signed_sqrt=False))
+    close(
+        cvops.compact_bilinear_pool(x, y, output_dim=6, params=params, signed_sqrt=False),
+        ref.compact_bilinear_pool(x, y, params=params, output_dim=6, signed_sqrt=False),
+    )
     u = randn(3, 4, 2)
     close(cvops.lowrank_bilinear_score(x, u, num_positive=1), ref.lowrank_bilinear_score(x, u, 1), 1e-10)
     xf, yf = randn(3, 12).t(), randn(3, 12).t()
@@ -198,17 +229,27 @@ def test_reduced_precision_cpu(dtype):
     torch.testing.assert_close(got.double(), ref.bilinear_pool(x.double(), y.double()), rtol=tol, atol=tol / 10)
     params = ts_params(16, 12, 64)
     sketch = cvops.compact_bilinear_pool(x, y, output_dim=64, params=params, signed_sqrt=False)
-    torch.testing.assert_close(sketch.double(), ref.compact_bilinear_pool(x.double(), y.double(), params=params, output_dim=64, signed_sqrt=False),
-                               rtol=tol, atol=tol / 10)
+    torch.testing.assert_close(
+        sketch.double(),
+        ref.compact_bilinear_pool(x.double(), y.double(), params=params, output_dim=64, signed_sqrt=False),
+        rtol=tol,
+        atol=tol / 10,
+    )
     xf, yf = torch.rand(4, 30).to(dtype), torch.rand(4, 30).to(dtype)
-    torch.testing.assert_close(cvops.factorized_bilinear_pool(xf, yf, k=3).double(),
-                               ref.factorized_bilinear_pool(xf.double(), yf.double(), 3), rtol=tol, atol=tol / 10)
+    torch.testing.assert_close(
+        cvops.factorized_bilinear_pool(xf, yf, k=3).double(),
+        ref.factorized_bilinear_pool(xf.double(), yf.double(), 3),
+        rtol=tol,
+        atol=tol / 10,
+    )
 
 
 def test_mixed_dtypes_promote():
     x, y = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4, dtype=torch.float64)
     assert cvops.bilinear_pool(x, y).dtype == torch.float64
-    assert cvops.lowrank_bilinear_score(x, torch.rand(2, 3, 2, dtype=torch.float64), num_positive=1).dtype == torch.float64
+    assert (
+        cvops.lowrank_bilinear_score(x, torch.rand(2, 3, 2, dtype=torch.float64), num_positive=1).dtype == torch.float64
+    )
 
 
 def test_inputs_are_not_mutated():
@@ -329,8 +370,9 @@ class _Head(torch.nn.Module):
         self.mfb = cvops.nn.MFB(6, 4, k=3, o=5, dropout=0.0)
 
     def forward(self, x, y):
-        pooled = torch.cat([cvops.bilinear_pool(x, y), self.compact(x), self.rm(x, y),
-                            self.mfb(x.mean((2, 3)), y.mean((2, 3)))], 1)
+        pooled = torch.cat(
+            [cvops.bilinear_pool(x, y), self.compact(x), self.rm(x, y), self.mfb(x.mean((2, 3)), y.mean((2, 3)))], 1
+        )
         return pooled.square().sum() + self.lowrank(x).sum()
 
 
@@ -360,41 +402,134 @@ def test_torch_compile_inductor_dynamic():
 # ---------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda: cvops.bilinear_pool(randn(3)), RuntimeError, r"cvops.bilinear_pool: x must have at least 2 dimensions"),
-    (lambda: cvops.bilinear_pool(torch.ones(2, 3, 4, dtype=torch.long)), RuntimeError, r"cvops.bilinear_pool: x must be a floating-point"),
-    (lambda: cvops.bilinear_pool(randn(2, 3, 4, 5), randn(2, 3, 4, 6)), RuntimeError,
-     r"cvops.bilinear_pool: y must have x's batch and spatial sizes \[2, D, 4, 5\], got shape \[2, 3, 4, 6\]"),
-    (lambda: cvops.bilinear_pool(randn(2, 3, 4), randn(3, 3, 4)), RuntimeError, r"cvops.bilinear_pool: y must have x's batch"),
-    (lambda: cvops.bilinear_pool(randn(2, 3, 4), normalize="max"), ValueError, r"cvops.bilinear_pool: normalize must be one of"),
-    (lambda: cvops.bilinear_pool(randn(2, 3, 4), eps=-1.0), ValueError, r"cvops.bilinear_pool: eps must be"),
-    (lambda: torch.ops.cvops._bilinear_pool(randn(2, 3, 4), None, "max", True, True, 1e-8), RuntimeError, r"cvops.bilinear_pool: normalize must be 'hw' or 'none'"),
-    (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=0), ValueError, r"cvops.compact_bilinear_pool: output_dim must be an int >= 1, got 0"),
-    (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), kind="fft"), ValueError, r"cvops.compact_bilinear_pool: kind must be one of"),
-    (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), randn(2, 3, 5), output_dim=8), RuntimeError, r"cvops.compact_bilinear_pool: y must have x's batch"),
-    (lambda: torch.ops.cvops._compact_bilinear_pool_ts(randn(2, 3, 4), None, *ts_params(3, 3, 8), 0, "hw", True, True, 1e-8), RuntimeError,
-     r"cvops.compact_bilinear_pool: output_dim must be >= 1, got 0"),
-    (lambda: torch.ops.cvops._compact_bilinear_pool_ts(randn(2, 3, 4), None, *ts_params(3, 3, 8), 4, "hw", True, True, 1e-8), RuntimeError,
-     r"cvops.compact_bilinear_pool: h1 values must lie in \[0, 4\)"),
-    (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=8, params=ts_params(4, 3, 8)), RuntimeError,
-     r"cvops.compact_bilinear_pool: h1 must have shape \[3\] \(one bin per channel\), got \[4\]"),
-    (lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=8, kind="rm", params=cvops.compact_bilinear_params("rm", 2, 3, 8)),
-     RuntimeError, r"cvops.compact_bilinear_pool: w1 must have shape \[3, output_dim\]"),
-    (lambda: cvops.factorized_bilinear_pool(randn(2, 10), randn(2, 10), k=3), RuntimeError,
-     r"cvops.factorized_bilinear_pool: k must divide the width of x \(k·o\), got k = 3 and width 10"),
-    (lambda: cvops.factorized_bilinear_pool(randn(2, 10), randn(2, 12), k=2), RuntimeError, r"cvops.factorized_bilinear_pool: y must have x's shape"),
-    (lambda: cvops.factorized_bilinear_pool(randn(2, 10), randn(2, 10), k=0), ValueError, r"cvops.factorized_bilinear_pool: k must be an int >= 1"),
-    (lambda: cvops.factorized_bilinear_pool(randn(2, 2, 5), randn(2, 2, 5), k=5), RuntimeError, r"cvops.factorized_bilinear_pool: x must have 2 dimensions"),
-    (lambda: cvops.lowrank_bilinear_score(randn(2, 3, 4), randn(5, 4, 2), num_positive=1), RuntimeError,
-     r"cvops.lowrank_bilinear_score: U must have shape \[K, C, r\] with C = 3 channels of x, got \[5, 4, 2\]"),
-    (lambda: cvops.lowrank_bilinear_score(randn(2, 3, 4), randn(5, 3), num_positive=1), RuntimeError, r"cvops.lowrank_bilinear_score: U must have shape"),
-    (lambda: cvops.lowrank_bilinear_score(randn(2, 3, 4), randn(5, 3, 2), num_positive=3), RuntimeError,
-     r"cvops.lowrank_bilinear_score: num_positive must lie in \[0, r\] = \[0, 2\], got 3"),
-    (lambda: cvops.nn.CompactBilinearPool(4, 0), ValueError, r"cvops.CompactBilinearPool: output_dim must be an int >= 1"),
-    (lambda: cvops.nn.CompactBilinearPool(4, 8, in_channels2=3)(randn(2, 4, 3)), ValueError, r"cvops.CompactBilinearPool: y is required"),
-    (lambda: cvops.nn.LowRankBilinearClassifier(4, 3, rank=2, num_positive=3), ValueError, r"cvops.LowRankBilinearClassifier: num_positive"),
-    (lambda: cvops.nn.MFB(4, 4, dropout=1.0), ValueError, r"cvops.MFB: dropout must be"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (
+            lambda: cvops.bilinear_pool(randn(3)),
+            RuntimeError,
+            r"cvops.bilinear_pool: x must have at least 2 dimensions",
+        ),
+        (
+            lambda: cvops.bilinear_pool(torch.ones(2, 3, 4, dtype=torch.long)),
+            RuntimeError,
+            r"cvops.bilinear_pool: x must be a floating-point",
+        ),
+        (
+            lambda: cvops.bilinear_pool(randn(2, 3, 4, 5), randn(2, 3, 4, 6)),
+            RuntimeError,
+            r"cvops.bilinear_pool: y must have x's batch and spatial sizes \[2, D, 4, 5\], got shape \[2, 3, 4, 6\]",
+        ),
+        (
+            lambda: cvops.bilinear_pool(randn(2, 3, 4), randn(3, 3, 4)),
+            RuntimeError,
+            r"cvops.bilinear_pool: y must have x's batch",
+        ),
+        (
+            lambda: cvops.bilinear_pool(randn(2, 3, 4), normalize="max"),
+            ValueError,
+            r"cvops.bilinear_pool: normalize must be one of",
+        ),
+        (lambda: cvops.bilinear_pool(randn(2, 3, 4), eps=-1.0), ValueError, r"cvops.bilinear_pool: eps must be"),
+        (
+            lambda: torch.ops.cvops._bilinear_pool(randn(2, 3, 4), None, "max", True, True, 1e-8),
+            RuntimeError,
+            r"cvops.bilinear_pool: normalize must be 'hw' or 'none'",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=0),
+            ValueError,
+            r"cvops.compact_bilinear_pool: output_dim must be an int >= 1, got 0",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), kind="fft"),
+            ValueError,
+            r"cvops.compact_bilinear_pool: kind must be one of",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), randn(2, 3, 5), output_dim=8),
+            RuntimeError,
+            r"cvops.compact_bilinear_pool: y must have x's batch",
+        ),
+        (
+            lambda: torch.ops.cvops._compact_bilinear_pool_ts(
+                randn(2, 3, 4), None, *ts_params(3, 3, 8), 0, "hw", True, True, 1e-8
+            ),
+            RuntimeError,
+            r"cvops.compact_bilinear_pool: output_dim must be >= 1, got 0",
+        ),
+        (
+            lambda: torch.ops.cvops._compact_bilinear_pool_ts(
+                randn(2, 3, 4), None, *ts_params(3, 3, 8), 4, "hw", True, True, 1e-8
+            ),
+            RuntimeError,
+            r"cvops.compact_bilinear_pool: h1 values must lie in \[0, 4\)",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=8, params=ts_params(4, 3, 8)),
+            RuntimeError,
+            r"cvops.compact_bilinear_pool: h1 must have shape \[3\] \(one bin per channel\), got \[4\]",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(
+                randn(2, 3, 4), output_dim=8, kind="rm", params=cvops.compact_bilinear_params("rm", 2, 3, 8)
+            ),
+            RuntimeError,
+            r"cvops.compact_bilinear_pool: w1 must have shape \[3, output_dim\]",
+        ),
+        (
+            lambda: cvops.factorized_bilinear_pool(randn(2, 10), randn(2, 10), k=3),
+            RuntimeError,
+            r"cvops.factorized_bilinear_pool: k must divide the width of x \(k·o\), got k = 3 and width 10",
+        ),
+        (
+            lambda: cvops.factorized_bilinear_pool(randn(2, 10), randn(2, 12), k=2),
+            RuntimeError,
+            r"cvops.factorized_bilinear_pool: y must have x's shape",
+        ),
+        (
+            lambda: cvops.factorized_bilinear_pool(randn(2, 10), randn(2, 10), k=0),
+            ValueError,
+            r"cvops.factorized_bilinear_pool: k must be an int >= 1",
+        ),
+        (
+            lambda: cvops.factorized_bilinear_pool(randn(2, 2, 5), randn(2, 2, 5), k=5),
+            RuntimeError,
+            r"cvops.factorized_bilinear_pool: x must have 2 dimensions",
+        ),
+        (
+            lambda: cvops.lowrank_bilinear_score(randn(2, 3, 4), randn(5, 4, 2), num_positive=1),
+            RuntimeError,
+            r"cvops.lowrank_bilinear_score: U must have shape \[K, C, r\] with C = 3 channels of x, got \[5, 4, 2\]",
+        ),
+        (
+            lambda: cvops.lowrank_bilinear_score(randn(2, 3, 4), randn(5, 3), num_positive=1),
+            RuntimeError,
+            r"cvops.lowrank_bilinear_score: U must have shape",
+        ),
+        (
+            lambda: cvops.lowrank_bilinear_score(randn(2, 3, 4), randn(5, 3, 2), num_positive=3),
+            RuntimeError,
+            r"cvops.lowrank_bilinear_score: num_positive must lie in \[0, r\] = \[0, 2\], got 3",
+        ),
+        (
+            lambda: cvops.nn.CompactBilinearPool(4, 0),
+            ValueError,
+            r"cvops.CompactBilinearPool: output_dim must be an int >= 1",
+        ),
+        (
+            lambda: cvops.nn.CompactBilinearPool(4, 8, in_channels2=3)(randn(2, 4, 3)),
+            ValueError,
+            r"cvops.CompactBilinearPool: y is required",
+        ),
+        (
+            lambda: cvops.nn.LowRankBilinearClassifier(4, 3, rank=2, num_positive=3),
+            ValueError,
+            r"cvops.LowRankBilinearClassifier: num_positive",
+        ),
+        (lambda: cvops.nn.MFB(4, 4, dropout=1.0), ValueError, r"cvops.MFB: dropout must be"),
+    ],
+)
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -449,7 +584,13 @@ def test_mfh_module_cascades():
     s1, s2 = module.stages
     e1 = s1.proj_x(x) * s1.proj_y(y)
     e2 = s2.proj_x(x) * s2.proj_y(y) * e1
-    want = torch.cat([ref.factorized_bilinear_pool(e1, torch.ones_like(e1), 2), ref.factorized_bilinear_pool(e2, torch.ones_like(e2), 2)], 1)
+    want = torch.cat(
+        [
+            ref.factorized_bilinear_pool(e1, torch.ones_like(e1), 2),
+            ref.factorized_bilinear_pool(e2, torch.ones_like(e2), 2),
+        ],
+        1,
+    )
     close(module(x, y), want)
 
 
@@ -488,7 +629,12 @@ def test_cuda_pools(dtype, with_y):
     torch.testing.assert_close(sketch.double(), want, rtol=rtol, atol=rtol / 10)
     w = cvops.compact_bilinear_params("rm", 64, 48 if with_y else 64, 128, device="cuda")
     rm = cvops.compact_bilinear_pool(x, y, output_dim=128, kind="rm", params=w, signed_sqrt=False)
-    torch.testing.assert_close(rm.double(), ref.compact_bilinear_pool(xd, yd, params=w, kind="rm", signed_sqrt=False), rtol=rtol, atol=rtol / 10)
+    torch.testing.assert_close(
+        rm.double(),
+        ref.compact_bilinear_pool(xd, yd, params=w, kind="rm", signed_sqrt=False),
+        rtol=rtol,
+        atol=rtol / 10,
+    )
 
 
 @pytest.mark.cuda
@@ -497,10 +643,14 @@ def test_cuda_factorized_and_lowrank(dtype):
     x, y = torch.rand(64, 5000, device="cuda").to(dtype), torch.rand(64, 5000, device="cuda").to(dtype)
     rtol = cuda_rtol(dtype, **POOL_RTOL)
     got = cvops.factorized_bilinear_pool(x, y, k=5)
-    torch.testing.assert_close(got.double(), ref.factorized_bilinear_pool(x.double(), y.double(), 5), rtol=rtol, atol=rtol / 100)
+    torch.testing.assert_close(
+        got.double(), ref.factorized_bilinear_pool(x.double(), y.double(), 5), rtol=rtol, atol=rtol / 100
+    )
     feats, u = torch.rand(2, 32, 7, 7, device="cuda").to(dtype), (torch.randn(10, 32, 4, device="cuda") * 0.1).to(dtype)
     score = cvops.lowrank_bilinear_score(feats, u, num_positive=2)
-    torch.testing.assert_close(score.double(), ref.lowrank_bilinear_score(feats.double(), u.double(), 2), rtol=rtol * 10, atol=rtol)
+    torch.testing.assert_close(
+        score.double(), ref.lowrank_bilinear_score(feats.double(), u.double(), 2), rtol=rtol * 10, atol=rtol
+    )
 
 
 @pytest.mark.cuda
@@ -515,11 +665,17 @@ def test_cuda_gradients_match_cpu():
         fa, fb = (t.to(device).requires_grad_(True) for t in (xf, yf))
         ts = cvops.compact_bilinear_params("ts", 24, 16, 64, device=device)
         rm = cvops.compact_bilinear_params("rm", 24, 16, 32, device=device)
-        total = (cvops.bilinear_pool(a, b).sum() + cvops.bilinear_pool(a).square().sum()
-                 + (cvops.compact_bilinear_pool(a, b, output_dim=64, params=ts) * torch.arange(64.0, device=device)).sum()
-                 + (cvops.compact_bilinear_pool(a, b, output_dim=32, kind="rm", params=rm) * torch.arange(32.0, device=device)).sum()
-                 + cvops.lowrank_bilinear_score(a, c, num_positive=1).sum()
-                 + (cvops.factorized_bilinear_pool(fa, fb, k=3) * torch.arange(10.0, device=device)).sum())
+        total = (
+            cvops.bilinear_pool(a, b).sum()
+            + cvops.bilinear_pool(a).square().sum()
+            + (cvops.compact_bilinear_pool(a, b, output_dim=64, params=ts) * torch.arange(64.0, device=device)).sum()
+            + (
+                cvops.compact_bilinear_pool(a, b, output_dim=32, kind="rm", params=rm)
+                * torch.arange(32.0, device=device)
+            ).sum()
+            + cvops.lowrank_bilinear_score(a, c, num_positive=1).sum()
+            + (cvops.factorized_bilinear_pool(fa, fb, k=3) * torch.arange(10.0, device=device)).sum()
+        )
         return [g.cpu() for g in torch.autograd.grad(total, (a, b, c, fa, fb))]
 
     for got, want in zip(grads("cuda"), grads("cpu")):
@@ -540,7 +696,9 @@ def test_cuda_deterministic_and_large_sketch():
     assert torch.equal(a, b) and torch.equal(ga, gb)
     params = cvops.compact_bilinear_params("ts", 512, 512, 8192, device="cuda")
     xd = x.detach().double()
-    want = ref.compact_bilinear_pool(xd, params=(params[0], params[1].double(), params[2], params[3].double()), output_dim=8192)
+    want = ref.compact_bilinear_pool(
+        xd, params=(params[0], params[1].double(), params[2], params[3].double()), output_dim=8192
+    )
     torch.testing.assert_close(a.double(), want, rtol=cuda_rtol(torch.float32, **POOL_RTOL), atol=1e-6)
 
 
@@ -560,5 +718,6 @@ def test_tensor_sketch_backward_rejects_an_empty_sketch():
     h, s = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.float64)
     empty = torch.zeros(2, 0, dtype=torch.float64)
     with pytest.raises(RuntimeError, match=r"cvops.compact_bilinear_pool_backward: out must be the forward's output"):
-        torch.ops.cvops._compact_bilinear_pool_ts_backward(empty, x, None, h, s, h, s, empty,
-                                                    torch.zeros(0, dtype=torch.float64), "hw", True, False)
+        torch.ops.cvops._compact_bilinear_pool_ts_backward(
+            empty, x, None, h, s, h, s, empty, torch.zeros(0, dtype=torch.float64), "hw", True, False
+        )

@@ -1,5 +1,6 @@
 """The boxes family's IoU ops (box_iou, box_iou_aligned): parity with torchvision.ops on generated box sets,
 formats, broadcasting, edge sizes, reduced precision and autocast, opcheck, torch.compile, bad input."""
+
 import pytest
 import torch
 import torchvision.ops as tv
@@ -10,7 +11,6 @@ from tolerances import cuda_rtol
 
 KINDS = {"iou": tv.box_iou, "giou": tv.generalized_box_iou, "diou": tv.distance_box_iou, "ciou": tv.complete_box_iou}
 FORMATS = ["xyxy", "xywh", "cxcywh"]
-
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -98,18 +98,53 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(torch.compile(fn, backend="aot_eager", fullgraph=True)(a, b), fn(a, b))
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda: cvops.box_iou(torch.rand(3, 5), torch.rand(2, 4)), RuntimeError, r"cvops.box_iou: boxes1 must have shape \[..., n, 4\]"),
-    (lambda: cvops.box_iou(torch.rand(4), torch.rand(2, 4)), RuntimeError, r"boxes1 must have shape \[..., n, 4\]"),
-    (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 3)), RuntimeError, r"boxes2 must have shape"),
-    (lambda: cvops.box_iou(torch.ones(3, 4, dtype=torch.int64), torch.rand(2, 4)), RuntimeError, r"boxes1 must be a floating-point"),
-    (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4, dtype=torch.float64)), RuntimeError, r"must have the same dtype"),
-    (lambda: cvops.box_iou(torch.rand(2, 3, 4), torch.rand(3, 2, 4)), RuntimeError, r"leading dims of boxes1 \[2\] and boxes2 \[3\] do not broadcast"),
-    (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), kind="iou2"), ValueError, r"cvops.box_iou: kind must be one of"),
-    (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), fmt="xyhw"), ValueError, r"cvops.box_iou: fmt must be one of"),
-    (lambda: torch.ops.cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), "iou", "yxyx"), RuntimeError, r"cvops.box_iou: fmt must be 'xyxy'"),
-    (lambda: torch.ops.cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), "dice", "xyxy"), RuntimeError, r"cvops.box_iou: kind must be 'iou'"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (
+            lambda: cvops.box_iou(torch.rand(3, 5), torch.rand(2, 4)),
+            RuntimeError,
+            r"cvops.box_iou: boxes1 must have shape \[..., n, 4\]",
+        ),
+        (lambda: cvops.box_iou(torch.rand(4), torch.rand(2, 4)), RuntimeError, r"boxes1 must have shape \[..., n, 4\]"),
+        (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 3)), RuntimeError, r"boxes2 must have shape"),
+        (
+            lambda: cvops.box_iou(torch.ones(3, 4, dtype=torch.int64), torch.rand(2, 4)),
+            RuntimeError,
+            r"boxes1 must be a floating-point",
+        ),
+        (
+            lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4, dtype=torch.float64)),
+            RuntimeError,
+            r"must have the same dtype",
+        ),
+        (
+            lambda: cvops.box_iou(torch.rand(2, 3, 4), torch.rand(3, 2, 4)),
+            RuntimeError,
+            r"leading dims of boxes1 \[2\] and boxes2 \[3\] do not broadcast",
+        ),
+        (
+            lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), kind="iou2"),
+            ValueError,
+            r"cvops.box_iou: kind must be one of",
+        ),
+        (
+            lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), fmt="xyhw"),
+            ValueError,
+            r"cvops.box_iou: fmt must be one of",
+        ),
+        (
+            lambda: torch.ops.cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), "iou", "yxyx"),
+            RuntimeError,
+            r"cvops.box_iou: fmt must be 'xyxy'",
+        ),
+        (
+            lambda: torch.ops.cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), "dice", "xyxy"),
+            RuntimeError,
+            r"cvops.box_iou: kind must be 'iou'",
+        ),
+    ],
+)
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -125,7 +160,9 @@ def test_cuda_matches_torchvision(kind, box_set):
         tol = cuda_rtol(torch.float32)
         torch.testing.assert_close(cvops.box_iou(a, b, kind=kind), KINDS[kind](a, b), rtol=tol, atol=tol)
     a64, b64 = boxes_like(box_set, 40, device="cuda"), boxes_like(box_set, 30, device="cuda")
-    torch.testing.assert_close(cvops.box_iou(a64, b64, kind=kind, fmt="xyxy"), KINDS[kind](a64, b64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        cvops.box_iou(a64, b64, kind=kind, fmt="xyxy"), KINDS[kind](a64, b64), rtol=1e-12, atol=1e-12
+    )
     batched = cvops.box_iou(a64.view(2, 20, 4), b64.view(1, 30, 4), kind=kind)
     torch.testing.assert_close(batched[1], KINDS[kind](a64[20:], b64), rtol=1e-12, atol=1e-12)
 
@@ -186,8 +223,12 @@ def test_aligned_broadcasts_and_reduces_gradients():
 @pytest.mark.parametrize("kind", KINDS)
 def test_aligned_opcheck_and_compile(kind):
     a, b = aligned_pairs(8)
-    torch.library.opcheck(torch.ops.cvops.box_iou_aligned.default, (a.clone().requires_grad_(), b.clone().requires_grad_(), kind, "xyxy"))
-    torch.library.opcheck(torch.ops.cvops._box_iou_aligned_backward.default, (torch.randn(8, dtype=a.dtype), a, b, kind, "cxcywh"))
+    torch.library.opcheck(
+        torch.ops.cvops.box_iou_aligned.default, (a.clone().requires_grad_(), b.clone().requires_grad_(), kind, "xyxy")
+    )
+    torch.library.opcheck(
+        torch.ops.cvops._box_iou_aligned_backward.default, (torch.randn(8, dtype=a.dtype), a, b, kind, "cxcywh")
+    )
     torch._dynamo.reset()
     loss = lambda x, y: (1 - cvops.box_iou_aligned(x, y, kind=kind)).mean()  # noqa: E731
     x = a.float().requires_grad_()
@@ -196,12 +237,29 @@ def test_aligned_opcheck_and_compile(kind):
     torch.testing.assert_close(torch.autograd.grad(got, x)[0], torch.autograd.grad(loss(x, b.float()), x)[0])
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: cvops.box_iou_aligned(torch.rand(3, 5), torch.rand(3, 4)), r"cvops.box_iou_aligned: boxes1 must have shape \[..., 4\]"),
-    (lambda: cvops.box_iou_aligned(torch.rand(3, 4), torch.rand(2, 4)), r"cvops.box_iou_aligned: the leading dims of boxes1 \[3\] and boxes2 \[2\] do not broadcast"),
-    (lambda: cvops.box_iou_aligned(torch.ones(3, 4, dtype=torch.int32), torch.rand(3, 4)), r"boxes1 must be a floating-point"),
-    (lambda: torch.ops.cvops._box_iou_aligned_backward(torch.rand(2), torch.rand(3, 4), torch.rand(3, 4), "iou", "xyxy"), r"cvops.box_iou_aligned_backward: grad must have the output's shape \[3\]"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda: cvops.box_iou_aligned(torch.rand(3, 5), torch.rand(3, 4)),
+            r"cvops.box_iou_aligned: boxes1 must have shape \[..., 4\]",
+        ),
+        (
+            lambda: cvops.box_iou_aligned(torch.rand(3, 4), torch.rand(2, 4)),
+            r"cvops.box_iou_aligned: the leading dims of boxes1 \[3\] and boxes2 \[2\] do not broadcast",
+        ),
+        (
+            lambda: cvops.box_iou_aligned(torch.ones(3, 4, dtype=torch.int32), torch.rand(3, 4)),
+            r"boxes1 must be a floating-point",
+        ),
+        (
+            lambda: torch.ops.cvops._box_iou_aligned_backward(
+                torch.rand(2), torch.rand(3, 4), torch.rand(3, 4), "iou", "xyxy"
+            ),
+            r"cvops.box_iou_aligned_backward: grad must have the output's shape \[3\]",
+        ),
+    ],
+)
 def test_aligned_bad_input(call, match):
     with pytest.raises(RuntimeError, match=match):
         call()

@@ -20,8 +20,13 @@ def both(fn, *tensors, backward=True):
         grads = []
         if backward:
             diff = [t for t in inputs if t.requires_grad]
-            total = sum((o.double() * torch.linspace(0.5, 1.5, o.numel(), device=device, dtype=torch.float64)
-                         .view(o.shape)).sum() for o in outs if o.is_floating_point())
+            total = sum(
+                (
+                    o.double() * torch.linspace(0.5, 1.5, o.numel(), device=device, dtype=torch.float64).view(o.shape)
+                ).sum()
+                for o in outs
+                if o.is_floating_point()
+            )
             grads = torch.autograd.grad(total, diff, allow_unused=True)
         results.append([o.detach().cpu() for o in outs] + [g.cpu() for g in grads if g is not None])
     for cpu, cuda in zip(*results, strict=True):
@@ -48,8 +53,12 @@ def test_gram_kernels():
 def test_instance_norm_kernels():
     w, b = rand(3, 5), rand(3, 5)
     style = torch.tensor([0, 2, 1])
-    both(lambda x, w, b: cvops.conditional_instance_norm(x, w, b, style.to(x.device), activation="relu"),
-         rand(3, 5, 7, 9), w, b)
+    both(
+        lambda x, w, b: cvops.conditional_instance_norm(x, w, b, style.to(x.device), activation="relu"),
+        rand(3, 5, 7, 9),
+        w,
+        b,
+    )
     x = rand(3, 70, 6, 5).to(memory_format=torch.channels_last)
     w, b = rand(2, 70), rand(2, 70)
     both(lambda x, w, b: cvops.conditional_instance_norm(x, w, b, torch.tensor([1, 0, 1], device=x.device)), x, w, b)
@@ -57,8 +66,8 @@ def test_instance_norm_kernels():
 
 def test_boxes_kernels():
     for kind in ("iou", "giou", "diou", "ciou"):
-        both(lambda a, b: cvops.box_iou(a, b, kind=kind), boxes(37), boxes(65), backward=False)
-        both(lambda a, b: cvops.box_iou_aligned(a, b, kind=kind), boxes(37), boxes(37))
+        both(lambda a, b, kind=kind: cvops.box_iou(a, b, kind=kind), boxes(37), boxes(65), backward=False)
+        both(lambda a, b, kind=kind: cvops.box_iou_aligned(a, b, kind=kind), boxes(37), boxes(37))
 
 
 def test_nms_kernels():
@@ -67,10 +76,18 @@ def test_nms_kernels():
     idxs = torch.randint(0, 4, (300,))
     both(lambda b, s: cvops.batched_nms(b, s, idxs.to(b.device), 0.3), b, s, backward=False)
     scores = torch.rand(2, 150, 3, dtype=torch.float64)
-    both(lambda b, s: cvops.multiclass_nms(b, s, iou_threshold=0.4, max_total=20),
-         boxes(300).view(2, 150, 4), scores, backward=False)
-    both(lambda b, s: cvops.soft_nms(b, s, method="gaussian"), boxes(80), torch.rand(80, dtype=torch.float64),
-         backward=False)
+    both(
+        lambda b, s: cvops.multiclass_nms(b, s, iou_threshold=0.4, max_total=20),
+        boxes(300).view(2, 150, 4),
+        scores,
+        backward=False,
+    )
+    both(
+        lambda b, s: cvops.soft_nms(b, s, method="gaussian"),
+        boxes(80),
+        torch.rand(80, dtype=torch.float64),
+        backward=False,
+    )
 
 
 def test_bilinear_kernels():

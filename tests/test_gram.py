@@ -1,5 +1,6 @@
 """The gram family: gram_matrix and style_loss against reference/gram.py, autograd, opcheck,
 torch.compile, layouts, edge sizes, bad input, and the nn modules."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,7 +8,6 @@ from hypothesis import strategies as st
 
 import cvops
 import cvops.nn
-from conftest import devices
 from reference import gram as ref
 from tolerances import cuda_rtol
 
@@ -36,7 +36,9 @@ def style_targets(kind, batch, channels, device="cpu", dtype=torch.float64):
 @pytest.mark.parametrize("normalize", NORMALIZE)
 def test_gram_matrix_matches_reference(shape, normalize):
     x = randn(*shape)
-    torch.testing.assert_close(cvops.gram_matrix(x, normalize=normalize), ref.gram_matrix(x, normalize), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        cvops.gram_matrix(x, normalize=normalize), ref.gram_matrix(x, normalize), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_gram_matrix_is_exactly_symmetric():
@@ -44,12 +46,16 @@ def test_gram_matrix_is_exactly_symmetric():
     assert torch.equal(g, g.transpose(1, 2))
 
 
-@pytest.mark.parametrize("make", [
-    lambda: randn(3, 6, 5, 4).transpose(2, 3),
-    lambda: randn(3, 6, 5, 4).to(memory_format=torch.channels_last),
-    lambda: randn(3, 6, 5, 4)[:, ::2, 1:, :],
-    lambda: randn(1, 6, 5, 4).expand(3, -1, -1, -1),
-], ids=["transposed", "channels_last", "sliced", "expanded"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: randn(3, 6, 5, 4).transpose(2, 3),
+        lambda: randn(3, 6, 5, 4).to(memory_format=torch.channels_last),
+        lambda: randn(3, 6, 5, 4)[:, ::2, 1:, :],
+        lambda: randn(1, 6, 5, 4).expand(3, -1, -1, -1),
+    ],
+    ids=["transposed", "channels_last", "sliced", "expanded"],
+)
 def test_gram_matrix_non_contiguous(make):
     x = make()
     assert not x.is_contiguous()
@@ -75,7 +81,9 @@ def test_reduced_precision_accumulates_in_float32(dtype):
     target = ref.gram_matrix(torch.randn(1, 40, 9, 9))[0].to(dtype)
     loss = cvops.style_loss(x, target, reduction="sum")
     assert loss.dtype == dtype
-    torch.testing.assert_close(loss.double(), ref.style_loss(x.double(), target.double(), reduction="sum"), rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(
+        loss.double(), ref.style_loss(x.double(), target.double(), reduction="sum"), rtol=1e-2, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("kind", ["shared", "per_sample", "bank"])
@@ -117,12 +125,16 @@ def test_inputs_are_not_mutated():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    batch=st.integers(0, 3), channels=st.integers(1, 140), spatial=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    batch=st.integers(0, 3),
+    channels=st.integers(1, 140),
+    spatial=st.lists(st.integers(1, 6), min_size=1, max_size=3),
     normalize=st.sampled_from(NORMALIZE),
 )
 def test_gram_matrix_property(batch, channels, spatial, normalize):
     x = randn(batch, channels, *spatial)
-    torch.testing.assert_close(cvops.gram_matrix(x, normalize=normalize), ref.gram_matrix(x, normalize), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        cvops.gram_matrix(x, normalize=normalize), ref.gram_matrix(x, normalize), rtol=1e-12, atol=1e-12
+    )
 
 
 # ---------------------------------------------------------------------------- autograd
@@ -201,7 +213,9 @@ def test_torch_compile_fullgraph(backend):
 
 def test_torch_compile_dynamic_shapes():
     torch._dynamo.reset()
-    compiled = torch.compile(lambda t: cvops.gram_matrix(t, normalize="chw"), backend="aot_eager", fullgraph=True, dynamic=True)
+    compiled = torch.compile(
+        lambda t: cvops.gram_matrix(t, normalize="chw"), backend="aot_eager", fullgraph=True, dynamic=True
+    )
     for shape in [(2, 3, 4, 5), (3, 4, 6, 2)]:
         x = randn(*shape, dtype=torch.float32)
         torch.testing.assert_close(compiled(x), ref.gram_matrix(x))
@@ -210,31 +224,112 @@ def test_torch_compile_dynamic_shapes():
 # ---------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda: cvops.gram_matrix(randn(3, 4)), RuntimeError, r"cvops.gram_matrix: x must have at least 3 dimensions"),
-    (lambda: cvops.gram_matrix(torch.ones(2, 3, 4, dtype=torch.int64)), RuntimeError, r"cvops.gram_matrix: x must be a floating-point"),
-    (lambda: cvops.gram_matrix(torch.ones(2, 3, 4, dtype=torch.complex64)), RuntimeError, r"cvops.gram_matrix: x must be a floating-point"),
-    (lambda: cvops.gram_matrix(randn(2, 3, 4), normalize="chan"), ValueError, r"cvops.gram_matrix: normalize must be one of"),
-    (lambda: cvops.gram_matrix(randn(2, 3, 4), normalize=0), ValueError, r"cvops.gram_matrix: normalize must be a positive"),
-    (lambda: cvops.gram_matrix(randn(2, 3, 4), normalize=-2.0), ValueError, r"cvops.gram_matrix: normalize must be a positive"),
-    (lambda: cvops.gram_matrix(randn(2, 3, 4), normalize=float("nan")), ValueError, r"cvops.gram_matrix: normalize must be a positive"),
-    (lambda: torch.ops.cvops.gram_matrix(randn(2, 3, 4), "value", 0.0), RuntimeError, r"cvops.gram_matrix: normalize must be a positive"),
-    (lambda: torch.ops.cvops.gram_matrix(randn(2, 3, 4), "xyz", 1.0), RuntimeError, r"cvops.gram_matrix: normalize must be"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 4)), RuntimeError, r"cvops.style_loss: target must be \[3, 3\]"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), randn(5, 3, 3)), RuntimeError, r"cvops.style_loss: target must be"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), torch.ones(3, 3, dtype=torch.int32)), RuntimeError, r"cvops.style_loss: target must be a floating-point"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), randn(3, 3), target_index=torch.tensor([0, 1])), RuntimeError, r"cvops.style_loss: with target_index, target must be a bank"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([0, 4])), RuntimeError, r"cvops.style_loss: target_index values must lie in \[0, 4\), got values in \[0, 4\]"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([-1, 0])), RuntimeError, r"cvops.style_loss: target_index values must lie in \[0, 4\)"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([0, 1], dtype=torch.int32)), RuntimeError, r"cvops.style_loss: target_index must be Long"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([0, 1, 2])), RuntimeError, r"cvops.style_loss: target_index must have shape \[B\]"),
-    (lambda: cvops.style_loss(randn(2, 3, 4), randn(3, 3), reduction="avg"), ValueError, r"cvops.style_loss: reduction must be one of"),
-    (lambda: torch.ops.cvops._style_loss(randn(2, 3, 4), randn(3, 3), None, "chw", 1.0, "avg", False), RuntimeError, r"cvops.style_loss: reduction must be"),
-    (lambda: torch.ops.cvops._gram_matrix_backward(randn(2, 4, 4), randn(2, 3, 4), "chw", 1.0), RuntimeError, r"cvops.gram_matrix_backward: grad must have shape \[2, 3, 3\]"),
-    (lambda: cvops.nn.StyleLoss(randn(3, 3, 3))(randn(2, 3, 4)), ValueError, r"cvops.StyleLoss: style_index is required"),
-    (lambda: cvops.nn.StyleLoss(randn(3, 4)), ValueError, r"cvops.StyleLoss: target must be"),
-    (lambda: cvops.nn.GramMatrix(normalize="hwc"), ValueError, r"cvops.GramMatrix: normalize must be one of"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: cvops.gram_matrix(randn(3, 4)), RuntimeError, r"cvops.gram_matrix: x must have at least 3 dimensions"),
+        (
+            lambda: cvops.gram_matrix(torch.ones(2, 3, 4, dtype=torch.int64)),
+            RuntimeError,
+            r"cvops.gram_matrix: x must be a floating-point",
+        ),
+        (
+            lambda: cvops.gram_matrix(torch.ones(2, 3, 4, dtype=torch.complex64)),
+            RuntimeError,
+            r"cvops.gram_matrix: x must be a floating-point",
+        ),
+        (
+            lambda: cvops.gram_matrix(randn(2, 3, 4), normalize="chan"),
+            ValueError,
+            r"cvops.gram_matrix: normalize must be one of",
+        ),
+        (
+            lambda: cvops.gram_matrix(randn(2, 3, 4), normalize=0),
+            ValueError,
+            r"cvops.gram_matrix: normalize must be a positive",
+        ),
+        (
+            lambda: cvops.gram_matrix(randn(2, 3, 4), normalize=-2.0),
+            ValueError,
+            r"cvops.gram_matrix: normalize must be a positive",
+        ),
+        (
+            lambda: cvops.gram_matrix(randn(2, 3, 4), normalize=float("nan")),
+            ValueError,
+            r"cvops.gram_matrix: normalize must be a positive",
+        ),
+        (
+            lambda: torch.ops.cvops.gram_matrix(randn(2, 3, 4), "value", 0.0),
+            RuntimeError,
+            r"cvops.gram_matrix: normalize must be a positive",
+        ),
+        (
+            lambda: torch.ops.cvops.gram_matrix(randn(2, 3, 4), "xyz", 1.0),
+            RuntimeError,
+            r"cvops.gram_matrix: normalize must be",
+        ),
+        (
+            lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 4)),
+            RuntimeError,
+            r"cvops.style_loss: target must be \[3, 3\]",
+        ),
+        (lambda: cvops.style_loss(randn(2, 3, 4), randn(5, 3, 3)), RuntimeError, r"cvops.style_loss: target must be"),
+        (
+            lambda: cvops.style_loss(randn(2, 3, 4), torch.ones(3, 3, dtype=torch.int32)),
+            RuntimeError,
+            r"cvops.style_loss: target must be a floating-point",
+        ),
+        (
+            lambda: cvops.style_loss(randn(2, 3, 4), randn(3, 3), target_index=torch.tensor([0, 1])),
+            RuntimeError,
+            r"cvops.style_loss: with target_index, target must be a bank",
+        ),
+        (
+            lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([0, 4])),
+            RuntimeError,
+            r"cvops.style_loss: target_index values must lie in \[0, 4\), got values in \[0, 4\]",
+        ),
+        (
+            lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([-1, 0])),
+            RuntimeError,
+            r"cvops.style_loss: target_index values must lie in \[0, 4\)",
+        ),
+        (
+            lambda: cvops.style_loss(
+                randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([0, 1], dtype=torch.int32)
+            ),
+            RuntimeError,
+            r"cvops.style_loss: target_index must be Long",
+        ),
+        (
+            lambda: cvops.style_loss(randn(2, 3, 4), randn(4, 3, 3), target_index=torch.tensor([0, 1, 2])),
+            RuntimeError,
+            r"cvops.style_loss: target_index must have shape \[B\]",
+        ),
+        (
+            lambda: cvops.style_loss(randn(2, 3, 4), randn(3, 3), reduction="avg"),
+            ValueError,
+            r"cvops.style_loss: reduction must be one of",
+        ),
+        (
+            lambda: torch.ops.cvops._style_loss(randn(2, 3, 4), randn(3, 3), None, "chw", 1.0, "avg", False),
+            RuntimeError,
+            r"cvops.style_loss: reduction must be",
+        ),
+        (
+            lambda: torch.ops.cvops._gram_matrix_backward(randn(2, 4, 4), randn(2, 3, 4), "chw", 1.0),
+            RuntimeError,
+            r"cvops.gram_matrix_backward: grad must have shape \[2, 3, 3\]",
+        ),
+        (
+            lambda: cvops.nn.StyleLoss(randn(3, 3, 3))(randn(2, 3, 4)),
+            ValueError,
+            r"cvops.StyleLoss: style_index is required",
+        ),
+        (lambda: cvops.nn.StyleLoss(randn(3, 4)), ValueError, r"cvops.StyleLoss: target must be"),
+        (lambda: cvops.nn.GramMatrix(normalize="hwc"), ValueError, r"cvops.GramMatrix: normalize must be one of"),
+    ],
+)
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -257,7 +352,9 @@ def test_style_loss_module_bank_and_state_dict():
     x, index = randn(2, 4, 6, 6), torch.tensor([2, 0])
     want = ref.style_loss(x, ref.gram_matrix(styles), "chw", index, "sum")
     torch.testing.assert_close(module(x, index), want)
-    torch.testing.assert_close(module(x, 1), ref.style_loss(x, ref.gram_matrix(styles), "chw", torch.tensor([1, 1]), "sum"))
+    torch.testing.assert_close(
+        module(x, 1), ref.style_loss(x, ref.gram_matrix(styles), "chw", torch.tensor([1, 1]), "sum")
+    )
     clone = cvops.nn.StyleLoss(torch.zeros(3, 4, 4), reduction="sum")
     clone.load_state_dict(module.state_dict())
     torch.testing.assert_close(clone(x, index), want)
@@ -316,5 +413,8 @@ def test_cuda_bad_device_mix():
     with pytest.raises(RuntimeError, match="cvops.style_loss: target must be on the same device as x"):
         cvops.style_loss(torch.randn(2, 3, 4, device="cuda"), torch.randn(3, 3))
     with pytest.raises(RuntimeError, match=r"cvops.style_loss: target_index values must lie in \[0, 2\)"):
-        cvops.style_loss(torch.randn(2, 3, 4, device="cuda"), torch.randn(2, 3, 3, device="cuda"),
-                         target_index=torch.tensor([0, 5], device="cuda"))
+        cvops.style_loss(
+            torch.randn(2, 3, 4, device="cuda"),
+            torch.randn(2, 3, 3, device="cuda"),
+            target_index=torch.tensor([0, 5], device="cuda"),
+        )

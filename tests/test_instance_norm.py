@@ -1,5 +1,6 @@
 """The instance_norm family: conditional_instance_norm against reference/instance_norm.py, autograd,
 opcheck, torch.compile, layouts, edge sizes, bad input, determinism and the module."""
+
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ NORM_RTOL = dict(float32=1e-4, float16=3e-3, bfloat16=3e-2)  # CUDA: see test_cu
 
 
 def make_inputs(B=3, C=5, H=4, W=6, S=4, style_kind="index", layout="nchw", dtype=torch.float64, device="cpu"):
-    x = (torch.randn(B, C, H, W, dtype=dtype, device=device) * 3 + 1)
+    x = torch.randn(B, C, H, W, dtype=dtype, device=device) * 3 + 1
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
     weight = torch.randn(S, C, dtype=dtype, device=device)
@@ -33,21 +34,31 @@ def make_inputs(B=3, C=5, H=4, W=6, S=4, style_kind="index", layout="nchw", dtyp
 def test_matches_reference(layout, activation, style_kind, size):
     x, weight, bias, style = make_inputs(*size, style_kind=style_kind, layout=layout)
     out = cvops.conditional_instance_norm(x, weight, bias, style, activation=activation)
-    torch.testing.assert_close(out, ref.conditional_instance_norm(x, weight, bias, style, activation=activation), rtol=1e-10, atol=1e-10)
-    assert out.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+    torch.testing.assert_close(
+        out, ref.conditional_instance_norm(x, weight, bias, style, activation=activation), rtol=1e-10, atol=1e-10
+    )
+    assert out.is_contiguous(
+        memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    )
 
 
 def test_non_contiguous_input():
     x, weight, bias, style = make_inputs(2, 4, 6, 5)
     x = x.transpose(2, 3)
-    torch.testing.assert_close(cvops.conditional_instance_norm(x, weight, bias, style), ref.conditional_instance_norm(x, weight, bias, style))
+    torch.testing.assert_close(
+        cvops.conditional_instance_norm(x, weight, bias, style), ref.conditional_instance_norm(x, weight, bias, style)
+    )
 
 
 def test_one_hot_mixing_equals_index():
     x, weight, bias, style = make_inputs(4, 6, 5, 5, S=3)
     one_hot = torch.nn.functional.one_hot(style, 3).to(x.dtype)
-    torch.testing.assert_close(cvops.conditional_instance_norm(x, weight, bias, one_hot),
-                               cvops.conditional_instance_norm(x, weight, bias, style), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        cvops.conditional_instance_norm(x, weight, bias, one_hot),
+        cvops.conditional_instance_norm(x, weight, bias, style),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("shape", [(0, 4, 3, 3), (2, 0, 3, 3), (2, 4, 0, 3)])
@@ -60,7 +71,9 @@ def test_empty(shape):
 def test_float32_and_half_types():
     x, weight, bias, style = make_inputs(2, 8, 16, 16, dtype=torch.float32)
     want = ref.conditional_instance_norm(x.double(), weight.double(), bias.double(), style)
-    torch.testing.assert_close(cvops.conditional_instance_norm(x, weight, bias, style).double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        cvops.conditional_instance_norm(x, weight, bias, style).double(), want, rtol=1e-5, atol=1e-5
+    )
     for dtype, tol in [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)]:
         got = cvops.conditional_instance_norm(x.to(dtype), weight, bias, style)
         assert got.dtype == dtype
@@ -104,7 +117,10 @@ def _opcheck_cases():
     return [
         ("_conditional_instance_norm", (x, weight, bias, index, 1e-5, "none")),
         ("_conditional_instance_norm", (grad(x), grad(weight), grad(bias), index, 1e-5, "relu")),
-        ("_conditional_instance_norm", (grad(x.to(memory_format=torch.channels_last)), grad(weight), grad(bias), grad(mix), 1e-3, "none")),
+        (
+            "_conditional_instance_norm",
+            (grad(x.to(memory_format=torch.channels_last)), grad(weight), grad(bias), grad(mix), 1e-3, "none"),
+        ),
         ("_conditional_instance_norm_backward", (torch.randn_like(x), x, out, weight, bias, index, mean, rstd, "relu")),
     ]
 
@@ -136,20 +152,89 @@ def test_module():
     assert "num_styles=3" in repr(module)
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1])), RuntimeError, r"cvops.conditional_instance_norm: x must have 4 dimensions"),
-    (lambda: cvops.conditional_instance_norm(torch.ones(2, 3, 4, 4, dtype=torch.int32), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1])), RuntimeError, r"x must be a floating-point"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 2])), RuntimeError, r"cvops.conditional_instance_norm: style values must lie in \[0, 2\), got values in \[0, 2\]"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([-1, 0])), RuntimeError, r"style values must lie in \[0, 2\)"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1, 1])), RuntimeError, r"style indices must have shape \[B\] = \[2\]"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.rand(2, 3)), RuntimeError, r"style mixing weights must have shape \[B, S\] = \[2, 2\]"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1], dtype=torch.int32)), RuntimeError, r"style must be int64 indices \[B\] or floating mixing weights"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 4), torch.ones(2, 4), torch.tensor([0, 1])), RuntimeError, r"weight must be \[S, C\] with C = 3"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(3, 3), torch.tensor([0, 1])), RuntimeError, r"bias must have weight's shape"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1]), eps=-1), RuntimeError, r"eps must be a finite number >= 0"),
-    (lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1]), activation="gelu"), ValueError, r"cvops.conditional_instance_norm: activation must be one of"),
-    (lambda: cvops.nn.ConditionalInstanceNorm2d(0, 3), ValueError, r"num_features and num_styles must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1])
+            ),
+            RuntimeError,
+            r"cvops.conditional_instance_norm: x must have 4 dimensions",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.ones(2, 3, 4, 4, dtype=torch.int32), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1])
+            ),
+            RuntimeError,
+            r"x must be a floating-point",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 2])
+            ),
+            RuntimeError,
+            r"cvops.conditional_instance_norm: style values must lie in \[0, 2\), got values in \[0, 2\]",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([-1, 0])
+            ),
+            RuntimeError,
+            r"style values must lie in \[0, 2\)",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1, 1])
+            ),
+            RuntimeError,
+            r"style indices must have shape \[B\] = \[2\]",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.rand(2, 3)
+            ),
+            RuntimeError,
+            r"style mixing weights must have shape \[B, S\] = \[2, 2\]",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1], dtype=torch.int32)
+            ),
+            RuntimeError,
+            r"style must be int64 indices \[B\] or floating mixing weights",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 4), torch.ones(2, 4), torch.tensor([0, 1])
+            ),
+            RuntimeError,
+            r"weight must be \[S, C\] with C = 3",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(3, 3), torch.tensor([0, 1])
+            ),
+            RuntimeError,
+            r"bias must have weight's shape",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1]), eps=-1
+            ),
+            RuntimeError,
+            r"eps must be a finite number >= 0",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1]), activation="gelu"
+            ),
+            ValueError,
+            r"cvops.conditional_instance_norm: activation must be one of",
+        ),
+        (lambda: cvops.nn.ConditionalInstanceNorm2d(0, 3), ValueError, r"num_features and num_styles must be >= 1"),
+    ],
+)
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -161,21 +246,41 @@ def test_bad_input(call, error, match):
 @pytest.mark.parametrize("style_kind", ["index", "mix"])
 # Split reductions (few planes, many positions), ragged channel tiles (3, 9, 33, 48, 200 channels),
 # odd plane sizes (no 16-byte packs), H·W = 1.
-@pytest.mark.parametrize("size", [(2, 8, 16, 16), (1, 3, 256, 256), (1, 64, 128, 128), (4, 64, 5, 7), (2, 4, 1, 1),
-                                  (2, 33, 7, 9), (2, 9, 5, 5), (1, 48, 64, 64), (2, 200, 6, 6)])
+@pytest.mark.parametrize(
+    "size",
+    [
+        (2, 8, 16, 16),
+        (1, 3, 256, 256),
+        (1, 64, 128, 128),
+        (4, 64, 5, 7),
+        (2, 4, 1, 1),
+        (2, 33, 7, 9),
+        (2, 9, 5, 5),
+        (1, 48, 64, 64),
+        (2, 200, 6, 6),
+    ],
+)
 def test_cuda_matches_reference(dtype, layout, style_kind, size):
-    x, weight, bias, style = make_inputs(*size, style_kind=style_kind, layout=layout, dtype=torch.float32, device="cuda")
-    want = ref.conditional_instance_norm(x.double(), weight.double(), bias.double(), style.double() if style_kind == "mix" else style, activation="relu")
+    x, weight, bias, style = make_inputs(
+        *size, style_kind=style_kind, layout=layout, dtype=torch.float32, device="cuda"
+    )
+    want = ref.conditional_instance_norm(
+        x.double(), weight.double(), bias.double(), style.double() if style_kind == "mix" else style, activation="relu"
+    )
     got = cvops.conditional_instance_norm(x.to(dtype), weight, bias, style, activation="relu")
     # Looser than the CUDA table: (x − mean)·rstd divides by the standard deviation of planes of up to
     # 256² positions, so the statistics' rounding comes back amplified where x is close to its mean.
     tol = cuda_rtol(dtype, **NORM_RTOL)
     torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * 4)
     leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
-    grads = torch.autograd.grad(cvops.conditional_instance_norm(*leaves, style, activation="relu").square().sum(), leaves)
+    grads = torch.autograd.grad(
+        cvops.conditional_instance_norm(*leaves, style, activation="relu").square().sum(), leaves
+    )
     cpu_leaves = [t.detach().double().cpu().requires_grad_() for t in (x, weight, bias)]
     s_cpu = style.cpu().double() if style_kind == "mix" else style.cpu()
-    want_grads = torch.autograd.grad(ref.conditional_instance_norm(*cpu_leaves, s_cpu, activation="relu").square().sum(), cpu_leaves)
+    want_grads = torch.autograd.grad(
+        ref.conditional_instance_norm(*cpu_leaves, s_cpu, activation="relu").square().sum(), cpu_leaves
+    )
     if dtype == torch.float32:
         for g, w in zip(grads, want_grads):
             # The gradients subtract two per-plane means of products from grad_out·rstd: looser still.
@@ -199,7 +304,13 @@ def test_cuda_gradcheck_opcheck_determinism():
 def test_cuda_misaligned_input_takes_the_scalar_path():
     base = torch.randn(2 * 4 * 8 * 8 + 1, device="cuda")
     x = base[1:].view(2, 4, 8, 8)  # storage offset of one float: not 16-byte aligned
-    weight, bias, style = torch.randn(3, 4, device="cuda"), torch.randn(3, 4, device="cuda"), torch.tensor([2, 0], device="cuda")
+    weight, bias, style = (
+        torch.randn(3, 4, device="cuda"),
+        torch.randn(3, 4, device="cuda"),
+        torch.tensor([2, 0], device="cuda"),
+    )
     want = ref.conditional_instance_norm(x.double(), weight.double(), bias.double(), style)
     tol = cuda_rtol(torch.float32, **NORM_RTOL)
-    torch.testing.assert_close(cvops.conditional_instance_norm(x, weight, bias, style).double(), want, rtol=tol, atol=tol)
+    torch.testing.assert_close(
+        cvops.conditional_instance_norm(x, weight, bias, style).double(), want, rtol=tol, atol=tol
+    )

@@ -1,10 +1,11 @@
 """The bilinear models: BilinearCNN with each pooling head (shapes, a training step on random data,
 torchvision weight layout) and the MFB/MFH VQA head. Small widths and images only."""
+
 import pytest
 import torch
 import torchvision
 
-from cvops.models import BilinearCNN, MFBVQA
+from cvops.models import MFBVQA, BilinearCNN
 from cvops.models.bilinear_cnn import POOLINGS, train_step
 
 
@@ -52,8 +53,19 @@ def test_bilinear_cnn_bad_input():
 @pytest.mark.parametrize("high_order", [False, True])
 def test_mfb_vqa_trains(high_order):
     torch.manual_seed(0)
-    model = MFBVQA(num_answers=6, vocab_size=30, image_channels=16, embed_dim=8, hidden_dim=12, k=3, o=10,
-                   glimpses=2, high_order=high_order, attention_dim=8, dropout=0.1)
+    model = MFBVQA(
+        num_answers=6,
+        vocab_size=30,
+        image_channels=16,
+        embed_dim=8,
+        hidden_dim=12,
+        k=3,
+        o=10,
+        glimpses=2,
+        high_order=high_order,
+        attention_dim=8,
+        dropout=0.1,
+    )
     image = torch.rand(4, 16, 5, 5)
     tokens = torch.tensor([[3, 4, 5, 0], [7, 8, 0, 0], [1, 2, 3, 4], [9, 0, 0, 0]])
     answers = torch.tensor([0, 1, 2, 3])

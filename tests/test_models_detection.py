@@ -1,18 +1,25 @@
 """The detection assembly: grid anchors, box coding, IoU assignment, DetectionPostprocess (a synthetic head
 output holding known objects comes out as exactly those objects; duplicates are suppressed; compiles),
 YoloHead and DetectionLoss, bad input."""
+
 import math
 
 import pytest
 import torch
 
 import cvops
-from cvops.models.detection import (
-    DetectionLoss, DetectionPostprocess, YoloHead, assign_targets, decode, decode_boxes, encode, grid_anchors,
-)
 from box_sets import random_boxes
+from cvops.models.detection import (
+    DetectionLoss,
+    DetectionPostprocess,
+    YoloHead,
+    assign_targets,
+    decode,
+    decode_boxes,
+    encode,
+    grid_anchors,
+)
 from reference import nms as ref
-
 
 # ---------------------------------------------------------------------------- anchors and box coding
 
@@ -56,18 +63,22 @@ def test_decode_scores_are_objectness_times_class():
 
 # ---------------------------------------------------------------------------- assignment
 
-ANCHORS = torch.tensor([
-    [0.0, 0, 10, 10],      # 0: IoU 1 with gt 0 → positive
-    [5, 0, 15, 10],        # 1: IoU 1/3 with gt 0 → negative
-    [4, 0, 14, 10],        # 2: IoU 60/140 ≈ 0.43 with gt 0 → ignored
-    [20, 20, 30, 30],      # 3: IoU 0.25 with gt 1, its best anchor (the first of a tie) → forced positive
-    [100, 100, 110, 110],  # 4: matches only padding in image 0 → negative; the object of image 1
-    [25, 25, 35, 35],      # 5: IoU 0.25 with gt 1 too (the tie's second) → negative
-])
-GT_BOXES = torch.tensor([
-    [[0.0, 0, 10, 10], [20, 20, 40, 40], [100, 100, 110, 110]],
-    [[100.0, 100, 110, 110], [0, 0, 0, 0], [0, 0, 0, 0]],
-])
+ANCHORS = torch.tensor(
+    [
+        [0.0, 0, 10, 10],  # 0: IoU 1 with gt 0 → positive
+        [5, 0, 15, 10],  # 1: IoU 1/3 with gt 0 → negative
+        [4, 0, 14, 10],  # 2: IoU 60/140 ≈ 0.43 with gt 0 → ignored
+        [20, 20, 30, 30],  # 3: IoU 0.25 with gt 1, its best anchor (the first of a tie) → forced positive
+        [100, 100, 110, 110],  # 4: matches only padding in image 0 → negative; the object of image 1
+        [25, 25, 35, 35],  # 5: IoU 0.25 with gt 1 too (the tie's second) → negative
+    ]
+)
+GT_BOXES = torch.tensor(
+    [
+        [[0.0, 0, 10, 10], [20, 20, 40, 40], [100, 100, 110, 110]],
+        [[100.0, 100, 110, 110], [0, 0, 0, 0], [0, 0, 0, 0]],
+    ]
+)
 GT_LABELS = torch.tensor([[3, 1, -1], [0, -1, -1]])
 
 
@@ -100,10 +111,12 @@ def test_assign_targets_conflicts_no_overlap_and_no_gt():
 # ---------------------------------------------------------------------------- DetectionPostprocess
 
 GRID, STRIDE, SIZES, CLASSES = (8, 8), 16, [(24.0, 24.0), (48.0, 32.0), (32.0, 64.0)], 4
-OBJECTS = torch.tensor([  # image 0: three objects; image 1: one object and padding
-    [[10.0, 12, 40, 38], [60, 20, 110, 60], [30, 70, 60, 125]],
-    [[50.0, 50, 90, 80], [0, 0, 0, 0], [0, 0, 0, 0]],
-])
+OBJECTS = torch.tensor(
+    [  # image 0: three objects; image 1: one object and padding
+        [[10.0, 12, 40, 38], [60, 20, 110, 60], [30, 70, 60, 125]],
+        [[50.0, 50, 90, 80], [0, 0, 0, 0], [0, 0, 0, 0]],
+    ]
+)
 OBJECT_CLASSES = torch.tensor([[2, 0, 3], [1, -1, -1]])
 OBJECTNESS = torch.tensor([[4.0, 8.0, 6.0], [5.0, 0.0, 0.0]])  # distinct scores fix the output order
 
@@ -121,7 +134,7 @@ def synthetic_head_output(duplicates=False):
         for j in torch.nonzero(OBJECT_CLASSES[b] >= 0).flatten().tolist():
             fire = targets.matched_gt[b] == j
             if duplicates:
-                near = (cvops.box_iou(OBJECTS[b, j:j + 1], anchors)[0] >= 0.25) & (targets.labels[b] < 0)
+                near = (cvops.box_iou(OBJECTS[b, j : j + 1], anchors)[0] >= 0.25) & (targets.labels[b] < 0)
                 shift = (torch.randint(0, 2, (len(anchors), 4), generator=g) * 4 - 2).float()
                 raw[b, near, :4] = encode(OBJECTS[b, j] + shift, anchors)[near]
                 raw[b, near, 4] = OBJECTNESS[b, j] - 1
@@ -179,13 +192,23 @@ def test_postprocess_per_class_versus_class_agnostic():
 def test_postprocess_limits_and_clipping_match_the_reference():
     anchors = grid_anchors((4, 5), 16, [(20.0, 20.0), (40.0, 24.0)], dtype=torch.float64)
     raw = torch.randn(3, len(anchors), 5 + 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
-    for options in [dict(max_per_class=3, max_total=7, score_threshold=0.2), dict(class_agnostic=True, max_total=50),
-                    dict(image_size=(64, 80), iou_threshold=0.3)]:
+    for options in [
+        dict(max_per_class=3, max_total=7, score_threshold=0.2),
+        dict(class_agnostic=True, max_total=50),
+        dict(image_size=(64, 80), iou_threshold=0.3),
+    ]:
         got = DetectionPostprocess(anchors, 3, **options)(raw)
         boxes, scores = decode(raw, anchors)
         if "image_size" in options:
-            boxes = torch.stack([boxes[..., 0].clamp(0, 80), boxes[..., 1].clamp(0, 64),
-                                 boxes[..., 2].clamp(0, 80), boxes[..., 3].clamp(0, 64)], -1)
+            boxes = torch.stack(
+                [
+                    boxes[..., 0].clamp(0, 80),
+                    boxes[..., 1].clamp(0, 64),
+                    boxes[..., 2].clamp(0, 80),
+                    boxes[..., 3].clamp(0, 64),
+                ],
+                -1,
+            )
         nms_options = {k: v for k, v in options.items() if k != "image_size"}
         want = ref.multiclass_nms(boxes, scores, **{"iou_threshold": 0.5, "score_threshold": 0.05, **nms_options})
         for g, w in zip(got, want):
@@ -256,31 +279,72 @@ def test_detection_loss_is_small_for_a_perfect_output_and_trains_a_head():
 ANCHORS_2x2 = grid_anchors(2, 16, [(16.0, 16.0)])
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: DetectionPostprocess(ANCHORS_2x2, 3)(torch.zeros(1, 4, 9)),
-     r"cvops.DetectionPostprocess: raw's last dim must be 5 \+ C = 8 for C = 3 classes .* got 9"),
-    (lambda: DetectionPostprocess(ANCHORS_2x2, 3)(torch.zeros(1, 5, 8)),
-     r"cvops.DetectionPostprocess: raw has 5 anchors .* but there are 4 anchors"),
-    (lambda: DetectionPostprocess(ANCHORS_2x2, 3)(torch.zeros(4, 8)),
-     r"cvops.DetectionPostprocess: raw must be a head output \[B, N, 5 \+ C\]"),
-    (lambda: DetectionPostprocess(ANCHORS_2x2[:, :3], 3), r"cvops.DetectionPostprocess: anchors must be xyxy boxes \[N, 4\]"),
-    (lambda: DetectionPostprocess(ANCHORS_2x2, 0), r"cvops.DetectionPostprocess: num_classes must be an int >= 1, got 0"),
-    (lambda: DetectionPostprocess(ANCHORS_2x2, 3, max_total=0), r"cvops.DetectionPostprocess: max_total must be an int >= 1"),
-    (lambda: DetectionPostprocess(ANCHORS_2x2, 3, iou_threshold=float("nan")), r"iou_threshold must be a number in \[0, 1\]"),
-    (lambda: DetectionPostprocess(ANCHORS_2x2, 3, score_threshold=float("inf")), r"score_threshold must be a finite number"),
-    (lambda: decode(torch.zeros(1, 4, 5), ANCHORS_2x2), r"cvops.decode: raw's last dim must be 5 \+ C with C ≥ 1"),
-    (lambda: decode(torch.zeros(1, 4, 8, dtype=torch.long), ANCHORS_2x2), r"cvops.decode: raw must be floating-point"),
-    (lambda: grid_anchors((2, 0), 16, [(8, 8)]), r"cvops.grid_anchors: grid_size must be a positive int or a pair"),
-    (lambda: grid_anchors(2, -1.0, [(8, 8)]), r"cvops.grid_anchors: stride must be a positive number"),
-    (lambda: grid_anchors(2, 16, [(8, 8, 8)]), r"cvops.grid_anchors: anchor_sizes must be A ≥ 1 positive finite pairs"),
-    (lambda: assign_targets(ANCHORS, GT_BOXES, GT_LABELS[:, :2]), r"cvops.assign_targets: gt_labels must have gt_boxes' shape"),
-    (lambda: assign_targets(ANCHORS, GT_BOXES, GT_LABELS.float()), r"cvops.assign_targets: gt_labels must be an integer"),
-    (lambda: assign_targets(ANCHORS, GT_BOXES[..., :2], GT_LABELS), r"cvops.assign_targets: gt_boxes must be xyxy boxes"),
-    (lambda: assign_targets(ANCHORS, GT_BOXES, GT_LABELS, pos_iou=0.3, neg_iou=0.4), r"neg_iou must be ≤ pos_iou"),
-    (lambda: YoloHead(6, 3, 2)(torch.zeros(1, 5, 4, 4)), r"cvops.YoloHead: features must be \[B, 6, H, W\]"),
-    (lambda: DetectionLoss(ANCHORS_2x2, 3)(torch.zeros(1, 4, 8), GT_BOXES, GT_LABELS),
-     r"cvops.DetectionLoss: gt_boxes must be \[B, G, 4\] with B = 1"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda: DetectionPostprocess(ANCHORS_2x2, 3)(torch.zeros(1, 4, 9)),
+            r"cvops.DetectionPostprocess: raw's last dim must be 5 \+ C = 8 for C = 3 classes .* got 9",
+        ),
+        (
+            lambda: DetectionPostprocess(ANCHORS_2x2, 3)(torch.zeros(1, 5, 8)),
+            r"cvops.DetectionPostprocess: raw has 5 anchors .* but there are 4 anchors",
+        ),
+        (
+            lambda: DetectionPostprocess(ANCHORS_2x2, 3)(torch.zeros(4, 8)),
+            r"cvops.DetectionPostprocess: raw must be a head output \[B, N, 5 \+ C\]",
+        ),
+        (
+            lambda: DetectionPostprocess(ANCHORS_2x2[:, :3], 3),
+            r"cvops.DetectionPostprocess: anchors must be xyxy boxes \[N, 4\]",
+        ),
+        (
+            lambda: DetectionPostprocess(ANCHORS_2x2, 0),
+            r"cvops.DetectionPostprocess: num_classes must be an int >= 1, got 0",
+        ),
+        (
+            lambda: DetectionPostprocess(ANCHORS_2x2, 3, max_total=0),
+            r"cvops.DetectionPostprocess: max_total must be an int >= 1",
+        ),
+        (
+            lambda: DetectionPostprocess(ANCHORS_2x2, 3, iou_threshold=float("nan")),
+            r"iou_threshold must be a number in \[0, 1\]",
+        ),
+        (
+            lambda: DetectionPostprocess(ANCHORS_2x2, 3, score_threshold=float("inf")),
+            r"score_threshold must be a finite number",
+        ),
+        (lambda: decode(torch.zeros(1, 4, 5), ANCHORS_2x2), r"cvops.decode: raw's last dim must be 5 \+ C with C ≥ 1"),
+        (
+            lambda: decode(torch.zeros(1, 4, 8, dtype=torch.long), ANCHORS_2x2),
+            r"cvops.decode: raw must be floating-point",
+        ),
+        (lambda: grid_anchors((2, 0), 16, [(8, 8)]), r"cvops.grid_anchors: grid_size must be a positive int or a pair"),
+        (lambda: grid_anchors(2, -1.0, [(8, 8)]), r"cvops.grid_anchors: stride must be a positive number"),
+        (
+            lambda: grid_anchors(2, 16, [(8, 8, 8)]),
+            r"cvops.grid_anchors: anchor_sizes must be A ≥ 1 positive finite pairs",
+        ),
+        (
+            lambda: assign_targets(ANCHORS, GT_BOXES, GT_LABELS[:, :2]),
+            r"cvops.assign_targets: gt_labels must have gt_boxes' shape",
+        ),
+        (
+            lambda: assign_targets(ANCHORS, GT_BOXES, GT_LABELS.float()),
+            r"cvops.assign_targets: gt_labels must be an integer",
+        ),
+        (
+            lambda: assign_targets(ANCHORS, GT_BOXES[..., :2], GT_LABELS),
+            r"cvops.assign_targets: gt_boxes must be xyxy boxes",
+        ),
+        (lambda: assign_targets(ANCHORS, GT_BOXES, GT_LABELS, pos_iou=0.3, neg_iou=0.4), r"neg_iou must be ≤ pos_iou"),
+        (lambda: YoloHead(6, 3, 2)(torch.zeros(1, 5, 4, 4)), r"cvops.YoloHead: features must be \[B, 6, H, W\]"),
+        (
+            lambda: DetectionLoss(ANCHORS_2x2, 3)(torch.zeros(1, 4, 8), GT_BOXES, GT_LABELS),
+            r"cvops.DetectionLoss: gt_boxes must be \[B, G, 4\] with B = 1",
+        ),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()

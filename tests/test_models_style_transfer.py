@@ -1,6 +1,7 @@
 """The style-transfer models: TransformerNet (index and mixed styles), VGGFeatures (layout, torchvision
 weights), StyleTransferLoss, train_step, gatys_transfer, bad input and the demo (cvops.demos.style_transfer).
 Small images only."""
+
 import pytest
 import torch
 import torchvision
@@ -8,7 +9,12 @@ import torchvision
 import cvops.nn
 from cvops.demos.style_transfer import main
 from cvops.models.style_transfer import (
-    FEATURE_NAMES, StyleTransferLoss, TransformerNet, VGGFeatures, gatys_transfer, train_step,
+    FEATURE_NAMES,
+    StyleTransferLoss,
+    TransformerNet,
+    VGGFeatures,
+    gatys_transfer,
+    train_step,
 )
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -76,7 +82,7 @@ def test_vgg_loads_torchvision_weights():
     features_state = torchvision_vgg.features.state_dict()
     x = images(2, size=32)
     with torch.no_grad():
-        want = [torchvision_vgg.features[:end + 1]((x - IMAGENET_MEAN) / IMAGENET_STD) for end in (3, 8, 15, 22)]
+        want = [torchvision_vgg.features[: end + 1]((x - IMAGENET_MEAN) / IMAGENET_STD) for end in (3, 8, 15, 22)]
         for state_dict in (features_state, torchvision_vgg.state_dict()):  # "0.weight" and "features.0.weight" keys
             got = VGGFeatures.from_torchvision_state_dict(state_dict)(x)
             for name, got_layer, want_layer in zip(FEATURE_NAMES, got, want):
@@ -144,24 +150,48 @@ def test_demo_writes_a_grid(tmp_path):
 # ---------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda: TransformerNet(2)(torch.rand(2, 4, 16, 16), torch.tensor([0, 1])), ValueError,
-     r"cvops.TransformerNet: x must be RGB images \[B, 3, H, W\] in \[0, 1\], got \(2, 4, 16, 16\)"),
-    (lambda: TransformerNet(2)(torch.rand(2, 3, 16, 16), MIXING), ValueError,
-     r"cvops.TransformerNet: style must be an int, int64 indices \[B\] = \[2\] or floating mixing weights \[B, S\] = \[2, 2\]"),
-    (lambda: TransformerNet(2)(torch.rand(2, 3, 16, 16), torch.tensor([0, 2])), RuntimeError,
-     r"cvops.conditional_instance_norm: style values must lie in \[0, 2\)"),
-    (lambda: TransformerNet(0), ValueError, r"cvops.TransformerNet: num_styles must be an int >= 1"),
-    (lambda: VGGFeatures()(torch.rand(1, 1, 16, 16)), ValueError, r"cvops.VGGFeatures: x must be RGB images"),
-    (lambda: VGGFeatures.from_torchvision_state_dict({"0.weight": torch.zeros(64, 3, 3, 3)}), ValueError,
-     r"cvops.VGGFeatures: state_dict is not a torchvision vgg16 `features` state_dict: missing or mis-shaped \['0.bias'"),
-    (lambda: StyleTransferLoss(VGGFeatures(), [torch.zeros(2, 64, 64)]), ValueError,
-     r"cvops.StyleTransferLoss: styles must be style images \[S, 3, H, W\] or one Gram bank"),
-    (lambda: StyleTransferLoss(VGGFeatures(), torch.rand(2, 3, 16, 16), content_layer="conv4_2"), ValueError,
-     r"cvops.StyleTransferLoss: content_layer must be one of"),
-    (lambda: gatys_transfer(torch.rand(3, 16, 16), torch.rand(3, 16, 16), optimizer="sgd"), ValueError,
-     r"cvops.gatys_transfer: optimizer must be 'adam' or 'lbfgs'"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (
+            lambda: TransformerNet(2)(torch.rand(2, 4, 16, 16), torch.tensor([0, 1])),
+            ValueError,
+            r"cvops.TransformerNet: x must be RGB images \[B, 3, H, W\] in \[0, 1\], got \(2, 4, 16, 16\)",
+        ),
+        (
+            lambda: TransformerNet(2)(torch.rand(2, 3, 16, 16), MIXING),
+            ValueError,
+            r"cvops.TransformerNet: style must be an int, int64 indices \[B\] = \[2\] or floating mixing weights \[B, S\] = \[2, 2\]",
+        ),
+        (
+            lambda: TransformerNet(2)(torch.rand(2, 3, 16, 16), torch.tensor([0, 2])),
+            RuntimeError,
+            r"cvops.conditional_instance_norm: style values must lie in \[0, 2\)",
+        ),
+        (lambda: TransformerNet(0), ValueError, r"cvops.TransformerNet: num_styles must be an int >= 1"),
+        (lambda: VGGFeatures()(torch.rand(1, 1, 16, 16)), ValueError, r"cvops.VGGFeatures: x must be RGB images"),
+        (
+            lambda: VGGFeatures.from_torchvision_state_dict({"0.weight": torch.zeros(64, 3, 3, 3)}),
+            ValueError,
+            r"cvops.VGGFeatures: state_dict is not a torchvision vgg16 `features` state_dict: missing or mis-shaped \['0.bias'",
+        ),
+        (
+            lambda: StyleTransferLoss(VGGFeatures(), [torch.zeros(2, 64, 64)]),
+            ValueError,
+            r"cvops.StyleTransferLoss: styles must be style images \[S, 3, H, W\] or one Gram bank",
+        ),
+        (
+            lambda: StyleTransferLoss(VGGFeatures(), torch.rand(2, 3, 16, 16), content_layer="conv4_2"),
+            ValueError,
+            r"cvops.StyleTransferLoss: content_layer must be one of",
+        ),
+        (
+            lambda: gatys_transfer(torch.rand(3, 16, 16), torch.rand(3, 16, 16), optimizer="sgd"),
+            ValueError,
+            r"cvops.gatys_transfer: optimizer must be 'adam' or 'lbfgs'",
+        ),
+    ],
+)
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -2,12 +2,14 @@
 parity with torchvision.ops and with reference/nms.py on generated box sets (uniform, clustered,
 duplicates, tiny, huge; tied scores; thresholds 0, 0.5, 1), the NaN/inf/degenerate policy of
 cvops/ops/nms.py, reduced precision, empty inputs, opcheck, torch.compile and bad input."""
+
 import math
 
 import pytest
 import torch
 import torchvision.ops as tv
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cvops
 import reference.nms as ref
@@ -58,7 +60,9 @@ def test_reference_multiclass_nms_matches_torchvision_per_image():
     batch, n, classes, k, per_class = 3, 80, 5, 25, 6
     boxes = random_boxes(batch * n, g).view(batch, n, 4)
     scores = torch.rand(batch, n, classes, generator=g, dtype=torch.float64)
-    got = ref.multiclass_nms(boxes, scores, iou_threshold=0.4, score_threshold=0.3, max_per_class=per_class, max_total=k)
+    got = ref.multiclass_nms(
+        boxes, scores, iou_threshold=0.4, score_threshold=0.3, max_per_class=per_class, max_total=k
+    )
     for b in range(batch):
         box_index, cls = torch.nonzero(scores[b] > 0.3, as_tuple=True)
         keep = tv.batched_nms(boxes[b, box_index], scores[b, box_index, cls], cls, 0.4)
@@ -72,6 +76,7 @@ def test_reference_multiclass_nms_matches_torchvision_per_image():
 
 
 # ---- nms ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("box_set", SETS)
@@ -98,18 +103,27 @@ def test_nms_matches_reference_on_many_sets(threshold):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 400), threshold=st.floats(0, 1), seed=st.integers(0, 2**31 - 1),
-       box_set=st.sampled_from(SETS), tied=st.booleans(), classes=st.integers(1, 9))
+@given(
+    n=st.integers(1, 400),
+    threshold=st.floats(0, 1),
+    seed=st.integers(0, 2**31 - 1),
+    box_set=st.sampled_from(SETS),
+    tied=st.booleans(),
+    classes=st.integers(1, 9),
+)
 def test_nms_and_batched_nms_property(n, threshold, seed, box_set, tied, classes):
     g = torch.Generator().manual_seed(seed)
     boxes = boxes_like(box_set, n, torch.float32, generator=g)
     scores = scores_for(n, tied, torch.float32, seed=seed)
     idxs = torch.randint(0, classes, (n,), generator=g)
     assert torch.equal(cvops.nms(boxes, scores, threshold), ref.nms(boxes, scores, threshold))
-    assert torch.equal(cvops.batched_nms(boxes, scores, idxs, threshold), ref.batched_nms(boxes, scores, idxs, threshold))
+    assert torch.equal(
+        cvops.batched_nms(boxes, scores, idxs, threshold), ref.batched_nms(boxes, scores, idxs, threshold)
+    )
 
 
 # ---- batched_nms ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("box_set", SETS)
@@ -130,7 +144,11 @@ def test_batched_nms_ties_and_category_ids(device):
     n = 500
     boxes = boxes_like("clustered", n, device=device)
     scores = scores_for(n, tied=True, device=device)
-    for idxs in (torch.randint(-3, 3, (n,)), torch.randint(0, 4, (n,)) * 10**12, torch.randint(0, 5, (n,), dtype=torch.int32)):
+    for idxs in (
+        torch.randint(-3, 3, (n,)),
+        torch.randint(0, 4, (n,)) * 10**12,
+        torch.randint(0, 5, (n,), dtype=torch.int32),
+    ):
         got = cvops.batched_nms(boxes, scores, idxs.to(device), 0.5).cpu()
         torch.testing.assert_close(got, ref.batched_nms(boxes.cpu(), scores.cpu(), idxs.long(), 0.5))
 
@@ -142,6 +160,7 @@ def test_batched_nms_boxes_of_other_categories_never_suppress():
 
 
 # ---- multiclass_nms -----------------------------------------------------------------------------------
+
 
 def detector_output(B, N, C, per_class=False, dtype=torch.float64, device="cpu", seed=0):
     """Clustered boxes (several anchors per object) with random class scores."""
@@ -165,8 +184,13 @@ def assert_same_detections(got, want):
 def test_multiclass_nms_matches_reference(device, per_class, class_agnostic, limits):
     max_per_class, max_total = limits
     boxes, scores = detector_output(3, 300, 5, per_class, device=device)
-    kwargs = dict(iou_threshold=0.5, score_threshold=0.3, max_per_class=max_per_class, max_total=max_total,
-                  class_agnostic=class_agnostic)
+    kwargs = dict(
+        iou_threshold=0.5,
+        score_threshold=0.3,
+        max_per_class=max_per_class,
+        max_total=max_total,
+        class_agnostic=class_agnostic,
+    )
     got = cvops.multiclass_nms(boxes, scores, **kwargs)
     assert_same_detections(got, ref.multiclass_nms(boxes.cpu(), scores.cpu(), **kwargs))
 
@@ -175,7 +199,8 @@ def test_multiclass_nms_matches_reference(device, per_class, class_agnostic, lim
 def test_multiclass_nms_is_a_loop_of_torchvision_nms(dtype):
     boxes, scores = detector_output(2, 400, 4, dtype=dtype, seed=3)
     out_boxes, out_scores, classes, indices, num_valid = cvops.multiclass_nms(
-        boxes, scores, iou_threshold=0.6, score_threshold=0.2, max_per_class=30, max_total=60)
+        boxes, scores, iou_threshold=0.6, score_threshold=0.2, max_per_class=30, max_total=60
+    )
     for b in range(2):
         dets = []
         for c in range(4):
@@ -204,6 +229,7 @@ def test_multiclass_nms_empty_and_all_padding():
 
 # ---- soft_nms --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("method", ["gaussian", "linear"])
 @pytest.mark.parametrize("box_set", ["uniform", "clustered", "duplicates"])
@@ -228,17 +254,22 @@ def test_soft_nms_decays_instead_of_removing():
 
 # ---- the NaN / inf / degenerate policy (cvops/ops/nms.py) ----------------------------------------------
 
+
 def policy_case(dtype=torch.float64, device="cpu"):
     nan, inf = math.nan, math.inf
-    boxes = torch.tensor([
-        [0, 0, 10, 10],      # 0: kept
-        [1, 1, 10, 10],      # 1: suppressed by 0
-        [0, 0, 10, 10],      # 2: NaN score: dropped, suppresses nothing
-        [nan, 0, 10, 10],    # 3: NaN coordinate: kept, overlaps nothing
-        [0, 0, inf, 10],     # 4: infinite coordinate: kept, overlaps nothing
-        [10, 10, 0, 0],      # 5: degenerate (x2 < x1): kept, overlaps nothing
-        [5, 5, 5, 15],       # 6: zero width: kept
-    ], dtype=dtype, device=device)
+    boxes = torch.tensor(
+        [
+            [0, 0, 10, 10],  # 0: kept
+            [1, 1, 10, 10],  # 1: suppressed by 0
+            [0, 0, 10, 10],  # 2: NaN score: dropped, suppresses nothing
+            [nan, 0, 10, 10],  # 3: NaN coordinate: kept, overlaps nothing
+            [0, 0, inf, 10],  # 4: infinite coordinate: kept, overlaps nothing
+            [10, 10, 0, 0],  # 5: degenerate (x2 < x1): kept, overlaps nothing
+            [5, 5, 5, 15],  # 6: zero width: kept
+        ],
+        dtype=dtype,
+        device=device,
+    )
     scores = torch.tensor([0.5, 0.4, nan, 0.9, 0.8, 0.7, 0.6], dtype=dtype, device=device)
     return boxes, scores
 
@@ -247,7 +278,13 @@ def policy_case(dtype=torch.float64, device="cpu"):
 def test_nan_inf_and_degenerate_policy(device):
     boxes, scores = policy_case(device=device)
     assert cvops.nms(boxes, scores, 0.1).tolist() == [3, 4, 5, 6, 0]
-    assert cvops.batched_nms(boxes, scores, torch.zeros(7, dtype=torch.long, device=device), 0.1).tolist() == [3, 4, 5, 6, 0]
+    assert cvops.batched_nms(boxes, scores, torch.zeros(7, dtype=torch.long, device=device), 0.1).tolist() == [
+        3,
+        4,
+        5,
+        6,
+        0,
+    ]
     out = cvops.multiclass_nms(boxes[None], scores[None, :, None], iou_threshold=0.1, score_threshold=0.0)
     assert out[3][0, :5].tolist() == [3, 4, 5, 6, 0] and int(out[4][0]) == 5
     assert torch.isnan(out[0][0, 0, 0])  # the box as given, not its replacement
@@ -261,6 +298,7 @@ def test_nan_inf_and_degenerate_policy(device):
 
 
 # ---- dtypes, layouts, inputs not mutated --------------------------------------------------------------
+
 
 def test_reduced_precision_computes_in_float32():
     boxes, scores = boxes_like("clustered", 300, torch.float16), scores_for(300, dtype=torch.float16)
@@ -296,6 +334,7 @@ def test_empty_inputs():
 
 # ---- opcheck and torch.compile -------------------------------------------------------------------------
 
+
 def test_opcheck():
     boxes, scores = boxes_like("clustered", 50, torch.float32), scores_for(50, dtype=torch.float32)
     idxs = torch.randint(0, 3, (50,))
@@ -312,7 +351,8 @@ def test_multiclass_nms_compiles_without_graph_breaks():
 
     def postprocess(boxes, scores):
         out_boxes, out_scores, classes, indices, num_valid = cvops.multiclass_nms(
-            boxes * 2, scores.sigmoid(), iou_threshold=0.5, max_per_class=10, max_total=20)
+            boxes * 2, scores.sigmoid(), iou_threshold=0.5, max_per_class=10, max_total=20
+        )
         return out_boxes.sum(-1), out_scores, classes, num_valid
 
     compiled = torch.compile(postprocess, backend="aot_eager", fullgraph=True)
@@ -328,8 +368,7 @@ def test_nms_compiles_with_dynamic_output(monkeypatch):
 
     def keep_boxes(boxes, scores):
         soft, soft_scores = cvops.soft_nms(boxes, scores, method="linear")
-        return (boxes[cvops.nms(boxes, scores, 0.5)], cvops.batched_nms(boxes, scores, idxs, 0.5),
-                soft, soft_scores)
+        return (boxes[cvops.nms(boxes, scores, 0.5)], cvops.batched_nms(boxes, scores, idxs, 0.5), soft, soft_scores)
 
     compiled = torch.compile(keep_boxes, backend="aot_eager", fullgraph=True)
     for got, want in zip(compiled(boxes, scores), keep_boxes(boxes, scores)):
@@ -341,26 +380,58 @@ def test_nms_compiles_with_dynamic_output(monkeypatch):
 B4, S = torch.rand(5, 4), torch.rand(5)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: cvops.nms(torch.rand(5, 3), S, 0.5), r"cvops.nms: boxes must have shape \[n, 4\]"),
-    (lambda: cvops.nms(B4, torch.rand(4), 0.5), "cvops.nms: scores must have one value per box"),
-    (lambda: cvops.nms(B4, torch.randint(0, 5, (5,)), 0.5), "cvops.nms: scores must be a floating-point"),
-    (lambda: cvops.nms(B4, S.double(), 0.5), "cvops.nms: boxes and scores must have the same dtype"),
-    (lambda: cvops.nms(B4, S, math.nan), "cvops.nms: iou_threshold must be a number >= 0"),
-    (lambda: cvops.nms(B4, S, -0.1), "cvops.nms: iou_threshold must be a number >= 0"),
-    (lambda: cvops.batched_nms(B4, S, torch.zeros(4, dtype=torch.long), 0.5), r"cvops.batched_nms: idxs must have shape \[n\]"),
-    (lambda: cvops.batched_nms(B4, S, torch.zeros(5), 0.5), "cvops.batched_nms: idxs must be an integer tensor"),
-    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 3), torch.rand(2, 5, 3), iou_threshold=0.5), "cvops.multiclass_nms: boxes must have shape"),
-    (lambda: cvops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 5, 3), iou_threshold=0.5), "cvops.multiclass_nms: boxes .* do not match scores"),
-    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 2, 4), torch.rand(2, 5, 3), iou_threshold=0.5), "do not match scores"),
-    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5), iou_threshold=0.5), r"scores must have shape \[B, N, C\]"),
-    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_total=0), "max_total must be an int >= 1"),
-    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_per_class=0), "max_per_class must be an int >= 1"),
-    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_total=2.5), "max_total must be an int >= 1, got 2.5"),
-    (lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, score_threshold=math.nan), "score_threshold must be a number"),
-    (lambda: cvops.soft_nms(B4, S, method="hard"), "cvops.soft_nms: method must be one of"),
-    (lambda: cvops.soft_nms(B4, S, sigma=0.0), "cvops.soft_nms: sigma must be > 0"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: cvops.nms(torch.rand(5, 3), S, 0.5), r"cvops.nms: boxes must have shape \[n, 4\]"),
+        (lambda: cvops.nms(B4, torch.rand(4), 0.5), "cvops.nms: scores must have one value per box"),
+        (lambda: cvops.nms(B4, torch.randint(0, 5, (5,)), 0.5), "cvops.nms: scores must be a floating-point"),
+        (lambda: cvops.nms(B4, S.double(), 0.5), "cvops.nms: boxes and scores must have the same dtype"),
+        (lambda: cvops.nms(B4, S, math.nan), "cvops.nms: iou_threshold must be a number >= 0"),
+        (lambda: cvops.nms(B4, S, -0.1), "cvops.nms: iou_threshold must be a number >= 0"),
+        (
+            lambda: cvops.batched_nms(B4, S, torch.zeros(4, dtype=torch.long), 0.5),
+            r"cvops.batched_nms: idxs must have shape \[n\]",
+        ),
+        (lambda: cvops.batched_nms(B4, S, torch.zeros(5), 0.5), "cvops.batched_nms: idxs must be an integer tensor"),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 5, 3), torch.rand(2, 5, 3), iou_threshold=0.5),
+            "cvops.multiclass_nms: boxes must have shape",
+        ),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 5, 3), iou_threshold=0.5),
+            "cvops.multiclass_nms: boxes .* do not match scores",
+        ),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 5, 2, 4), torch.rand(2, 5, 3), iou_threshold=0.5),
+            "do not match scores",
+        ),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5), iou_threshold=0.5),
+            r"scores must have shape \[B, N, C\]",
+        ),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_total=0),
+            "max_total must be an int >= 1",
+        ),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_per_class=0),
+            "max_per_class must be an int >= 1",
+        ),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_total=2.5),
+            "max_total must be an int >= 1, got 2.5",
+        ),
+        (
+            lambda: cvops.multiclass_nms(
+                torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, score_threshold=math.nan
+            ),
+            "score_threshold must be a number",
+        ),
+        (lambda: cvops.soft_nms(B4, S, method="hard"), "cvops.soft_nms: method must be one of"),
+        (lambda: cvops.soft_nms(B4, S, sigma=0.0), "cvops.soft_nms: sigma must be > 0"),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises((RuntimeError, ValueError), match=match):
         call()
@@ -368,22 +439,26 @@ def test_bad_input(call, match):
 
 # ---- CUDA --------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 4000])
 def test_cuda_nms_sizes_match_cpu(n):
     boxes, scores = boxes_like("clustered", n, torch.float32), scores_for(n, tied=True, dtype=torch.float32)
     idxs = torch.randint(0, 7, (n,))
     torch.testing.assert_close(cvops.nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), cvops.nms(boxes, scores, 0.5))
-    torch.testing.assert_close(cvops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
-                               cvops.batched_nms(boxes, scores, idxs, 0.5))
+    torch.testing.assert_close(
+        cvops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
+        cvops.batched_nms(boxes, scores, idxs, 0.5),
+    )
 
 
 @pytest.mark.cuda
 def test_cuda_multiclass_nms_large_matches_cpu():
     boxes, scores = detector_output(4, 3000, 20, dtype=torch.float32, seed=5)
     kwargs = dict(iou_threshold=0.5, score_threshold=0.05, max_per_class=100, max_total=300)
-    assert_same_detections(cvops.multiclass_nms(boxes.cuda(), scores.cuda(), **kwargs),
-                           cvops.multiclass_nms(boxes, scores, **kwargs))
+    assert_same_detections(
+        cvops.multiclass_nms(boxes.cuda(), scores.cuda(), **kwargs), cvops.multiclass_nms(boxes, scores, **kwargs)
+    )
 
 
 @pytest.mark.cuda
@@ -403,9 +478,12 @@ def test_cuda_multiclass_nms_many_survivors(per_class, class_agnostic, C):
     boxes = boxes_like("tiny", 2 * 3000 * (C if per_class else 1), torch.float32, generator=g) * 100
     boxes = boxes.view(2, 3000, C, 4) if per_class else boxes.view(2, 3000, 4)
     scores = torch.rand(2, 3000, C, generator=g)
-    kwargs = dict(iou_threshold=0.5, score_threshold=0.1, max_per_class=2000, max_total=2500, class_agnostic=class_agnostic)
-    assert_same_detections(cvops.multiclass_nms(boxes.cuda(), scores.cuda(), **kwargs),
-                           cvops.multiclass_nms(boxes, scores, **kwargs))
+    kwargs = dict(
+        iou_threshold=0.5, score_threshold=0.1, max_per_class=2000, max_total=2500, class_agnostic=class_agnostic
+    )
+    assert_same_detections(
+        cvops.multiclass_nms(boxes.cuda(), scores.cuda(), **kwargs), cvops.multiclass_nms(boxes, scores, **kwargs)
+    )
 
 
 @pytest.mark.cuda

@@ -1,5 +1,6 @@
 """The build's registrations and CPU levels: every op has its loops on every device the build has
 (read from the loop tables the op bodies dispatch through), and every CPU level gives the same bits."""
+
 import os
 import subprocess
 import sys
@@ -33,7 +34,9 @@ def test_loop_tables_name_every_op_that_dispatches_through_them():
     assert {"nms", "batched_nms", "multiclass_nms", "soft_nms"} == set(tables["nms"]["ops"])
     names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("cvops::")}
     in_tables = {op for t in tables.values() for op in t["ops"]}
-    composite = {n for n in names if torch._C._dispatch_has_kernel_for_dispatch_key(f"cvops::{n}", "CompositeExplicitAutograd")}
+    composite = {
+        n for n in names if torch._C._dispatch_has_kernel_for_dispatch_key(f"cvops::{n}", "CompositeExplicitAutograd")
+    }
     assert names == in_tables | composite
     assert composite == {"_gram_matrix_backward", "_style_loss_backward"}
 
@@ -90,4 +93,3 @@ def test_cpu_level_can_only_be_lowered_and_must_be_known():
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0
     assert "CVOPS_CPU_LEVEL must be 'baseline', 'avx2' or 'avx512', got 'sse9'" in bad.stderr
-

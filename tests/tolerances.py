@@ -2,6 +2,7 @@
 reference. Each entry is the tightest bound the kernels meet (float32 tiles accumulate in another
 order than the reference; float16/bfloat16 round the result once). A test that needs a looser bound
 passes it to cuda_rtol by dtype name, with the reason beside the call."""
+
 import torch
 
 CUDA_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}

@@ -2,6 +2,7 @@
 
 A family module exposes `cases(device) -> list[Case]`; add it to FAMILIES at the bottom.
 """
+
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -44,8 +45,12 @@ def family_name(module):
 
 
 def all_cases(devices):
-    return [replace(case, family=family_name(family))
-            for device in devices for family in FAMILIES for case in family.cases(device)]
+    return [
+        replace(case, family=family_name(family))
+        for device in devices
+        for family in FAMILIES
+        for case in family.cases(device)
+    ]
 
 
 # Imported last: the family modules import Case from this package.

@@ -1,4 +1,5 @@
 """boxes family: cvops.box_iou against torchvision.ops (which builds N×M×2 temporaries)."""
+
 import torch
 import torchvision.ops as tv
 
@@ -20,8 +21,16 @@ def iou_case(kind, n, m, device):
         a, b = random_boxes(n, device, 0), random_boxes(m, device, 1)
         return (lambda: PEERS[kind](a, b)), (lambda: cvops.box_iou(a, b, kind=kind))
 
-    return Case(f"box_iou {kind}", f"{n}x{m}", device, f"torchvision.ops.{PEERS[kind].__name__}", build,
-                peak_memory=True, quick=(kind == "iou" and n == 4000), bytes_moved=4 * n * m)
+    return Case(
+        f"box_iou {kind}",
+        f"{n}x{m}",
+        device,
+        f"torchvision.ops.{PEERS[kind].__name__}",
+        build,
+        peak_memory=True,
+        quick=(kind == "iou" and n == 4000),
+        bytes_moved=4 * n * m,
+    )
 
 
 def cases(device):

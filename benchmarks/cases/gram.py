@@ -1,4 +1,5 @@
 """Gram family: cvops.gram_matrix / style_loss against torch.bmm composites, on VGG-16 style layers."""
+
 import torch
 
 import cvops
@@ -39,9 +40,15 @@ def gram_case(shape, device, dtype=torch.float32):
         x = features(shape, device, dtype)
         return (lambda: bmm_gram(x)), (lambda: cvops.gram_matrix(x))
 
-    return Case("gram_matrix", shape_label(shape, dtype), device, "torch.bmm", build,
-                quick=shape in QUICK_GRAM and dtype == torch.float32,
-                rtol=1e-3 if dtype == torch.float32 else 2e-2)
+    return Case(
+        "gram_matrix",
+        shape_label(shape, dtype),
+        device,
+        "torch.bmm",
+        build,
+        quick=shape in QUICK_GRAM and dtype == torch.float32,
+        rtol=1e-3 if dtype == torch.float32 else 2e-2,
+    )
 
 
 def style_case(shape, device, backward):
@@ -51,12 +58,20 @@ def style_case(shape, device, backward):
         return loss_step(bmm_style_loss, x, target, backward), loss_step(cvops.style_loss, x, target, backward)
 
     op = "style_loss fwd+bwd" if backward else "style_loss fwd"
-    return Case(op, shape_label(shape), device, "bmm composite", build, peak_memory=True,
-                quick=backward and shape in QUICK_STYLE)
+    return Case(
+        op,
+        shape_label(shape),
+        device,
+        "bmm composite",
+        build,
+        peak_memory=True,
+        quick=backward and shape in QUICK_STYLE,
+    )
 
 
 def loss_step(loss_fn, x, target, backward):
     """A closure returning x.grad after forward+backward, or the loss of a no-grad forward."""
+
     def fwd_bwd():
         x.grad = None  # a fresh gradient each call, as in a training step
         loss_fn(x, target).backward()
@@ -71,7 +86,6 @@ def loss_step(loss_fn, x, target, backward):
 
 def cases(device):
     dtypes = [torch.float32] + ([torch.bfloat16] if device == "cuda" else [])
-    grams = [gram_case(s, device, d) for d in dtypes for s in GRAM_SHAPES
-             if d == torch.float32 or s[1] >= 256]
+    grams = [gram_case(s, device, d) for d in dtypes for s in GRAM_SHAPES if d == torch.float32 or s[1] >= 256]
     styles = [style_case(s, device, backward) for backward in (True, False) for s in STYLE_SHAPES]
     return grams + styles

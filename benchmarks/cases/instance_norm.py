@@ -1,5 +1,6 @@
 """instance_norm family: cvops.conditional_instance_norm against the usual composite, a gather of
 (γ, β) around F.instance_norm (which PyTorch runs as batch_norm on a reshaped tensor)."""
+
 import copy
 import types
 
@@ -29,7 +30,8 @@ def with_composite_norms(net):
     for module in twin.modules():
         if isinstance(module, ConditionalInstanceNorm2d):
             module.forward = types.MethodType(
-                lambda self, x, style: composite_cin(x, self.weight, self.bias, style, self.activation), module)
+                lambda self, x, style: composite_cin(x, self.weight, self.bias, style, self.activation), module
+            )
     return twin
 
 
@@ -49,6 +51,7 @@ def transformer_net_case(device):
             def forward():
                 with torch.no_grad():
                     return model(images, style)
+
             return forward
 
         return run(twin), run(net)
@@ -89,20 +92,33 @@ def cin_case(shape, device, channels_last, backward):
     def build():
         leaves, style = inputs(shape, device, channels_last, backward)
         grad_out = torch.randn_like(leaves[0]) if backward else None  # the same for both
-        return (step(composite_cin, leaves, style, grad_out),
-                step(cvops.conditional_instance_norm, leaves, style, grad_out))
+        return (
+            step(composite_cin, leaves, style, grad_out),
+            step(cvops.conditional_instance_norm, leaves, style, grad_out),
+        )
 
     numel = torch.Size(shape).numel()
     # x read and out written once (forward); + grad_out read, grad_x written (backward) — fp32.
     bytes_moved = 4 * numel * (4 if backward else 2)
     op = "cond_instance_norm " + ("fwd+bwd" if backward else "fwd")
     label = "x".join(map(str, shape)) + (" cl" if channels_last else "")
-    return Case(op, label, device, "gather + F.instance_norm", build, peak_memory=True,
-                quick=shape in QUICK and not channels_last, bytes_moved=bytes_moved)
+    return Case(
+        op,
+        label,
+        device,
+        "gather + F.instance_norm",
+        build,
+        peak_memory=True,
+        quick=shape in QUICK and not channels_last,
+        bytes_moved=bytes_moved,
+    )
 
 
 def cases(device):
-    norms = [cin_case(shape, device, channels_last, backward)
-             for backward in (False, True) for shape in SHAPES
-             for channels_last in ((False, True) if shape == SHAPES[0] else (False,))]
+    norms = [
+        cin_case(shape, device, channels_last, backward)
+        for backward in (False, True)
+        for shape in SHAPES
+        for channels_last in ((False, True) if shape == SHAPES[0] else (False,))
+    ]
     return norms + [transformer_net_case(device)]

@@ -1,5 +1,6 @@
 """nms family: the NMS ops against torchvision.ops.nms / batched_nms, a per-image loop of batched_nms
 for multiclass_nms, and the reference loop for soft_nms (torchvision has none)."""
+
 import torch
 import torchvision.ops as tv
 
@@ -32,8 +33,9 @@ def nms_case(n, layout, device):
         boxes, scores = make(n, device, 0), distinct_scores((n,), device, 1)
         return (lambda: tv.nms(boxes, scores, 0.5)), (lambda: cvops.nms(boxes, scores, 0.5))
 
-    return Case("nms", f"{n} {layout}", device, "torchvision.ops.nms", build,
-                quick=(n == 10_000 and layout == "uniform"))
+    return Case(
+        "nms", f"{n} {layout}", device, "torchvision.ops.nms", build, quick=(n == 10_000 and layout == "uniform")
+    )
 
 
 def batched_nms_case(n, classes, device):
@@ -42,8 +44,7 @@ def batched_nms_case(n, classes, device):
         idxs = torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(2)).to(device)
         return (lambda: tv.batched_nms(boxes, scores, idxs, 0.5)), (lambda: cvops.batched_nms(boxes, scores, idxs, 0.5))
 
-    return Case("batched_nms", f"{n} boxes {classes} classes", device, "torchvision.ops.batched_nms", build,
-                quick=True)
+    return Case("batched_nms", f"{n} boxes {classes} classes", device, "torchvision.ops.batched_nms", build, quick=True)
 
 
 def torchvision_multiclass_nms(boxes, scores, iou_threshold, score_threshold, max_per_class, max_total):
@@ -73,11 +74,14 @@ def multiclass_case(B, N, C, device):
         scores = scores + distinct_scores((B, N, C), "cpu", 4) * 1e-6  # no ties
         scores = scores.to(device)
         kwargs = dict(iou_threshold=0.5, score_threshold=0.05, max_per_class=100, max_total=100)
-        return ((lambda: torchvision_multiclass_nms(boxes, scores, **kwargs)),
-                (lambda: cvops.multiclass_nms(boxes, scores, **kwargs)[3]))
+        return (
+            (lambda: torchvision_multiclass_nms(boxes, scores, **kwargs)),
+            (lambda: cvops.multiclass_nms(boxes, scores, **kwargs)[3]),
+        )
 
-    return Case("multiclass_nms", f"{B}x{N} boxes x{C} classes", device, "per-image tv batched_nms loop", build,
-                quick=True)
+    return Case(
+        "multiclass_nms", f"{B}x{N} boxes x{C} classes", device, "per-image tv batched_nms loop", build, quick=True
+    )
 
 
 def soft_nms_case(n, device):
@@ -91,6 +95,9 @@ def soft_nms_case(n, device):
 def cases(device):
     nms_sizes = [1_000, 10_000, 50_000] if device == "cpu" else [10_000, 50_000, 100_000]
     multiclass = (4, 5_000, 80) if device == "cpu" else (16, 10_000, 80)
-    return ([nms_case(n, "uniform", device) for n in nms_sizes]
-            + [nms_case(10_000, "clustered", device), batched_nms_case(20_000, 80, device),
-               multiclass_case(*multiclass, device), soft_nms_case(1_000, device)])
+    return [nms_case(n, "uniform", device) for n in nms_sizes] + [
+        nms_case(10_000, "clustered", device),
+        batched_nms_case(20_000, 80, device),
+        multiclass_case(*multiclass, device),
+        soft_nms_case(1_000, device),
+    ]

@@ -171,8 +171,8 @@ TensorPair pooled_outer_backward(const at::Tensor& grad_g, const at::Tensor& x, 
 }
 
 // out [B, N] in out_dtype and norm from z [B, N] (opmath, ours: written over when the dtypes match).
-TensorPair finish(at::Tensor z, double alpha, const EpilogueOptions& opts,
-                  at::ScalarType out_dtype, const Loops& loops) {
+TensorPair finish(at::Tensor z, double alpha, const EpilogueOptions& opts, at::ScalarType out_dtype,
+                  const Loops& loops) {
   z = z.contiguous();
   auto out = z.scalar_type() == out_dtype ? z : at::empty(z.sizes(), z.options().dtype(out_dtype));
   auto norm = at::empty({opts.l2_normalize ? z.size(0) : 0}, z.options());
@@ -213,8 +213,10 @@ at::Tensor epilogue_backward(const at::Tensor& grad, const at::Tensor& out, cons
 
 // The rows [B·N, C] of x (one per sample and position), in the GEMM dtype.
 at::Tensor position_rows(const at::Tensor& features, const Loops& loops) {
-  return gemm_operand(features, loops).transpose(1, 2)
-      .reshape({features.size(0) * features.size(2), features.size(1)}).contiguous();
+  return gemm_operand(features, loops)
+      .transpose(1, 2)
+      .reshape({features.size(0) * features.size(2), features.size(1)})
+      .contiguous();
 }
 
 int64_t chunk_rows(const Loops& loops, int64_t width) {
@@ -286,8 +288,7 @@ void check_factorized(const char* op, const at::Tensor& x, const at::Tensor& y, 
   check_dim(op, "x", x, 2, "[B, k·o]");
   check_floating(op, "x", x);
   check_same_device(op, "y", y, "x", x);
-  CVOPS_CHECK(y.sizes() == x.sizes(), op, "y must have x's shape ", x.sizes(), ", got ",
-              y.sizes());
+  CVOPS_CHECK(y.sizes() == x.sizes(), op, "y must have x's shape ", x.sizes(), ", got ", y.sizes());
   CVOPS_CHECK(y.scalar_type() == x.scalar_type(), op, "y must have x's dtype ", x.scalar_type(),
               ", got ", y.scalar_type());
   CVOPS_CHECK(k >= 1, op, "k must be >= 1, got ", k);
@@ -306,13 +307,15 @@ LowRank check_lowrank(const char* op, const at::Tensor& x, const at::Tensor& u,
   check_features(op, "x", x);
   check_floating(op, "U", u);
   check_same_device(op, "U", u, "x", x);
-  CVOPS_CHECK(u.dim() == 3 && u.size(1) == x.size(1), op, "U must have shape [K, C, r] with C = ",
-              x.size(1), " channels of x, got ", u.sizes());
+  CVOPS_CHECK(u.dim() == 3 && u.size(1) == x.size(1), op,
+              "U must have shape [K, C, r] with C = ", x.size(1), " channels of x, got ",
+              u.sizes());
   CVOPS_CHECK(num_positive >= 0 && num_positive <= u.size(2), op,
               "num_positive must lie in [0, r] = [0, ", u.size(2), "], got ", num_positive);
   const int64_t B = x.size(0), C = x.size(1), N = count_points(x);
   const auto rows = position_rows(x.reshape({B, C, N}), loops);
-  const auto uflat = u.permute({1, 0, 2}).reshape({C, u.size(0) * u.size(2)}).to(rows.scalar_type()).contiguous();
+  const auto uflat =
+      u.permute({1, 0, 2}).reshape({C, u.size(0) * u.size(2)}).to(rows.scalar_type()).contiguous();
   return {B, C, N, u.size(0), u.size(2), rows, uflat};
 }
 
@@ -427,8 +430,8 @@ TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tens
   const double alpha = reduce_scale(reduce, p.points) / std::sqrt(static_cast<double>(d));
   // d loss / d acc, then per chunk of positions: dP = dacc[b(r)]∘Q, dx_r = dP·W1ᵀ (and the same
   // for y), recomputing the projections P = xW1, Q = yW2 rather than keeping B·N·d of them.
-  const auto grad_acc = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, loops)
-                            .mul_(alpha);
+  const auto grad_acc =
+      epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, loops).mul_(alpha);
   const int64_t rows = p.batch * p.points;
   const auto xr = position_rows(p.fx, loops);
   const auto yr = p.fy.defined() ? position_rows(p.fy, loops) : xr;
@@ -452,8 +455,11 @@ TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tens
     }
   }
   auto to_input = [&](const at::Tensor& rows_grad, const at::Tensor& like, int64_t channels) {
-    return rows_grad.view({p.batch, p.points, channels}).transpose(1, 2)
-        .to(like.scalar_type()).contiguous().view(like.sizes());
+    return rows_grad.view({p.batch, p.points, channels})
+        .transpose(1, 2)
+        .to(like.scalar_type())
+        .contiguous()
+        .view(like.sizes());
   };
   return {to_input(gxr, x, p.c),
           p.fy.defined() ? to_input(gyr, *y, p.d) : at::empty({0}, x.options())};
@@ -488,10 +494,9 @@ TensorPair factorized_bilinear_pool_backward(const at::Tensor& grad, const at::T
   auto grad_x = at::empty(x.sizes(), x.options());
   auto grad_y = at::empty(y.sizes(), y.options());
   if (out.numel() > 0) {
-    loops.factorized_pool_backward(grad.to(out.scalar_type()).contiguous(), x.contiguous(),
-                                     y.contiguous(), out.contiguous(),
-                                     norm.to(acc_dtype(x)).contiguous(), k, signed_sqrt,
-                                     l2_normalize, grad_x, grad_y);
+    loops.factorized_pool_backward(
+        grad.to(out.scalar_type()).contiguous(), x.contiguous(), y.contiguous(), out.contiguous(),
+        norm.to(acc_dtype(x)).contiguous(), k, signed_sqrt, l2_normalize, grad_x, grad_y);
   } else {
     grad_x.zero_();
     grad_y.zero_();
@@ -538,15 +543,21 @@ TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Ten
   for (int64_t r0 = 0; r0 < rows && width > 0; r0 += step) {
     const int64_t len = std::min(step, rows - r0);
     const auto xc = xo.narrow(0, r0, len);
-    auto dz = at::mm(xc, uo).mul_(at::index_select(weight, 0, row_samples(r0, len, lr.points, xo.options())));
+    auto dz = at::mm(xc, uo).mul_(
+        at::index_select(weight, 0, row_samples(r0, len, lr.points, xo.options())));
     auto gx = gxr.narrow(0, r0, len);
     at::mm_out(gx, dz, uo.t());
     gu.addmm_(xc.t(), dz);
   }
-  auto grad_x = gxr.view({lr.batch, lr.points, lr.channels}).transpose(1, 2)
-                    .to(x.scalar_type()).contiguous().view(x.sizes());
-  auto grad_u = gu.view({lr.channels, lr.classes, lr.rank}).permute({1, 0, 2})
-                    .to(u.scalar_type()).contiguous();
+  auto grad_x = gxr.view({lr.batch, lr.points, lr.channels})
+                    .transpose(1, 2)
+                    .to(x.scalar_type())
+                    .contiguous()
+                    .view(x.sizes());
+  auto grad_u = gu.view({lr.channels, lr.classes, lr.rank})
+                    .permute({1, 0, 2})
+                    .to(u.scalar_type())
+                    .contiguous();
   return {grad_x, grad_u};
 }
 

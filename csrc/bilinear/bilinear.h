@@ -55,9 +55,8 @@ struct Loops {
                                   const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
                                   at::Tensor& sketch);
   // grad_gram [B, C, D] acc = s1[a]·s2[c]·grad[b, (h1[a] + h2[c]) mod d] (the transpose: a gather).
-  void (*tensor_sketch_backward)(const at::Tensor& grad, const at::Tensor& h1,
-                                 const at::Tensor& s1, const at::Tensor& h2,
-                                 const at::Tensor& s2, at::Tensor& grad_gram);
+  void (*tensor_sketch_backward)(const at::Tensor& grad, const at::Tensor& h1, const at::Tensor& s1,
+                                 const at::Tensor& h2, const at::Tensor& s2, at::Tensor& grad_gram);
   // out [B, K] acc += Σ_j σ_j·a[r, k·group + j]·b[r, k·group + j] over the rows r of a chunk
   // a, b [L, K·group] (same dtype, b may be a), row r belonging to sample (row0 + r) / rows_per_sample;
   // σ_j = +1 for j < num_positive, else −1. Rows are added in order for each (sample, k).
@@ -68,10 +67,10 @@ struct Loops {
   void (*factorized_pool)(const at::Tensor& x, const at::Tensor& y, int64_t k,
                           const EpilogueOptions& opts, at::Tensor& out, at::Tensor& norm);
   // grad_x, grad_y [B, k·o] (x's dtype) from grad [B, o] and the forward's out and norm.
-  void (*factorized_pool_backward)(const at::Tensor& grad, const at::Tensor& x,
-                                   const at::Tensor& y, const at::Tensor& out,
-                                   const at::Tensor& norm, int64_t k, bool signed_sqrt,
-                                   bool l2_normalize, at::Tensor& grad_x, at::Tensor& grad_y);
+  void (*factorized_pool_backward)(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
+                                   const at::Tensor& out, const at::Tensor& norm, int64_t k,
+                                   bool signed_sqrt, bool l2_normalize, at::Tensor& grad_x,
+                                   at::Tensor& grad_y);
 };
 
 LoopTable<Loops>& bilinear_loops();

@@ -19,8 +19,9 @@
 namespace cvops::bilinear {
 namespace {
 
-constexpr int kLanes = 16;                        // independent partial sums: vectorisable reductions
-constexpr int64_t kSketchChunk = int64_t(1) << 17;  // G entries per sketch task (fixed: deterministic)
+constexpr int kLanes = 16;  // independent partial sums: vectorisable reductions
+constexpr int64_t kSketchChunk = int64_t(1)
+                                 << 17;  // G entries per sketch task (fixed: deterministic)
 constexpr int64_t kColumnGrain = 64;
 
 // ‖signed_sqrt(alpha·z)‖² of one row. With the signed sqrt u² = |alpha·z| + eps (z ≠ 0): no sqrt needed.
@@ -58,7 +59,8 @@ void epilogue_cpu(const at::Tensor& z, double alpha, const EpilogueOptions& opts
           inv = acc_t(1) / clamped_norm(nr);
         }
         if (opts.signed_sqrt) {
-          for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(signed_sqrt(a * zr[i], eps) * inv);
+          for (int64_t i = 0; i < n; ++i)
+            o[i] = static_cast<scalar_t>(signed_sqrt(a * zr[i], eps) * inv);
         } else {
           const acc_t s = a * inv;
           for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(zr[i] * s);
@@ -243,8 +245,10 @@ void segment_product_sum_cpu(const at::Tensor& a, const at::Tensor& b, int64_t r
         }
         for (int64_t k = k0; k < k1; ++k) {
           acc_t pos = 0, neg = 0;
-          for (int64_t j = 0; j < num_positive; ++j) pos += acc_t(ar[k * group + j]) * acc_t(br[k * group + j]);
-          for (int64_t j = num_positive; j < group; ++j) neg += acc_t(ar[k * group + j]) * acc_t(br[k * group + j]);
+          for (int64_t j = 0; j < num_positive; ++j)
+            pos += acc_t(ar[k * group + j]) * acc_t(br[k * group + j]);
+          for (int64_t j = num_positive; j < group; ++j)
+            neg += acc_t(ar[k * group + j]) * acc_t(br[k * group + j]);
           o[k] += pos - neg;
         }
       }
@@ -276,7 +280,8 @@ void factorized_rows(const scalar_t* xp, const scalar_t* yp, int64_t rows, int64
       }
       acc_t inv = 1;
       if (np) {
-        const acc_t nr = std::sqrt(lane_sum<kLanes, acc_t>(o, [&](int64_t j) { return u[j] * u[j]; }));
+        const acc_t nr =
+            std::sqrt(lane_sum<kLanes, acc_t>(o, [&](int64_t j) { return u[j] * u[j]; }));
         np[r] = nr;
         inv = acc_t(1) / clamped_norm(nr);
       }
@@ -338,8 +343,9 @@ void factorized_pool_cpu(const at::Tensor& x, const at::Tensor& y, int64_t k,
     using acc_t = at::opmath_type<scalar_t>;
     acc_t* np = opts.l2_normalize ? norm.data_ptr<acc_t>() : nullptr;
     dispatch_group(k, [&](auto K) {
-      factorized_rows<decltype(K)::value>(x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-                                          rows, o, k, opts, out.data_ptr<scalar_t>(), np);
+      factorized_rows<decltype(K)::value>(x.const_data_ptr<scalar_t>(),
+                                          y.const_data_ptr<scalar_t>(), rows, o, k, opts,
+                                          out.data_ptr<scalar_t>(), np);
     });
   });
 }
@@ -355,8 +361,8 @@ void factorized_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& x, c
     dispatch_group(k, [&](auto K) {
       factorized_backward_rows<decltype(K)::value>(
           grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-          y.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), np, rows, o, k,
-          signed_sqrt, l2, grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());
+          y.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), np, rows, o, k, signed_sqrt,
+          l2, grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());
     });
   });
 }
@@ -365,13 +371,13 @@ constexpr Loops kCpuLoops{&symmetric_gram_cpu,
                           /*gemm_in_input_dtype=*/false,
                           /*gemm_chunk_elements=*/int64_t(1) << 20,
                           &epilogue_cpu,
-                              &epilogue_backward_cpu,
-                              &tensor_sketch_cpu,
-                              &symmetric_tensor_sketch_cpu,
-                              &tensor_sketch_backward_cpu,
-                              &segment_product_sum_cpu,
-                              &factorized_pool_cpu,
-                              &factorized_pool_backward_cpu};
+                          &epilogue_backward_cpu,
+                          &tensor_sketch_cpu,
+                          &symmetric_tensor_sketch_cpu,
+                          &tensor_sketch_backward_cpu,
+                          &segment_product_sum_cpu,
+                          &factorized_pool_cpu,
+                          &factorized_pool_backward_cpu};
 
 }  // namespace
 

@@ -45,15 +45,17 @@ struct GroupValues {
   __device__ acc_t operator()(int64_t row, int64_t j) const {
     const int64_t base = (row * n + j) * k;
     acc_t s = 0;
-    for (int64_t t = 0; t < k; ++t) s += static_cast<acc_t>(x[base + t]) * static_cast<acc_t>(y[base + t]);
+    for (int64_t t = 0; t < k; ++t)
+      s += static_cast<acc_t>(x[base + t]) * static_cast<acc_t>(y[base + t]);
     return s;
   }
 };
 
 // partials[row·chunks + c] = Σ u² over chunk c of the row, u = signed_sqrt(z) (u² = |z| + eps, z ≠ 0).
 template <typename acc_t, typename Values>
-__global__ void __launch_bounds__(kThreads) sum_squares_kernel(Values values, int64_t n, int64_t chunks,
-                                                               bool signed_sqrt, acc_t eps, acc_t* partials) {
+__global__ void __launch_bounds__(kThreads)
+    sum_squares_kernel(Values values, int64_t n, int64_t chunks, bool signed_sqrt, acc_t eps,
+                       acc_t* partials) {
   const int64_t task = blockIdx.x, row = task / chunks, begin = (task % chunks) * kChunk;
   const int64_t end = min(n, begin + kChunk);
   acc_t s = 0;
@@ -67,8 +69,8 @@ __global__ void __launch_bounds__(kThreads) sum_squares_kernel(Values values, in
 
 // total[row] = Σ_c partials[row, c] (√ of it when `root`), in a fixed order: one block per row.
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) reduce_rows_kernel(const acc_t* partials, int64_t chunks, bool root,
-                                                               acc_t* total) {
+__global__ void __launch_bounds__(kThreads)
+    reduce_rows_kernel(const acc_t* partials, int64_t chunks, bool root, acc_t* total) {
   const int64_t row = blockIdx.x;
   acc_t s = 0;
   for (int64_t c = threadIdx.x; c < chunks; c += kThreads) s += partials[row * chunks + c];
@@ -77,9 +79,10 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_kernel(const acc_t* part
 }
 
 template <typename scalar_t, typename acc_t, typename Values>
-__global__ void write_out_kernel(Values values, int64_t rows, int64_t n, bool signed_sqrt, acc_t eps,
-                                 const acc_t* norm, scalar_t* out) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * n; e += int64_t(gridDim.x) * blockDim.x) {
+__global__ void write_out_kernel(Values values, int64_t rows, int64_t n, bool signed_sqrt,
+                                 acc_t eps, const acc_t* norm, scalar_t* out) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * n;
+       e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = e / n, i = e % n;
     const acc_t inv = norm ? acc_t(1) / clamped_norm(norm[row]) : acc_t(1);
     out[e] = static_cast<scalar_t>(maybe_signed_sqrt(values(row, i), eps, signed_sqrt) * inv);
@@ -104,13 +107,15 @@ void run_epilogue(const Values& values, int64_t rows, int64_t n, const EpilogueO
         partials.data_ptr<acc_t>(), chunks, /*root=*/true, np);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  write_out_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * n, kThreads), kThreads, 0, stream>>>(
-      values, rows, n, opts.signed_sqrt, eps, np, out.data_ptr<scalar_t>());
+  write_out_kernel<scalar_t, acc_t>
+      <<<grid_stride_blocks(rows * n, kThreads), kThreads, 0, stream>>>(
+          values, rows, n, opts.signed_sqrt, eps, np, out.data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 void check_grid(const char* op, int64_t blocks) {
-  CVOPS_CHECK(blocks <= int64_t(INT32_MAX), op, "too many rows for one launch (", blocks, " blocks)");
+  CVOPS_CHECK(blocks <= int64_t(INT32_MAX), op, "too many rows for one launch (", blocks,
+              " blocks)");
 }
 
 void epilogue_cuda(const at::Tensor& z, double alpha, const EpilogueOptions& opts, at::Tensor& out,
@@ -127,8 +132,9 @@ void epilogue_cuda(const at::Tensor& z, double alpha, const EpilogueOptions& opt
 
 // dot[row] = Σ out·grad over the row (the L2 backward's projection), fixed-order like the norm.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) dot_partials_kernel(const scalar_t* out, const scalar_t* grad, int64_t n,
-                                                                int64_t chunks, acc_t* partials) {
+__global__ void __launch_bounds__(kThreads)
+    dot_partials_kernel(const scalar_t* out, const scalar_t* grad, int64_t n, int64_t chunks,
+                        acc_t* partials) {
   const int64_t task = blockIdx.x, row = task / chunks, begin = (task % chunks) * kChunk;
   const int64_t end = min(n, begin + kChunk);
   acc_t s = 0;
@@ -147,8 +153,10 @@ at::Tensor row_dots(const at::Tensor& out, const at::Tensor& grad, int64_t rows,
   const at::TensorOptions acc_options = out.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
   at::Tensor partials = at::empty({rows * chunks}, acc_options);
   at::Tensor dots = at::empty({rows}, acc_options);
-  dot_partials_kernel<scalar_t, acc_t><<<static_cast<unsigned>(rows * chunks), kThreads, 0, stream>>>(
-      out.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(), n, chunks, partials.data_ptr<acc_t>());
+  dot_partials_kernel<scalar_t, acc_t>
+      <<<static_cast<unsigned>(rows * chunks), kThreads, 0, stream>>>(
+          out.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(), n, chunks,
+          partials.data_ptr<acc_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   reduce_rows_kernel<acc_t><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
       partials.data_ptr<acc_t>(), chunks, /*root=*/false, dots.data_ptr<acc_t>());
@@ -185,7 +193,8 @@ RowGrad<acc_t> row_grad(const at::Tensor& grad, const at::Tensor& out, const at:
 template <typename scalar_t, typename acc_t>
 __global__ void epilogue_grad_kernel(const scalar_t* grad, const scalar_t* out, RowGrad<acc_t> rg,
                                      int64_t rows, int64_t n, acc_t* grad_z) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * n; e += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * n;
+       e += int64_t(gridDim.x) * blockDim.x) {
     grad_z[e] = rg(e / n, static_cast<acc_t>(grad[e]), static_cast<acc_t>(out[e]));
   }
 }
@@ -198,8 +207,10 @@ void epilogue_backward_cuda(const at::Tensor& grad, const at::Tensor& out, const
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor dots;
     const auto rg = row_grad<scalar_t, acc_t>(grad, out, norm, signed_sqrt, l2, dots);
-    epilogue_grad_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * n, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, rows, n, grad_z.data_ptr<acc_t>());
+    epilogue_grad_kernel<scalar_t, acc_t>
+        <<<grid_stride_blocks(rows * n, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, rows, n,
+            grad_z.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -208,10 +219,11 @@ void epilogue_backward_cuda(const at::Tensor& grad, const at::Tensor& out, const
 // sketch[b, k] = Σ_a s1[a] Σ_{c: h2[c] = (k − h1[a]) mod d} s2[c]·G[b, a, c]: a gather per bin over
 // h2's CSR (cols2 sorted by bin, offsets2 [d + 1]); d·C index reads per sample, no atomics.
 template <typename T>
-__global__ void tensor_sketch_kernel(const T* gram, int64_t B, int64_t C, int64_t D, int64_t d, const int64_t* h1,
-                                     const T* s1, const int64_t* offsets2, const int64_t* cols2, const T* signs2,
-                                     T* sketch) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < B * d; e += int64_t(gridDim.x) * blockDim.x) {
+__global__ void tensor_sketch_kernel(const T* gram, int64_t B, int64_t C, int64_t D, int64_t d,
+                                     const int64_t* h1, const T* s1, const int64_t* offsets2,
+                                     const int64_t* cols2, const T* signs2, T* sketch) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < B * d;
+       e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = e / d, k = e % d;
     const T* g = gram + b * C * D;
     T acc = 0;
@@ -239,19 +251,22 @@ void tensor_sketch_cuda(const at::Tensor& gram, const at::Tensor& h1, const at::
   const auto offsets = at::searchsorted(bins, at::arange(d + 1, h2.options()));
   const auto signs = at::index_select(s2, 0, cols).contiguous();
   AT_DISPATCH_FLOATING_TYPES(gram.scalar_type(), "cvops_tensor_sketch_cuda", [&] {
-    tensor_sketch_kernel<scalar_t><<<grid_stride_blocks(B * d, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        gram.const_data_ptr<scalar_t>(), B, C, D, d, h1.const_data_ptr<int64_t>(), s1.const_data_ptr<scalar_t>(),
-        offsets.const_data_ptr<int64_t>(), cols.const_data_ptr<int64_t>(), signs.const_data_ptr<scalar_t>(),
-        sketch.data_ptr<scalar_t>());
+    tensor_sketch_kernel<scalar_t>
+        <<<grid_stride_blocks(B * d, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            gram.const_data_ptr<scalar_t>(), B, C, D, d, h1.const_data_ptr<int64_t>(),
+            s1.const_data_ptr<scalar_t>(), offsets.const_data_ptr<int64_t>(),
+            cols.const_data_ptr<int64_t>(), signs.const_data_ptr<scalar_t>(),
+            sketch.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
 template <typename T>
-__global__ void tensor_sketch_backward_kernel(const T* grad, int64_t B, int64_t C, int64_t D, int64_t d,
-                                              const int64_t* h1, const T* s1, const int64_t* h2, const T* s2,
-                                              T* grad_gram) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < B * C * D; e += int64_t(gridDim.x) * blockDim.x) {
+__global__ void tensor_sketch_backward_kernel(const T* grad, int64_t B, int64_t C, int64_t D,
+                                              int64_t d, const int64_t* h1, const T* s1,
+                                              const int64_t* h2, const T* s2, T* grad_gram) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < B * C * D;
+       e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = e % D, a = (e / D) % C, b = e / (C * D);
     int64_t k = h1[a] + h2[c];
     k -= k >= d ? d : 0;
@@ -260,13 +275,17 @@ __global__ void tensor_sketch_backward_kernel(const T* grad, int64_t B, int64_t 
 }
 
 void tensor_sketch_backward_cuda(const at::Tensor& grad, const at::Tensor& h1, const at::Tensor& s1,
-                                 const at::Tensor& h2, const at::Tensor& s2, at::Tensor& grad_gram) {
-  const int64_t B = grad_gram.size(0), C = grad_gram.size(1), D = grad_gram.size(2), d = grad.size(1);
+                                 const at::Tensor& h2, const at::Tensor& s2,
+                                 at::Tensor& grad_gram) {
+  const int64_t B = grad_gram.size(0), C = grad_gram.size(1), D = grad_gram.size(2),
+                d = grad.size(1);
   c10::cuda::CUDAGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad_gram.scalar_type(), "cvops_tensor_sketch_backward_cuda", [&] {
-    tensor_sketch_backward_kernel<scalar_t><<<grid_stride_blocks(B * C * D, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        grad.const_data_ptr<scalar_t>(), B, C, D, d, h1.const_data_ptr<int64_t>(), s1.const_data_ptr<scalar_t>(),
-        h2.const_data_ptr<int64_t>(), s2.const_data_ptr<scalar_t>(), grad_gram.data_ptr<scalar_t>());
+    tensor_sketch_backward_kernel<scalar_t><<<grid_stride_blocks(B * C * D, kThreads), kThreads, 0,
+                                              at::cuda::getCurrentCUDAStream()>>>(
+        grad.const_data_ptr<scalar_t>(), B, C, D, d, h1.const_data_ptr<int64_t>(),
+        s1.const_data_ptr<scalar_t>(), h2.const_data_ptr<int64_t>(), s2.const_data_ptr<scalar_t>(),
+        grad_gram.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -274,9 +293,10 @@ void tensor_sketch_backward_cuda(const at::Tensor& grad, const at::Tensor& h1, c
 // ---------------------------------------------------------------------------- GEMM epilogues
 // out[b, k] += Σ_rows-of-b Σ_j σ_j a·b: one thread per (sample, k) adds its rows in order.
 template <typename scalar_t, typename acc_t>
-__global__ void segment_product_sum_kernel(const scalar_t* a, const scalar_t* bm, int64_t L, int64_t row0,
-                                           int64_t rows_per_sample, int64_t K, int64_t group,
-                                           int64_t num_positive, int64_t b_first, int64_t b_last, acc_t* out) {
+__global__ void segment_product_sum_kernel(const scalar_t* a, const scalar_t* bm, int64_t L,
+                                           int64_t row0, int64_t rows_per_sample, int64_t K,
+                                           int64_t group, int64_t num_positive, int64_t b_first,
+                                           int64_t b_last, acc_t* out) {
   const int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (k >= K) return;
   for (int64_t b = b_first + blockIdx.y; b <= b_last; b += gridDim.y) {
@@ -305,9 +325,10 @@ void segment_product_sum_cuda(const at::Tensor& a, const at::Tensor& b, int64_t 
                   static_cast<unsigned>(std::min<int64_t>(b_last - b_first + 1, kMaxGridY)));
   CVOPS_DISPATCH_FLOATING(a.scalar_type(), "cvops_segment_product_sum_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    segment_product_sum_kernel<scalar_t, acc_t><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), L, row0, rows_per_sample, K, group,
-        num_positive, b_first, b_last, out.data_ptr<acc_t>());
+    segment_product_sum_kernel<scalar_t, acc_t>
+        <<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), L, row0, rows_per_sample, K,
+            group, num_positive, b_first, b_last, out.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -320,17 +341,20 @@ void factorized_pool_cuda(const at::Tensor& x, const at::Tensor& y, int64_t k,
   c10::cuda::CUDAGuard guard(x.device());
   CVOPS_DISPATCH_FLOATING(x.scalar_type(), "cvops_factorized_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const GroupValues<scalar_t, acc_t> values{x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), o, k};
+    const GroupValues<scalar_t, acc_t> values{x.const_data_ptr<scalar_t>(),
+                                              y.const_data_ptr<scalar_t>(), o, k};
     run_epilogue<scalar_t, acc_t>(values, rows, o, opts, out, norm);
   });
 }
 
 // One thread per group j: dz from the epilogue's gradient, then k products per input.
 template <typename scalar_t, typename acc_t>
-__global__ void factorized_backward_kernel(const scalar_t* grad, const scalar_t* out, RowGrad<acc_t> rg,
-                                           const scalar_t* x, const scalar_t* y, int64_t rows, int64_t o,
-                                           int64_t k, scalar_t* grad_x, scalar_t* grad_y) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * o; e += int64_t(gridDim.x) * blockDim.x) {
+__global__ void factorized_backward_kernel(const scalar_t* grad, const scalar_t* out,
+                                           RowGrad<acc_t> rg, const scalar_t* x, const scalar_t* y,
+                                           int64_t rows, int64_t o, int64_t k, scalar_t* grad_x,
+                                           scalar_t* grad_y) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * o;
+       e += int64_t(gridDim.x) * blockDim.x) {
     const acc_t dz = rg(e / o, static_cast<acc_t>(grad[e]), static_cast<acc_t>(out[e]));
     for (int64_t t = e * k; t < (e + 1) * k; ++t) {
       grad_x[t] = static_cast<scalar_t>(dz * static_cast<acc_t>(y[t]));
@@ -349,9 +373,11 @@ void factorized_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& x, 
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor dots;
     const auto rg = row_grad<scalar_t, acc_t>(grad, out, norm, signed_sqrt, l2, dots);
-    factorized_backward_kernel<scalar_t, acc_t><<<grid_stride_blocks(rows * o, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg, x.const_data_ptr<scalar_t>(),
-        y.const_data_ptr<scalar_t>(), rows, o, k, grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());
+    factorized_backward_kernel<scalar_t, acc_t>
+        <<<grid_stride_blocks(rows * o, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), rg,
+            x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), rows, o, k,
+            grad_x.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

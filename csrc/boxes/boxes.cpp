@@ -4,11 +4,11 @@
 
 #include <ATen/ExpandUtils.h>
 #include <ATen/TensorOperators.h>
-#include <c10/util/accumulate.h>
 #include <ATen/ops/atan.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/stack.h>
+#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <string>
@@ -65,7 +65,8 @@ at::Tensor box_fields(const at::Tensor& boxes, BoxFormat fmt) {
 // broadcast shape of their leading dims.
 std::vector<int64_t> broadcast_batch(const at::Tensor& boxes1, const at::Tensor& boxes2,
                                      int64_t set_dims, const char* op) {
-  const char* layout = set_dims == 2 ? " must have shape [..., n, 4], got " : " must have shape [..., 4], got ";
+  const char* layout =
+      set_dims == 2 ? " must have shape [..., n, 4], got " : " must have shape [..., 4], got ";
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"boxes1", boxes1},
                                 std::pair<const char*, const at::Tensor&>{"boxes2", boxes2}}) {
     check_floating(op, name, t);
@@ -93,8 +94,8 @@ struct PairwiseProblem {
   std::vector<int64_t> out_shape;
 };
 
-PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                 BoxFormat fmt, const char* op) {
+PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& boxes2, BoxFormat fmt,
+                                 const char* op) {
   const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/2, op);
   const int64_t N = boxes1.size(-2), M = boxes2.size(-2);
   const int64_t pairs_of_sets = c10::multiply_integers(batch);
@@ -130,14 +131,18 @@ AlignedProblem aligned_problem(const at::Tensor& boxes1, const at::Tensor& boxes
   std::vector<int64_t> shape(batch);
   shape.push_back(4);
   const auto opmath = opmath_dtype(boxes1.scalar_type());
-  auto flat = [&](const at::Tensor& t) { return t.to(opmath).expand(shape).reshape({pairs, 4}).contiguous(); };
+  auto flat = [&](const at::Tensor& t) {
+    return t.to(opmath).expand(shape).reshape({pairs, 4}).contiguous();
+  };
   return {flat(boxes1), flat(boxes2), batch};
 }
 
 // The backward's incoming gradient, checked against the output shape, as [pairs] opmath.
-at::Tensor aligned_grad_input(const at::Tensor& grad, const AlignedProblem& problem, const char* op) {
-  CVOPS_CHECK(grad.sizes() == at::IntArrayRef(problem.batch), op, "grad must have the output's shape ",
-              at::IntArrayRef(problem.batch), ", got ", grad.sizes());
+at::Tensor aligned_grad_input(const at::Tensor& grad, const AlignedProblem& problem,
+                              const char* op) {
+  CVOPS_CHECK(grad.sizes() == at::IntArrayRef(problem.batch), op,
+              "grad must have the output's shape ", at::IntArrayRef(problem.batch), ", got ",
+              grad.sizes());
   return grad.to(problem.boxes1.scalar_type()).reshape({-1}).contiguous();
 }
 
@@ -165,7 +170,8 @@ at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, std::stri
   auto out = empty_streaming_output({sets, N, M}, problem.fields1.options());
   if (out.numel() > 0) {
     // Set 2 field by field ([sets, 8, M]) so each field is one contiguous run.
-    boxes_loops()(op, boxes1).pairwise(problem.fields1, problem.fields2.transpose(1, 2).contiguous(), kind, out);
+    boxes_loops()(op, boxes1)
+        .pairwise(problem.fields1, problem.fields2.transpose(1, 2).contiguous(), kind, out);
   }
   return out.view(problem.out_shape).to(boxes1.scalar_type());
 }
@@ -177,7 +183,8 @@ at::Tensor box_iou_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2,
   const BoxFormat fmt = parse_format(op, fmt_name);
   const auto problem = aligned_problem(boxes1, boxes2, op);
   auto out = at::empty({problem.boxes1.size(0)}, problem.boxes1.options());
-  if (out.numel() > 0) boxes_loops()(op, boxes1).aligned(problem.boxes1, problem.boxes2, kind, fmt, out);
+  if (out.numel() > 0)
+    boxes_loops()(op, boxes1).aligned(problem.boxes1, problem.boxes2, kind, fmt, out);
   return out.view(problem.batch).to(boxes1.scalar_type());
 }
 
@@ -192,7 +199,9 @@ std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward(const at::Tensor& gr
   const auto problem = aligned_problem(boxes1, boxes2, op);
   const auto g = aligned_grad_input(grad, problem, op);
   auto grad1 = at::empty_like(problem.boxes1), grad2 = at::empty_like(problem.boxes1);
-  if (g.numel() > 0) boxes_loops()(op, boxes1).aligned_backward(g, problem.boxes1, problem.boxes2, kind, fmt, grad1, grad2);
+  if (g.numel() > 0)
+    boxes_loops()(op, boxes1)
+        .aligned_backward(g, problem.boxes1, problem.boxes2, kind, fmt, grad1, grad2);
   return aligned_grads_to_inputs(grad1, grad2, boxes1, boxes2, problem);
 }
 

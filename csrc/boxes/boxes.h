@@ -28,8 +28,8 @@ struct Loops {
                   at::Tensor& out);
   // grad1, grad2 [pairs, 4] = grad [pairs] · d out / d boxes.
   void (*aligned_backward)(const at::Tensor& grad, const at::Tensor& boxes1,
-                           const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
-                           at::Tensor& grad1, at::Tensor& grad2);
+                           const at::Tensor& boxes2, IouKind kind, BoxFormat fmt, at::Tensor& grad1,
+                           at::Tensor& grad2);
 };
 
 LoopTable<Loops>& boxes_loops();

@@ -34,7 +34,7 @@ void pairwise_cpu(const at::Tensor& fields1, const at::Tensor& fields2, IouKind 
         const int64_t set = t / tasks_per_set, r0 = (t % tasks_per_set) * kRowsPerTask;
         const int64_t rows = std::min(kRowsPerTask, N - r0);
         rows_of_level(a + (set * N + r0) * kBoxFields, rows, b + set * kBoxFields * M, M, kind,
-                 o + (set * N + r0) * M);
+                      o + (set * N + r0) * M);
       }
     });
   });
@@ -59,8 +59,8 @@ void aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind kin
 }
 
 void aligned_backward_cpu(const at::Tensor& grad, const at::Tensor& boxes1,
-                          const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
-                          at::Tensor& grad1, at::Tensor& grad2) {
+                          const at::Tensor& boxes2, IouKind kind, BoxFormat fmt, at::Tensor& grad1,
+                          at::Tensor& grad2) {
   const int64_t pairs = boxes1.size(0);
   AT_DISPATCH_FLOATING_TYPES(grad1.scalar_type(), "cvops_box_iou_aligned_backward_cpu", [&] {
     const scalar_t* a = boxes1.const_data_ptr<scalar_t>();

@@ -79,8 +79,8 @@ __global__ void box_iou_aligned_backward_kernel(const T* __restrict__ a, const T
 }
 
 
-void aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind kind,
-                  BoxFormat fmt, at::Tensor& out) {
+void aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
+                  at::Tensor& out) {
   const int64_t pairs = boxes1.size(0);
   c10::cuda::CUDAGuard guard(out.device());
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -96,18 +96,19 @@ void aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, IouKind ki
 }
 
 void aligned_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
-                           const at::Tensor& boxes2, IouKind kind, BoxFormat fmt,
-                           at::Tensor& grad1, at::Tensor& grad2) {
+                           const at::Tensor& boxes2, IouKind kind, BoxFormat fmt, at::Tensor& grad1,
+                           at::Tensor& grad2) {
   const int64_t pairs = boxes1.size(0);
   c10::cuda::CUDAGuard guard(grad1.device());
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(grad1.scalar_type(), "cvops_box_iou_aligned_backward_cuda", [&] {
     dispatch_kind(kind, [&](auto k) {
       constexpr IouKind K = decltype(k)::value;
-      box_iou_aligned_backward_kernel<K><<<grid_stride_blocks(pairs, kThreads), kThreads, 0, stream>>>(
-          boxes1.const_data_ptr<scalar_t>(), boxes2.const_data_ptr<scalar_t>(),
-          grad.const_data_ptr<scalar_t>(), fmt, pairs, grad1.data_ptr<scalar_t>(),
-          grad2.data_ptr<scalar_t>());
+      box_iou_aligned_backward_kernel<K>
+          <<<grid_stride_blocks(pairs, kThreads), kThreads, 0, stream>>>(
+              boxes1.const_data_ptr<scalar_t>(), boxes2.const_data_ptr<scalar_t>(),
+              grad.const_data_ptr<scalar_t>(), fmt, pairs, grad1.data_ptr<scalar_t>(),
+              grad2.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

@@ -76,7 +76,13 @@ template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE Box<T> box_of(const T* v, BoxFormat fmt) {
   const Corners<T> c = to_corners(v, fmt);
   const T area = fmt == BoxFormat::kXyxy ? (c.x2 - c.x1) * (c.y2 - c.y1) : v[2] * v[3];
-  return {c.x1, c.y1, c.x2, c.y2, area, (c.x1 + c.x2) / 2, (c.y1 + c.y2) / 2,
+  return {c.x1,
+          c.y1,
+          c.x2,
+          c.y2,
+          area,
+          (c.x1 + c.x2) / 2,
+          (c.y1 + c.y2) / 2,
           static_cast<T>(atan((c.x2 - c.x1) / (c.y2 - c.y1)))};
 }
 
@@ -141,14 +147,22 @@ C10_HOST_DEVICE void pair_grad(const Box<T>& a, const Box<T>& b, T g, Corners<T>
   const T ech = ey2 - ey1 >= T(0) ? g_ch : T(0);
   // Corners: intersection, enclosure, areas, centres and aspect terms.
   const T ah = a.y2 - a.y1, aw = a.x2 - a.x1, bh = b.y2 - b.y1, bw = b.x2 - b.x1;
-  ga.x2 = g_iw * share_of_max(-a.x2, -b.x2) + ecw * share_of_max(a.x2, b.x2) + g_area * ah + g_acx / 2 + g_aw;
-  gb.x2 = g_iw * share_of_max(-b.x2, -a.x2) + ecw * share_of_max(b.x2, a.x2) + g_area * bh - g_acx / 2 + g_bw;
-  ga.x1 = -g_iw * share_of_max(a.x1, b.x1) - ecw * share_of_max(-a.x1, -b.x1) - g_area * ah + g_acx / 2 - g_aw;
-  gb.x1 = -g_iw * share_of_max(b.x1, a.x1) - ecw * share_of_max(-b.x1, -a.x1) - g_area * bh - g_acx / 2 - g_bw;
-  ga.y2 = g_ih * share_of_max(-a.y2, -b.y2) + ech * share_of_max(a.y2, b.y2) + g_area * aw + g_acy / 2 + g_ah;
-  gb.y2 = g_ih * share_of_max(-b.y2, -a.y2) + ech * share_of_max(b.y2, a.y2) + g_area * bw - g_acy / 2 + g_bh;
-  ga.y1 = -g_ih * share_of_max(a.y1, b.y1) - ech * share_of_max(-a.y1, -b.y1) - g_area * aw + g_acy / 2 - g_ah;
-  gb.y1 = -g_ih * share_of_max(b.y1, a.y1) - ech * share_of_max(-b.y1, -a.y1) - g_area * bw - g_acy / 2 - g_bh;
+  ga.x2 = g_iw * share_of_max(-a.x2, -b.x2) + ecw * share_of_max(a.x2, b.x2) + g_area * ah +
+          g_acx / 2 + g_aw;
+  gb.x2 = g_iw * share_of_max(-b.x2, -a.x2) + ecw * share_of_max(b.x2, a.x2) + g_area * bh -
+          g_acx / 2 + g_bw;
+  ga.x1 = -g_iw * share_of_max(a.x1, b.x1) - ecw * share_of_max(-a.x1, -b.x1) - g_area * ah +
+          g_acx / 2 - g_aw;
+  gb.x1 = -g_iw * share_of_max(b.x1, a.x1) - ecw * share_of_max(-b.x1, -a.x1) - g_area * bh -
+          g_acx / 2 - g_bw;
+  ga.y2 = g_ih * share_of_max(-a.y2, -b.y2) + ech * share_of_max(a.y2, b.y2) + g_area * aw +
+          g_acy / 2 + g_ah;
+  gb.y2 = g_ih * share_of_max(-b.y2, -a.y2) + ech * share_of_max(b.y2, a.y2) + g_area * bw -
+          g_acy / 2 + g_bh;
+  ga.y1 = -g_ih * share_of_max(a.y1, b.y1) - ech * share_of_max(-a.y1, -b.y1) - g_area * aw +
+          g_acy / 2 - g_ah;
+  gb.y1 = -g_ih * share_of_max(b.y1, a.y1) - ech * share_of_max(-b.y1, -a.y1) - g_area * bw -
+          g_acy / 2 - g_bh;
 }
 
 // Corner gradients back to the 4 input values of `fmt`.
@@ -160,7 +174,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void corners_grad_to_input(const Corners<T>& g
   } else if (fmt == BoxFormat::kXywh) {  // x2 = x + w
     out[0] = g.x1 + g.x2, out[1] = g.y1 + g.y2, out[2] = g.x2, out[3] = g.y2;
   } else {  // x1,2 = cx ∓ w/2
-    out[0] = g.x1 + g.x2, out[1] = g.y1 + g.y2, out[2] = (g.x2 - g.x1) / 2, out[3] = (g.y2 - g.y1) / 2;
+    out[0] = g.x1 + g.x2, out[1] = g.y1 + g.y2, out[2] = (g.x2 - g.x1) / 2,
+    out[3] = (g.y2 - g.y1) / 2;
   }
 }
 

@@ -16,7 +16,8 @@ inline void check_floating(const char* op, const char* name, const at::Tensor& t
               t.scalar_type());
 }
 
-inline void check_dtype(const char* op, const char* name, const at::Tensor& t, at::ScalarType want) {
+inline void check_dtype(const char* op, const char* name, const at::Tensor& t,
+                        at::ScalarType want) {
   CVOPS_CHECK(t.scalar_type() == want, op, name, " must be ", want, ", got ", t.scalar_type());
 }
 
@@ -28,14 +29,14 @@ inline void check_same_device(const char* op, const char* name, const at::Tensor
 
 inline void check_min_dim(const char* op, const char* name, const at::Tensor& t, int64_t min_dim,
                           const char* layout) {
-  CVOPS_CHECK(t.dim() >= min_dim, op, name, " must have at least ", min_dim, " dimensions ",
-              layout, ", got shape ", t.sizes());
+  CVOPS_CHECK(t.dim() >= min_dim, op, name, " must have at least ", min_dim, " dimensions ", layout,
+              ", got shape ", t.sizes());
 }
 
 inline void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim,
                       const char* layout) {
-  CVOPS_CHECK(t.dim() == dim, op, name, " must have ", dim, " dimensions ", layout,
-              ", got shape ", t.sizes());
+  CVOPS_CHECK(t.dim() == dim, op, name, " must have ", dim, " dimensions ", layout, ", got shape ",
+              t.sizes());
 }
 
 // Index values must lie in [0, bound). Reads the tensor's extremes once (a host sync on CUDA):

@@ -31,8 +31,8 @@ Enum parse_choice(const char* op, const char* name, std::string_view value, Choi
   for (const auto& choice : choices) {
     if (choice.first == value) return choice.second;
   }
-  CVOPS_CHECK(false, op, name, " must be ", describe_choices(choices), ", got '", std::string(value),
-              "'");
+  CVOPS_CHECK(false, op, name, " must be ", describe_choices(choices), ", got '",
+              std::string(value), "'");
   return choices.begin()->second;
 }
 

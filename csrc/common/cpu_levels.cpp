@@ -56,12 +56,9 @@ CpuLevel cpu_level() {
 
 const char* cpu_level_name(CpuLevel level) {
   switch (level) {
-    case CpuLevel::kAvx512:
-      return "avx512";
-    case CpuLevel::kAvx2:
-      return "avx2";
-    case CpuLevel::kBaseline:
-      break;
+    case CpuLevel::kAvx512: return "avx512";
+    case CpuLevel::kAvx2: return "avx2";
+    case CpuLevel::kBaseline: break;
   }
   return "baseline";
 }

@@ -29,12 +29,9 @@ const char* cpu_level_name(CpuLevel level);
 template <typename Fn>
 Fn cpu_select(Fn baseline, Fn avx2, Fn avx512) {
   switch (cpu_level()) {
-    case CpuLevel::kAvx512:
-      return avx512;
-    case CpuLevel::kAvx2:
-      return avx2;
-    case CpuLevel::kBaseline:
-      break;
+    case CpuLevel::kAvx512: return avx512;
+    case CpuLevel::kAvx2: return avx2;
+    case CpuLevel::kBaseline: break;
   }
   return baseline;
 }

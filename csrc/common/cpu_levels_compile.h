@@ -18,7 +18,8 @@
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,lzcnt,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vpopcntdq")
+#pragma GCC target( \
+    "avx2,fma,bmi,bmi2,popcnt,lzcnt,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vpopcntdq")
 #define CVOPS_CPU_NS cpu_avx512
 #include CVOPS_CPU_BODIES
 #undef CVOPS_CPU_NS

@@ -13,15 +13,14 @@ __host__ __device__ constexpr T ceil_div(T a, T b) {
   return (a + b - 1) / b;
 }
 
-inline int num_sms() {
-  return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-}
+inline int num_sms() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
 // Blocks for a grid-stride loop over `items` with `threads` per block: no more than the items
 // need, at most 32 per SM (enough to fill the GPU), at least one.
 inline unsigned grid_stride_blocks(int64_t items, int threads) {
   const int64_t wanted = ceil_div<int64_t>(items, threads);
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(wanted, 32 * int64_t(num_sms()))));
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>(wanted, 32 * int64_t(num_sms()))));
 }
 
 }  // namespace cvops

@@ -77,20 +77,23 @@ struct FamilyOps {
 
 // Defines the family's table accessor (declared in <family>.h): constructed on first use, so the
 // device files' registrations may run first in any order.
-#define CVOPS_LOOP_TABLE(accessor, family_name)             \
-  decltype(accessor())& accessor() {                        \
+#define CVOPS_LOOP_TABLE(accessor, family_name)                              \
+  decltype(accessor())& accessor() {                                         \
     static std::remove_reference_t<decltype(accessor())> table(family_name); \
-    return table;                                           \
+    return table;                                                            \
   }
 
 // One line in a device file: its loops go into the family's table at load time.
-#define CVOPS_REGISTER_LOOPS(accessor, device, loops)             \
-  static const bool C10_ANONYMOUS_VARIABLE(cvops_loops_) =        \
+#define CVOPS_REGISTER_LOOPS(accessor, device, loops)      \
+  static const bool C10_ANONYMOUS_VARIABLE(cvops_loops_) = \
       (accessor().set(::cvops::LoopDevice::device, loops), true)
 
 #ifdef CVOPS_WITH_CUDA
-#define CVOPS_IMPL_CUDA_(body) \
-  TORCH_LIBRARY_IMPL(cvops, CUDA, m) { ::cvops::FamilyOps ops{m, body##_table()}; body(ops); }
+#define CVOPS_IMPL_CUDA_(body)                 \
+  TORCH_LIBRARY_IMPL(cvops, CUDA, m) {         \
+    ::cvops::FamilyOps ops{m, body##_table()}; \
+    body(ops);                                 \
+  }
 #else
 #define CVOPS_IMPL_CUDA_(body)
 #endif
@@ -98,12 +101,12 @@ struct FamilyOps {
 // The op bodies of a family that fetch their loops from `accessor`'s table, registered for every
 // device the build has (the table then picks the device's loops):
 //   CVOPS_FAMILY_OPS(gram_loops, ops) { ops.impl("gram_matrix", &gram_matrix); }
-#define CVOPS_FAMILY_OPS(accessor, ops)                                              \
-  static void cvops_family_ops(::cvops::FamilyOps& ops);                             \
-  static ::cvops::LoopTableBase& cvops_family_ops_table() { return accessor(); }     \
-  TORCH_LIBRARY_IMPL(cvops, CPU, m) {                                                \
-    ::cvops::FamilyOps family{m, cvops_family_ops_table()};                          \
-    cvops_family_ops(family);                                                        \
-  }                                                                                  \
-  CVOPS_IMPL_CUDA_(cvops_family_ops)                                                 \
+#define CVOPS_FAMILY_OPS(accessor, ops)                                          \
+  static void cvops_family_ops(::cvops::FamilyOps& ops);                         \
+  static ::cvops::LoopTableBase& cvops_family_ops_table() { return accessor(); } \
+  TORCH_LIBRARY_IMPL(cvops, CPU, m) {                                            \
+    ::cvops::FamilyOps family{m, cvops_family_ops_table()};                      \
+    cvops_family_ops(family);                                                    \
+  }                                                                              \
+  CVOPS_IMPL_CUDA_(cvops_family_ops)                                             \
   static void cvops_family_ops(::cvops::FamilyOps& ops)

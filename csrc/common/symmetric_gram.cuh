@@ -75,6 +75,23 @@ __device__ __forceinline__ void accumulate_tile(const scalar_t* __restrict__ f, 
   }
 }
 
+// f(r, c, acc[i][j]) for each of this thread's outputs of the tile at (row0, col0) that lies
+// inside the C × C plane, in (i, j) order.
+template <typename acc_t, typename F>
+__device__ __forceinline__ void for_each_tile_output(const acc_t (&acc)[kPerThread][kPerThread],
+                                                     int64_t row0, int64_t col0, int64_t C, F f) {
+  const int tx = threadIdx.x % kThreadsSide, ty = threadIdx.x / kThreadsSide;
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int64_t r = row0 + ty + kThreadsSide * i;
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j) {
+      const int64_t c = col0 + tx + kThreadsSide * j;
+      if (r < C && c < C) f(r, c, acc[i][j]);
+    }
+  }
+}
+
 struct Launch {
   int tiles_per_side;
   int64_t tiles;    // upper-triangle tiles per sample

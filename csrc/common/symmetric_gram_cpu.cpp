@@ -1,8 +1,6 @@
 // CPU symmetric GEMM: panels of rows on and above the diagonal, each one at::bmm (MKL) across the
 // batch, doing (1/2 + P/2C) of bmm's FLOPs; then one threaded pass per sample scales the panels
 // into place and mirrors the upper triangle while the plane is in cache.
-#include "common/symmetric_gram.h"
-
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/bmm.h>
@@ -10,6 +8,8 @@
 
 #include <algorithm>
 #include <type_traits>
+
+#include "common/symmetric_gram.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -40,7 +40,8 @@ std::vector<at::Tensor> gram_upper_panels(const at::Tensor& features) {
   std::vector<at::Tensor> panels;  // panels[p]: [B, rows, C − i0], rows i0.. of G from column i0
   for (int64_t i0 = 0; i0 < C; i0 += panel) {
     const int64_t rows = std::min(panel, C - i0);
-    panels.push_back(at::bmm(features.narrow(1, i0, rows), features.narrow(1, i0, C - i0).transpose(1, 2)));
+    panels.push_back(
+        at::bmm(features.narrow(1, i0, rows), features.narrow(1, i0, C - i0).transpose(1, 2)));
   }
   return panels;
 }

@@ -34,32 +34,25 @@ __global__ void __launch_bounds__(kThreads)
   acc_t acc[kPerThread][kPerThread] = {};
   accumulate_tile(features + b * C * N, C, N, row0, col0, k_begin, k_end, acc);
 
-  const int tx = threadIdx.x % kThreadsSide, ty = threadIdx.x / kThreadsSide;
   const bool split_mode = workspace != nullptr;
   const int64_t plane = b * C * C;
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int64_t r = row0 + ty + kThreadsSide * i;
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      const int64_t c = col0 + tx + kThreadsSide * j;
-      if (r >= C || c >= C) continue;
-      if (split_mode) {
-        workspace[(split * gridDim.z) * C * C + plane + r * C + c] = acc[i][j];
-      } else {
-        const scalar_t v = static_cast<scalar_t>(acc[i][j] * scale);
-        out[plane + r * C + c] = v;
-        if (ti != tj) out[plane + c * C + r] = v;  // diagonal tiles hold both halves already
-      }
+  for_each_tile_output(acc, row0, col0, C, [&](int64_t r, int64_t c, acc_t value) {
+    if (split_mode) {
+      workspace[(split * gridDim.z) * C * C + plane + r * C + c] = value;
+    } else {
+      const scalar_t v = static_cast<scalar_t>(value * scale);
+      out[plane + r * C + c] = v;
+      if (ti != tj) out[plane + c * C + r] = v;  // diagonal tiles hold both halves already
     }
-  }
+  });
 }
 
 // out[b, r, c] = s · Σ_split workspace[split, b, r', c'] with (r', c') the upper-tile position of
 // (r, c); summed in split order, so the result does not depend on scheduling.
 template <typename scalar_t, typename acc_t>
-__global__ void reduce_splits_kernel(const acc_t* __restrict__ workspace, scalar_t* __restrict__ out,
-                                     int64_t batch, int64_t C, int splits, acc_t scale) {
+__global__ void reduce_splits_kernel(const acc_t* __restrict__ workspace,
+                                     scalar_t* __restrict__ out, int64_t batch, int64_t C,
+                                     int splits, acc_t scale) {
   const int64_t plane = C * C, total = batch * plane;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
@@ -74,8 +67,7 @@ __global__ void reduce_splits_kernel(const acc_t* __restrict__ workspace, scalar
 
 }  // namespace
 
-void symmetric_gram_into_cuda(const char* op, const at::Tensor& x, double scale,
-                              at::Tensor& gram) {
+void symmetric_gram_into_cuda(const char* op, const at::Tensor& x, double scale, at::Tensor& gram) {
   c10::cuda::CUDAGuard guard(x.device());
   const auto features = x.contiguous();
   const int64_t B = features.size(0), C = features.size(1), N = features.size(2);
@@ -105,9 +97,9 @@ void symmetric_gram_into_cuda(const char* op, const at::Tensor& x, double scale,
           // The split path may write an opmath Gram (style loss) or one in the input dtype.
           AT_DISPATCH_FLOATING_TYPES_AND2(
               at::kHalf, at::kBFloat16, gram.scalar_type(), "cvops_gram_reduce", [&] {
-                reduce_splits_kernel<scalar_t, acc_t><<<blocks, 256, 0, stream>>>(
-                    workspace, gram.data_ptr<scalar_t>(), B, C, l.splits,
-                    static_cast<acc_t>(scale));
+                reduce_splits_kernel<scalar_t, acc_t>
+                    <<<blocks, 256, 0, stream>>>(workspace, gram.data_ptr<scalar_t>(), B, C,
+                                                 l.splits, static_cast<acc_t>(scale));
               });
         });
   });

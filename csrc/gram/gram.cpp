@@ -83,8 +83,8 @@ void check_style_target(const char* op, const at::Tensor& x, const FeatureShape&
   const bool square = target.dim() >= 2 && target.size(-1) == C && target.size(-2) == C;
   if (target_index.has_value()) {
     const at::Tensor& index = *target_index;
-    CVOPS_CHECK(target.dim() == 3 && square, op, "with target_index, target must be a bank [S, ",
-                C, ", ", C, "], got shape ", target.sizes());
+    CVOPS_CHECK(target.dim() == 3 && square, op, "with target_index, target must be a bank [S, ", C,
+                ", ", C, "], got shape ", target.sizes());
     check_dtype(op, "target_index", index, at::kLong);
     check_same_device(op, "target_index", index, "x", x);
     CVOPS_CHECK(index.dim() == 1 && index.size(0) == shape.batch, op,
@@ -101,12 +101,9 @@ void check_style_target(const char* op, const at::Tensor& x, const FeatureShape&
 at::Tensor reduce_loss(const at::Tensor& per_sample, Reduction reduction, const FeatureShape& shape,
                        at::ScalarType out_dtype) {
   switch (reduction) {
-    case Reduction::kNone:
-      return per_sample.to(out_dtype);
-    case Reduction::kSum:
-      return per_sample.sum().to(out_dtype);
-    case Reduction::kMean:
-      break;
+    case Reduction::kNone: return per_sample.to(out_dtype);
+    case Reduction::kSum: return per_sample.sum().to(out_dtype);
+    case Reduction::kMean: break;
   }
   const double count = static_cast<double>(shape.batch) * shape.channels * shape.channels;
   return per_sample.sum().div(count).to(out_dtype);  // B = 0 gives NaN, as torch's mean does
@@ -166,8 +163,8 @@ at::Tensor gram_matrix_backward(const at::Tensor& grad, const at::Tensor& x,
   check_same_device(op, "grad", grad, "x", x);
   CVOPS_CHECK(grad.dim() == 3 && grad.size(0) == shape.batch && grad.size(1) == shape.channels &&
                   grad.size(2) == shape.channels,
-              op, "grad must have shape [", shape.batch, ", ", shape.channels, ", ",
-              shape.channels, "], got ", grad.sizes());
+              op, "grad must have shape [", shape.batch, ", ", shape.channels, ", ", shape.channels,
+              "], got ", grad.sizes());
   return symmetric_gram_backward(grad, x.reshape({shape.batch, shape.channels, shape.points}),
                                  scale)
       .view(x.sizes());
@@ -187,9 +184,10 @@ at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
                   residual.size(1) == shape.channels && residual.size(2) == shape.channels,
               op, "residual must have shape [B, C, C], got ", residual.sizes());
   CVOPS_CHECK(mode == Reduction::kNone ? (grad_loss.dim() == 1 && grad_loss.size(0) == shape.batch)
-                                        : grad_loss.numel() == 1,
-              op, "grad_loss must have the loss's shape (", (mode == Reduction::kNone ? "[B]" : "[]"),
-              " for reduction '", std::string(reduction), "'), got ", grad_loss.sizes());
+                                       : grad_loss.numel() == 1,
+              op, "grad_loss must have the loss's shape (",
+              (mode == Reduction::kNone ? "[B]" : "[]"), " for reduction '", std::string(reduction),
+              "'), got ", grad_loss.sizes());
   const auto opmath = opmath_dtype(x.scalar_type());
   // L = Σ_b w_b Σ_ij (s·F·Fᵀ − S)²_ij  ⇒  dF_b = 2·s·w_b·(R + Rᵀ)·F_b = 4·s·w_b·R̂_b·F_b with the
   // symmetric residual R̂ = s·F·Fᵀ − (S + Sᵀ)/2 that the forward saved: one GEMM, no transpose.

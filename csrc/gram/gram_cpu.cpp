@@ -51,9 +51,9 @@ void residual_and_loss(T* gram, const T* target, int64_t target_stride, const in
 }
 
 std::tuple<at::Tensor, at::Tensor> style_loss_cpu(const char* /*op*/, const at::Tensor& x,
-                                                  const at::Tensor& target,
-                                                  const at::Tensor& index, int64_t target_stride,
-                                                  double scale, bool /*keep_residual*/) {
+                                                  const at::Tensor& target, const at::Tensor& index,
+                                                  int64_t target_stride, double scale,
+                                                  bool /*keep_residual*/) {
   const int64_t B = x.size(0), C = x.size(1);
   const auto features = x.to(opmath_dtype(x.scalar_type())).contiguous();
   auto residual = at::empty({B, C, C}, features.options());

@@ -26,7 +26,7 @@ using namespace gram_tiles;
 // Where sample b's target Gram starts: a shared [C, C], per-sample [B, C, C], or bank row index[b].
 template <typename acc_t>
 __device__ __forceinline__ const acc_t* target_plane(const acc_t* target, const int64_t* index,
-                                                      int64_t target_stride, int64_t b) {
+                                                     int64_t target_stride, int64_t b) {
   return target + (index ? index[b] : b) * target_stride;
 }
 
@@ -48,26 +48,18 @@ __global__ void __launch_bounds__(kThreads)
 
   const acc_t* s = target_plane(target, index, target_stride, b);
   const int64_t plane = b * C * C;
-  const int tx = threadIdx.x % kThreadsSide, ty = threadIdx.x / kThreadsSide;
   acc_t partial = 0;
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int64_t r = row0 + ty + kThreadsSide * i;
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      const int64_t c = col0 + tx + kThreadsSide * j;
-      if (r >= C || c >= C) continue;
-      const acc_t g = acc[i][j] * scale;
-      const acc_t upper = g - s[r * C + c], lower = g - s[c * C + r];
-      // Diagonal tiles hold both (r, c) and (c, r): count each element once there.
-      partial += ti == tj ? upper * upper : upper * upper + lower * lower;
-      if (residual) {
-        const acc_t symmetric = acc_t(0.5) * (upper + lower);
-        residual[plane + r * C + c] = symmetric;
-        if (ti != tj) residual[plane + c * C + r] = symmetric;
-      }
+  for_each_tile_output(acc, row0, col0, C, [&](int64_t r, int64_t c, acc_t value) {
+    const acc_t g = value * scale;
+    const acc_t upper = g - s[r * C + c], lower = g - s[c * C + r];
+    // Diagonal tiles hold both (r, c) and (c, r): count each element once there.
+    partial += ti == tj ? upper * upper : upper * upper + lower * lower;
+    if (residual) {
+      const acc_t symmetric = acc_t(0.5) * (upper + lower);
+      residual[plane + r * C + c] = symmetric;
+      if (ti != tj) residual[plane + c * C + r] = symmetric;
     }
-  }
+  });
   const acc_t total = block_reduce<kThreads>(partial);
   if (threadIdx.x == 0) tile_loss[b * gridDim.x + blockIdx.x] = total;
 }

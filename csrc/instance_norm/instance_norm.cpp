@@ -54,11 +54,11 @@ void check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
   const int64_t B = x.size(0), C = x.size(1), S = weight.size(0);
   CVOPS_CHECK(weight.size(1) == C, op, "weight must be [S, C] with C = ", C,
               " channels of x, got shape ", weight.sizes());
-  CVOPS_CHECK(bias.sizes() == weight.sizes(), op, "bias must have weight's shape ",
-              weight.sizes(), ", got ", bias.sizes());
+  CVOPS_CHECK(bias.sizes() == weight.sizes(), op, "bias must have weight's shape ", weight.sizes(),
+              ", got ", bias.sizes());
   if (is_index_style(style)) {
-    CVOPS_CHECK(style.dim() == 1 && style.size(0) == B, op,
-                "style indices must have shape [B] = [", B, "], got ", style.sizes());
+    CVOPS_CHECK(style.dim() == 1 && style.size(0) == B, op, "style indices must have shape [B] = [",
+                B, "], got ", style.sizes());
     check_index_range(op, "style", style, S);
   } else {
     CVOPS_CHECK(at::isFloatingType(style.scalar_type()), op,
@@ -109,7 +109,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conditional_instance_norm(
   }
   const auto gamma = per_sample(weight, style, opmath);
   const auto beta = per_sample(bias, style, opmath);
-  instance_norm_loops()(kOp, x).forward(input, gamma, beta, eps, relu, channels_last, out, mean, rstd);
+  instance_norm_loops()(kOp, x).forward(input, gamma, beta, eps, relu, channels_last, out, mean,
+                                        rstd);
   return {out, mean, rstd};
 }
 
@@ -124,10 +125,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
   CVOPS_CHECK(grad_out.sizes() == x.sizes() && out.sizes() == x.sizes(), op,
               "grad_out and out must have x's shape ", x.sizes(), ", got ", grad_out.sizes(),
               " and ", out.sizes());
-  CVOPS_CHECK(mean.dim() == 2 && mean.size(0) == B && mean.size(1) == C &&
-                  rstd.sizes() == mean.sizes(),
-              op, "mean and rstd must be [B, C] = [", B, ", ", C, "], got ", mean.sizes(), " and ",
-              rstd.sizes());
+  CVOPS_CHECK(
+      mean.dim() == 2 && mean.size(0) == B && mean.size(1) == C && rstd.sizes() == mean.sizes(), op,
+      "mean and rstd must be [B, C] = [", B, ", ", C, "], got ", mean.sizes(), " and ",
+      rstd.sizes());
   const auto opmath = opmath_dtype(x.scalar_type());
   const bool channels_last = use_channels_last(x);
   const auto format = format_of(channels_last);
@@ -136,9 +137,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
   auto grad_beta = at::zeros({B, C}, x.options().dtype(opmath));
   if (grad_x.numel() > 0) {
     const auto gamma = per_sample(weight, style, opmath);
-    instance_norm_loops()(op, x).backward(grad_out.contiguous(format), x.contiguous(format), out.contiguous(format),
-                     mean.to(opmath).contiguous(), rstd.to(opmath).contiguous(), gamma, relu,
-                     channels_last, grad_x, grad_gamma, grad_beta);
+    instance_norm_loops()(op, x).backward(grad_out.contiguous(format), x.contiguous(format),
+                                          out.contiguous(format), mean.to(opmath).contiguous(),
+                                          rstd.to(opmath).contiguous(), gamma, relu, channels_last,
+                                          grad_x, grad_gamma, grad_beta);
   }
   // Back to the bank, deterministically (a GEMM rather than float atomics):
   // index styles: dW = onehot(style)ᵀ·dγ; mixing weights: dW = styleᵀ·dγ, dstyle = dγ·Wᵀ + dβ·bᵀ.
@@ -148,9 +150,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
     grad_style = at::empty({0}, grad_gamma.options());
   } else {
     selection = style.to(opmath);
-    grad_style = at::addmm(at::mm(grad_gamma, weight.to(opmath).t()), grad_beta,
-                           bias.to(opmath).t())
-                     .to(style.scalar_type());
+    grad_style =
+        at::addmm(at::mm(grad_gamma, weight.to(opmath).t()), grad_beta, bias.to(opmath).t())
+            .to(style.scalar_type());
   }
   auto grad_weight = at::mm(selection.t(), grad_gamma).to(weight.scalar_type());
   auto grad_bias = at::mm(selection.t(), grad_beta).to(bias.scalar_type());

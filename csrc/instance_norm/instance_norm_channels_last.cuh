@@ -28,7 +28,7 @@ struct ChannelsLastShape {
 struct ChannelThread {
   int64_t sample, c0, begin, end;  // channels [c0, c0 + kVec) of `sample`, positions [begin, end)
   int split, tg, row;
-  bool active;                     // the last tile may hold fewer packs than tile_groups
+  bool active;  // the last tile may hold fewer packs than tile_groups
 };
 
 template <int kVec>
@@ -137,9 +137,9 @@ __device__ __forceinline__ ChannelWelford<acc_t, kVec> thread_channel_stats(
 template <int kVec, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void normalize_channels(
     const ChannelWelford<acc_t, kVec>& w, const ChannelsLastShape& s, const ChannelThread& t,
-    const scalar_t* __restrict__ x, const acc_t* __restrict__ gamma,
-    const acc_t* __restrict__ beta, acc_t eps, bool relu, bool write_stats,
-    scalar_t* __restrict__ out, acc_t* __restrict__ mean, acc_t* __restrict__ rstd) {
+    const scalar_t* __restrict__ x, const acc_t* __restrict__ gamma, const acc_t* __restrict__ beta,
+    acc_t eps, bool relu, bool write_stats, scalar_t* __restrict__ out, acc_t* __restrict__ mean,
+    acc_t* __restrict__ rstd) {
   __shared__ acc_t scale_s[kMaxTileGroups * kVec], shift_s[kMaxTileGroups * kVec];
   if (t.row == 0 && t.active) {
 #pragma unroll
@@ -241,8 +241,8 @@ __device__ __forceinline__ void apply_channels(
 }
 
 // Partials of a split are stored at [(sample·splits + split)·C + c].
-__device__ __forceinline__ int64_t partial_index(const ChannelsLastShape& s,
-                                                 const ChannelThread& t, int64_t split) {
+__device__ __forceinline__ int64_t partial_index(const ChannelsLastShape& s, const ChannelThread& t,
+                                                 int64_t split) {
   return (t.sample * s.splits + split) * s.channels + t.c0;
 }
 

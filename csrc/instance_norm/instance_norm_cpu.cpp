@@ -80,7 +80,8 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor&
     }
     at::parallel_for(0, B * C, grain(n), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        CVOPS_CPU_SELECT(forward_plane<scalar_t>)(xs + p * n, g[p], b[p], e, relu, n, ys + p * n, m + p, r + p);
+        CVOPS_CPU_SELECT(forward_plane<scalar_t>)(xs + p * n, g[p], b[p], e, relu, n, ys + p * n,
+                                                  m + p, r + p);
       }
     });
   });
@@ -104,14 +105,16 @@ void backward_cpu(const at::Tensor& grad_out, const at::Tensor& x, const at::Ten
     auto* db = grad_beta.data_ptr<acc_t>();
     if (channels_last) {
       for_channel_tasks(B, C, n, [&](ChannelTask task) {
-        CVOPS_CPU_SELECT(backward_channels<scalar_t>)(dy, xs, ys, m, r, g, relu, C, n, task, dx, dg, db);
+        CVOPS_CPU_SELECT(backward_channels<scalar_t>)(dy, xs, ys, m, r, g, relu, C, n, task, dx, dg,
+                                                      db);
       });
       return;
     }
     at::parallel_for(0, B * C, grain(n), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t o = p * n;
-        CVOPS_CPU_SELECT(backward_plane<scalar_t>)(dy + o, xs + o, ys + o, m[p], r[p], g[p], relu, n, dx + o, dg + p, db + p);
+        CVOPS_CPU_SELECT(backward_plane<scalar_t>)(dy + o, xs + o, ys + o, m[p], r[p], g[p], relu,
+                                                   n, dx + o, dg + p, db + p);
       }
     });
   });

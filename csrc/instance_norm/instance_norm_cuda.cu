@@ -26,14 +26,14 @@ namespace cvops::instance_norm {
 namespace {
 
 constexpr const char* kOp = "conditional_instance_norm";
-constexpr int64_t kChunkAlign = 8;          // split chunks start on a pack boundary of every dtype
-constexpr int kResidentThreadsPerSm = 2048; // what "fills the GPU" means when deciding to split
+constexpr int64_t kChunkAlign = 8;  // split chunks start on a pack boundary of every dtype
+constexpr int kResidentThreadsPerSm = 2048;  // what "fills the GPU" means when deciding to split
 // NCHW blocks: a power of two in [kPlaneMinThreads, kPlaneMaxThreads], about kElementsPerThread
 // values each.
 constexpr int kPlaneMinThreads = 32;
 constexpr int64_t kElementsPerThread = 16;
-constexpr int64_t kMinPlaneChunk = 4096;    // smallest plane range worth a block of its own
-constexpr int64_t kMinRowSteps = 8;         // channels_last: positions per thread before splitting
+constexpr int64_t kMinPlaneChunk = 4096;  // smallest plane range worth a block of its own
+constexpr int64_t kMinRowSteps = 8;  // channels_last: positions per thread before splitting
 
 // ---------------------------------------------------------------------------------------------
 // Launch planning
@@ -74,7 +74,8 @@ int plane_threads(int64_t values) {
 // least kMinPlaneChunk values.
 PlanePlan plan_planes(int64_t planes, int64_t n) {
   const int threads = plane_threads(n);
-  const SplitPlan split = plan_split(planes, blocks_to_fill(threads), n, kMinPlaneChunk, kChunkAlign);
+  const SplitPlan split =
+      plan_split(planes, blocks_to_fill(threads), n, kMinPlaneChunk, kChunkAlign);
   PlanePlan plan{threads, static_cast<int>(split.splits), split.chunk};
   if (plan.splits > 1) plan.threads = plane_threads(split.chunk);
   check_grid(planes * plan.splits);
@@ -98,8 +99,9 @@ ChannelsLastPlan plan_channels_last(int64_t batch, int64_t channels, int64_t pos
   const int64_t base = batch * tiles;
   const SplitPlan split =
       plan_split(base, blocks_to_fill(threads), positions, rows * kMinRowSteps, /*align=*/1);
-  ChannelsLastShape shape{channels, positions, split.chunk, static_cast<int>(split.splits),
-                          static_cast<int>(tiles), tile_groups, rows};
+  ChannelsLastShape shape{
+      channels,    positions, split.chunk, static_cast<int>(split.splits), static_cast<int>(tiles),
+      tile_groups, rows};
   const int64_t blocks = base * shape.splits;
   check_grid(blocks);
   return {shape, threads, blocks};
@@ -142,7 +144,7 @@ constexpr int pack_width() {
 // What every launcher needs besides the data pointers.
 struct Problem {
   int64_t batch, channels, positions;  // B, C, n = H·W
-  at::TensorOptions acc_options;       // for workspaces (opmath dtype, x's device)
+  at::TensorOptions acc_options;  // for workspaces (opmath dtype, x's device)
   cudaStream_t stream;
 };
 
@@ -184,13 +186,13 @@ void forward_channels_last(const ForwardArgs<scalar_t>& a, const Problem& pb) {
             a.x, a.gamma, a.beta, a.eps, a.relu, s, a.out, a.mean, a.rstd);
       },
       [&](acc_t* partial_mean) {
-        channels_partial_stats_kernel<kVec, scalar_t, acc_t><<<grid, p.threads, 0, pb.stream>>>(
-            a.x, s, partial_mean, partial_mean + partials);
+        channels_partial_stats_kernel<kVec, scalar_t, acc_t>
+            <<<grid, p.threads, 0, pb.stream>>>(a.x, s, partial_mean, partial_mean + partials);
       },
       [&](const acc_t* partial_mean) {
         channels_normalize_kernel<kVec, scalar_t, acc_t><<<grid, p.threads, 0, pb.stream>>>(
-            a.x, a.gamma, a.beta, partial_mean, partial_mean + partials, a.eps, a.relu, s,
-            a.out, a.mean, a.rstd);
+            a.x, a.gamma, a.beta, partial_mean, partial_mean + partials, a.eps, a.relu, s, a.out,
+            a.mean, a.rstd);
       });
 }
 
@@ -216,8 +218,8 @@ void backward_planes(const BackwardArgs<scalar_t>& a, const Problem& pb) {
       [&](const acc_t* partial_dy) {
         plane_apply_grad_kernel<kVec, scalar_t, acc_t>
             <<<static_cast<unsigned>(blocks), p.threads, 0, pb.stream>>>(
-                a.dy, a.x, a.out, a.mean, a.rstd, a.gamma, partial_dy, partial_dy + blocks,
-                a.relu, n, p.chunk, p.splits, a.dx, a.grad_gamma, a.grad_beta);
+                a.dy, a.x, a.out, a.mean, a.rstd, a.gamma, partial_dy, partial_dy + blocks, a.relu,
+                n, p.chunk, p.splits, a.dx, a.grad_gamma, a.grad_beta);
       });
 }
 
@@ -231,8 +233,7 @@ void backward_channels_last(const BackwardArgs<scalar_t>& a, const Problem& pb) 
       s.splits, 2, partials, pb.acc_options,
       [&] {
         channels_backward_kernel<kVec, scalar_t, acc_t><<<grid, p.threads, 0, pb.stream>>>(
-            a.dy, a.x, a.out, a.mean, a.rstd, a.gamma, a.relu, s, a.dx, a.grad_gamma,
-            a.grad_beta);
+            a.dy, a.x, a.out, a.mean, a.rstd, a.gamma, a.relu, s, a.dx, a.grad_gamma, a.grad_beta);
       },
       [&](acc_t* partial_dy) {
         channels_partial_grad_kernel<kVec, scalar_t, acc_t><<<grid, p.threads, 0, pb.stream>>>(
@@ -240,16 +241,15 @@ void backward_channels_last(const BackwardArgs<scalar_t>& a, const Problem& pb) 
       },
       [&](const acc_t* partial_dy) {
         channels_apply_grad_kernel<kVec, scalar_t, acc_t><<<grid, p.threads, 0, pb.stream>>>(
-            a.dy, a.x, a.out, a.mean, a.rstd, a.gamma, partial_dy, partial_dy + partials, a.relu,
-            s, a.dx, a.grad_gamma, a.grad_beta);
+            a.dy, a.x, a.out, a.mean, a.rstd, a.gamma, partial_dy, partial_dy + partials, a.relu, s,
+            a.dx, a.grad_gamma, a.grad_beta);
       });
 }
 
 // 16-byte packs need aligned pointers and rows (NCHW planes, channels_last channel runs) whose
 // length is a multiple of the pack.
 template <typename scalar_t>
-bool use_packs(std::initializer_list<const void*> pointers, const Problem& pb,
-               bool channels_last) {
+bool use_packs(std::initializer_list<const void*> pointers, const Problem& pb, bool channels_last) {
   const int64_t row = channels_last ? pb.channels : pb.positions;
   return row % pack_width<scalar_t>() == 0 &&
          std::all_of(pointers.begin(), pointers.end(), [](const void* p) {
@@ -268,8 +268,8 @@ void forward_cuda(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor
     constexpr int kWidth = pack_width<scalar_t>();
     const ForwardArgs<scalar_t> a{x.const_data_ptr<scalar_t>(), gamma.const_data_ptr<acc_t>(),
                                   beta.const_data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
-                                  mean.data_ptr<acc_t>(), rstd.data_ptr<acc_t>(),
-                                  static_cast<acc_t>(eps), relu};
+                                  mean.data_ptr<acc_t>(),       rstd.data_ptr<acc_t>(),
+                                  static_cast<acc_t>(eps),      relu};
     const bool packs = use_packs<scalar_t>({a.x, a.out}, pb, channels_last);
     if (channels_last) {
       if (packs) forward_channels_last<kWidth, scalar_t, acc_t>(a, pb);

@@ -45,13 +45,15 @@ __device__ __forceinline__ void combine(GradSums<acc_t>& a, const GradSums<acc_t
 
 template <typename acc_t>
 __device__ __forceinline__ Welford<acc_t> shfl_down(const Welford<acc_t>& v, int offset) {
-  return {__shfl_down_sync(kFullWarpMask, v.mean, offset), __shfl_down_sync(kFullWarpMask, v.m2, offset),
+  return {__shfl_down_sync(kFullWarpMask, v.mean, offset),
+          __shfl_down_sync(kFullWarpMask, v.m2, offset),
           __shfl_down_sync(kFullWarpMask, v.count, offset)};
 }
 
 template <typename acc_t>
 __device__ __forceinline__ GradSums<acc_t> shfl_down(const GradSums<acc_t>& v, int offset) {
-  return {__shfl_down_sync(kFullWarpMask, v.dy, offset), __shfl_down_sync(kFullWarpMask, v.dy_xc, offset)};
+  return {__shfl_down_sync(kFullWarpMask, v.dy, offset),
+          __shfl_down_sync(kFullWarpMask, v.dy_xc, offset)};
 }
 
 

@@ -56,9 +56,11 @@ __device__ __forceinline__ void normalize_plane_range(const scalar_t* __restrict
 }
 
 template <int kVec, typename scalar_t, typename acc_t>
-__device__ __forceinline__ GradSums<acc_t> thread_plane_grad_sums(
-    const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
-    const scalar_t* __restrict__ out, acc_t mean, bool relu, int64_t begin, int64_t end) {
+__device__ __forceinline__ GradSums<acc_t> thread_plane_grad_sums(const scalar_t* __restrict__ dy,
+                                                                  const scalar_t* __restrict__ x,
+                                                                  const scalar_t* __restrict__ out,
+                                                                  acc_t mean, bool relu,
+                                                                  int64_t begin, int64_t end) {
   GradSums<acc_t> s{0, 0};
   for (int64_t i = begin + int64_t(threadIdx.x) * kVec; i < end; i += int64_t(blockDim.x) * kVec) {
     const auto g = load_pack<kVec>(dy + i);
@@ -115,9 +117,8 @@ __global__ void __launch_bounds__(kPlaneMaxThreads)
 // Split planes, pass 1: block (plane, split) writes its chunk's (mean, M2) to partial_*[block].
 template <int kVec, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kPlaneMaxThreads)
-    plane_partial_stats_kernel(const scalar_t* __restrict__ x, int64_t n, int64_t chunk,
-                               int splits, acc_t* __restrict__ partial_mean,
-                               acc_t* __restrict__ partial_m2) {
+    plane_partial_stats_kernel(const scalar_t* __restrict__ x, int64_t n, int64_t chunk, int splits,
+                               acc_t* __restrict__ partial_mean, acc_t* __restrict__ partial_m2) {
   const int64_t block = blockIdx.x, plane = block / splits, begin = (block % splits) * chunk;
   const auto w = block_reduce_broadcast<kPlaneMaxThreads>(
       thread_plane_stats<kVec, scalar_t, acc_t>(x + plane * n, begin, min(n, begin + chunk)));
@@ -141,7 +142,8 @@ __global__ void __launch_bounds__(kPlaneMaxThreads)
     const int64_t i = plane * splits + piece;
     return Welford<acc_t>{partial_mean[i], partial_m2[i], chunk_size(piece, n, chunk)};
   });
-  const auto norm = normalizer(block_reduce_broadcast<kPlaneMaxThreads>(w), eps, gamma[plane], beta[plane]);
+  const auto norm =
+      normalizer(block_reduce_broadcast<kPlaneMaxThreads>(w), eps, gamma[plane], beta[plane]);
   if (split == 0 && threadIdx.x == 0) {
     mean[plane] = norm.mean;
     rstd[plane] = norm.rstd;

@@ -99,8 +99,8 @@ __global__ void __launch_bounds__(kSegmentThreads)
     const int cached = static_cast<int>(std::min<int64_t>(m, kC));
     if (alive) {
       for (int k = 0; k < cached; ++k) {
-        if (nms_iou(cache[0][k], cache[1][k], cache[2][k], cache[3][k], cache[4][k], x1, y1, x2,
-                    y2, area) > threshold) {
+        if (nms_iou(cache[0][k], cache[1][k], cache[2][k], cache[3][k], cache[4][k], x1, y1, x2, y2,
+                    area) > threshold) {
           alive = false;
           break;
         }
@@ -118,8 +118,8 @@ __global__ void __launch_bounds__(kSegmentThreads)
       __syncthreads();
       if (alive) {
         for (int k = 0; k < count; ++k) {
-          if (nms_iou(stream[0][k], stream[1][k], stream[2][k], stream[3][k], stream[4][k], x1,
-                      y1, x2, y2, area) > threshold) {
+          if (nms_iou(stream[0][k], stream[1][k], stream[2][k], stream[3][k], stream[4][k], x1, y1,
+                      x2, y2, area) > threshold) {
             alive = false;
             break;
           }
@@ -151,8 +151,8 @@ __global__ void __launch_bounds__(kSegmentThreads)
           cache[4][m] = area;
         }
       } else if (alive) {  // a later candidate (earlier ones are all dead)
-        if (nms_iou(cand[0][first], cand[1][first], cand[2][first], cand[3][first],
-                    cand[4][first], x1, y1, x2, y2, area) > threshold) {
+        if (nms_iou(cand[0][first], cand[1][first], cand[2][first], cand[3][first], cand[4][first],
+                    x1, y1, x2, y2, area) > threshold) {
           alive = false;
         }
       }
@@ -186,8 +186,8 @@ __global__ void multiclass_output_kernel(const T* __restrict__ surv_score,
 
 template <typename T>
 void multiclass_typed(const at::Tensor& boxes, const at::Tensor& scores,
-                      const MulticlassOptions& options, at::Tensor& scores_out,
-                      at::Tensor& classes, at::Tensor& indices, at::Tensor& num_valid) {
+                      const MulticlassOptions& options, at::Tensor& scores_out, at::Tensor& classes,
+                      at::Tensor& indices, at::Tensor& num_valid) {
   const int64_t B = scores.size(0), N = scores.size(1), C = scores.size(2);
   const int64_t G = boxes.size(2), K = options.max_total;
   const bool agnostic = options.class_agnostic;
@@ -236,15 +236,15 @@ void multiclass_typed(const at::Tensor& boxes, const at::Tensor& scores,
   num_valid.copy_(total);
   multiclass_output_kernel<T><<<grid_stride_blocks(B * K, kThreads), kThreads, 0, stream>>>(
       surv_score.const_data_ptr<T>(), surv_key.const_data_ptr<int64_t>(),
-      order.defined() ? order.const_data_ptr<int64_t>() : nullptr,
-      total.const_data_ptr<int64_t>(), B, entries, N, K, scores_out.data_ptr<T>(),
-      classes.data_ptr<int64_t>(), indices.data_ptr<int64_t>());
+      order.defined() ? order.const_data_ptr<int64_t>() : nullptr, total.const_data_ptr<int64_t>(),
+      B, entries, N, K, scores_out.data_ptr<T>(), classes.data_ptr<int64_t>(),
+      indices.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 inline void multiclass_cuda(const at::Tensor& boxes, const at::Tensor& scores,
-                     const MulticlassOptions& options, at::Tensor& scores_out,
-                     at::Tensor& classes, at::Tensor& indices, at::Tensor& num_valid) {
+                            const MulticlassOptions& options, at::Tensor& scores_out,
+                            at::Tensor& classes, at::Tensor& indices, at::Tensor& num_valid) {
   c10::cuda::CUDAGuard guard(boxes.device());
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "cvops_multiclass_nms_cuda", [&] {
     multiclass_typed<scalar_t>(boxes, scores, options, scores_out, classes, indices, num_valid);

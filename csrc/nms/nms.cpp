@@ -89,7 +89,8 @@ at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_thr
   check_boxes_and_scores(op, boxes, scores);
   check_iou_threshold(op, iou_threshold);
   if (boxes.size(0) == 0) return empty_indices(boxes);
-  return nms_loops()(op, boxes).nms(finite_boxes(boxes), opmath_scores(scores), at::Tensor(), iou_threshold);
+  return nms_loops()(op, boxes).nms(finite_boxes(boxes), opmath_scores(scores), at::Tensor(),
+                                    iou_threshold);
 }
 
 at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
@@ -99,18 +100,18 @@ at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const 
   CVOPS_CHECK(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false), op,
               "idxs must be an integer tensor of category ids, got ", idxs.scalar_type());
   CVOPS_CHECK(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), op,
-              "idxs must have shape [n] with one category per box (n = ", boxes.size(0),
-              "), got ", idxs.sizes());
+              "idxs must have shape [n] with one category per box (n = ", boxes.size(0), "), got ",
+              idxs.sizes());
   check_same_device(op, "idxs", idxs, "boxes", boxes);
   check_iou_threshold(op, iou_threshold);
   if (boxes.size(0) == 0) return empty_indices(boxes);
-  return nms_loops()(op, boxes).nms(finite_boxes(boxes), opmath_scores(scores), idxs.to(at::kLong).contiguous(),
-                     iou_threshold);
+  return nms_loops()(op, boxes).nms(finite_boxes(boxes), opmath_scores(scores),
+                                    idxs.to(at::kLong).contiguous(), iou_threshold);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms(
-    const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-    double score_threshold, int64_t max_per_class, int64_t max_total, bool class_agnostic) {
+    const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold, double score_threshold,
+    int64_t max_per_class, int64_t max_total, bool class_agnostic) {
   constexpr const char* op = "multiclass_nms";
   check_floating(op, "boxes", boxes);
   check_floating(op, "scores", scores);
@@ -119,7 +120,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
   const int64_t B = scores.size(0), N = scores.size(1), C = scores.size(2);
   CVOPS_CHECK((boxes.dim() == 3 || boxes.dim() == 4) && boxes.size(-1) == 4, op,
               "boxes must have shape [B, N, 4] (shared by the classes) or [B, N, C, 4] (per "
-              "class), got ", boxes.sizes());
+              "class), got ",
+              boxes.sizes());
   CVOPS_CHECK(boxes.size(0) == B && boxes.size(1) == N && (boxes.dim() == 3 || boxes.size(2) == C),
               op, "boxes ", boxes.sizes(), " do not match scores [B, N, C] = ", scores.sizes());
   check_iou_threshold(op, iou_threshold);
@@ -130,15 +132,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
   const int64_t G = boxes.dim() == 4 ? C : 1;  // boxes per (image, box index)
   const auto boxes4 = boxes.reshape({B, N, G, 4});
   const auto long_options = scores.options().dtype(at::kLong);
-  auto out_scores = at::zeros({B, max_total}, scores.options().dtype(opmath_dtype(scores.scalar_type())));
+  auto out_scores =
+      at::zeros({B, max_total}, scores.options().dtype(opmath_dtype(scores.scalar_type())));
   auto classes = at::full({B, max_total}, -1, long_options);
   auto indices = at::full({B, max_total}, -1, long_options);
   auto num_valid = at::zeros({B}, long_options);
   if (B * N * C > 0) {
     const MulticlassOptions options{iou_threshold, score_threshold, max_per_class, max_total,
                                     class_agnostic};
-    nms_loops()(op, boxes).multiclass(finite_boxes(boxes4), opmath_scores(scores), options, out_scores, classes,
-                       indices, num_valid);
+    nms_loops()(op, boxes).multiclass(finite_boxes(boxes4), opmath_scores(scores), options,
+                                      out_scores, classes, indices, num_valid);
   }
   // The kept boxes as the user gave them (not the replaced non-finite ones); padding is zeros.
   const auto padding = indices < 0;
@@ -164,8 +167,8 @@ std::tuple<at::Tensor, at::Tensor> soft_nms(const at::Tensor& boxes, const at::T
   check_iou_threshold(op, iou_threshold);
   check_not_nan(op, "score_threshold", score_threshold);
   if (boxes.size(0) == 0) return {empty_indices(boxes), at::empty({0}, scores.options())};
-  auto [kept, kept_scores] = nms_loops()(op, boxes).soft(finite_boxes(boxes), opmath_scores(scores),
-                                          {sigma, iou_threshold, score_threshold, kind});
+  auto [kept, kept_scores] = nms_loops()(op, boxes).soft(
+      finite_boxes(boxes), opmath_scores(scores), {sigma, iou_threshold, score_threshold, kind});
   return {kept, kept_scores.to(scores.scalar_type())};
 }
 

@@ -8,7 +8,6 @@
 #include <c10/macros/Macros.h>
 
 #include <algorithm>
-
 #include <cmath>
 #include <limits>
 #include <string_view>
@@ -42,14 +41,14 @@ struct Loops {
   // Kept indices (int64) of boxes [n, 4] with scores [n], by decreasing score (ties: lower index
   // first). categories: int64 [n] (a box only suppresses boxes of its own category), or an
   // undefined tensor for one category.
-  at::Tensor (*nms)(const at::Tensor& boxes, const at::Tensor& scores,
-                    const at::Tensor& categories, double iou_threshold);
+  at::Tensor (*nms)(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& categories,
+                    double iou_threshold);
   // boxes [B, N, G, 4] (G = 1: shared by the classes, G = C: per class), scores [B, N, C] →
   // the preallocated scores_out [B, K] (opmath), classes, indices [B, K] and num_valid [B] (int64).
   // Padding: score 0, class −1, index −1.
   void (*multiclass)(const at::Tensor& boxes, const at::Tensor& scores,
-                     const MulticlassOptions& options, at::Tensor& scores_out,
-                     at::Tensor& classes, at::Tensor& indices, at::Tensor& num_valid);
+                     const MulticlassOptions& options, at::Tensor& scores_out, at::Tensor& classes,
+                     at::Tensor& indices, at::Tensor& num_valid);
   // (picked indices int64, their scores at the time they were picked), in pick order.
   std::tuple<at::Tensor, at::Tensor> (*soft)(const at::Tensor& boxes, const at::Tensor& scores,
                                              const SoftNmsOptions& options);
@@ -60,7 +59,8 @@ struct Loops {
 template <typename T>
 T threshold_in(double threshold) {
   T t = static_cast<T>(threshold);
-  if (static_cast<double>(t) > threshold) t = std::nextafter(t, -std::numeric_limits<T>::infinity());
+  if (static_cast<double>(t) > threshold)
+    t = std::nextafter(t, -std::numeric_limits<T>::infinity());
   return t;
 }
 

@@ -67,9 +67,8 @@ void greedy_all_pairs(const SegmentBoxes<T>& s, T threshold, int64_t cap,
     if (suppressed[i]) continue;
     kept.push_back(i);
     const int64_t j = i + 1;
-    suppress(s.x1[i], s.y1[i], s.x2[i], s.y2[i], s.area[i], &s.x1[j], &s.y1[j], &s.x2[j],
-             &s.y2[j], &s.area[j], static_cast<const int32_t*>(nullptr), 0, n - j, threshold,
-             &suppressed[j]);
+    suppress(s.x1[i], s.y1[i], s.x2[i], s.y2[i], s.area[i], &s.x1[j], &s.y1[j], &s.x2[j], &s.y2[j],
+             &s.area[j], static_cast<const int32_t*>(nullptr), 0, n - j, threshold, &suppressed[j]);
   }
 }
 
@@ -216,8 +215,8 @@ at::Tensor nms_typed(const at::Tensor& boxes_t, const at::Tensor& scores_t,
   return out;
 }
 
-at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
-                   const at::Tensor& categories, double iou_threshold) {
+at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& categories,
+                   double iou_threshold) {
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "cvops_nms_cpu", [&] {
     out = nms_typed<scalar_t>(boxes, scores, categories, iou_threshold);
@@ -367,9 +366,8 @@ std::tuple<at::Tensor, at::Tensor> soft_typed(const at::Tensor& boxes_t, const a
 std::tuple<at::Tensor, at::Tensor> soft_cpu(const at::Tensor& boxes, const at::Tensor& scores,
                                             const SoftNmsOptions& options) {
   std::tuple<at::Tensor, at::Tensor> out;
-  AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "cvops_soft_nms_cpu", [&] {
-    out = soft_typed<scalar_t>(boxes, scores, options);
-  });
+  AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "cvops_soft_nms_cpu",
+                             [&] { out = soft_typed<scalar_t>(boxes, scores, options); });
   return out;
 }
 

@@ -103,7 +103,8 @@ __global__ void __launch_bounds__(kTile)
                     int64_t n, int64_t row_tile0, int64_t stride, T threshold,
                     u64* __restrict__ mask) {
   const int64_t rt = row_tile0 + blockIdx.y;
-  const int64_t ct = row_tile0 + blockIdx.x;  // column tiles are stored from the chunk's first row tile
+  const int64_t ct =
+      row_tile0 + blockIdx.x;  // column tiles are stored from the chunk's first row tile
   // Block-uniform exits, before the barrier.
   if (ct < rt) return;
   if (tile_last != nullptr && ct > tile_last[rt]) return;
@@ -165,12 +166,13 @@ __global__ void __launch_bounds__(kGreedyThreads)
 
   for (int64_t i = row_tile0; i < row_tile1; ++i) {
     const int64_t row0 = (i - row_tile0) * kTile;  // first mask row of tile i
-    const int64_t diag_col = i - row_tile0;        // its diagonal column in the mask
+    const int64_t diag_col = i - row_tile0;  // its diagonal column in the mask
     if (tid < 32) {
       const int lane = tid;
       u64 cur = *static_cast<volatile u64*>(&removed[diag_col]);
       const u64 d_lo = ((cur >> lane) & 1) ? 0 : mask[(row0 + lane) * stride + diag_col];
-      const u64 d_hi = ((cur >> (lane + 32)) & 1) ? 0 : mask[(row0 + lane + 32) * stride + diag_col];
+      const u64 d_hi =
+          ((cur >> (lane + 32)) & 1) ? 0 : mask[(row0 + lane + 32) * stride + diag_col];
       diag[lane] = d_lo;
       diag[lane + 32] = d_hi;
       const u64 nonzero = u64(__ballot_sync(0xffffffffu, d_lo != 0)) |
@@ -204,7 +206,8 @@ __global__ void __launch_bounds__(kGreedyThreads)
         for (int64_t t = i + 1 + tid; t <= last; t += kGreedyThreads) {
           u64 acc = 0;
 #pragma unroll 4
-          for (int k = 0; k < kept; ++k) acc |= mask[(row0 + kept_rows[k]) * stride + (t - row_tile0)];
+          for (int k = 0; k < kept; ++k)
+            acc |= mask[(row0 + kept_rows[k]) * stride + (t - row_tile0)];
           if (acc != 0) atomicOr(&removed[t - row_tile0], acc);
         }
       } else {
@@ -250,7 +253,8 @@ at::Tensor nms_typed(const at::Tensor& boxes, const at::Tensor& scores,
   const auto long_options = boxes.options().dtype(at::kLong);
 
   // Processing order: score desc, ties lower index (torch puts NaN first: those are removed).
-  auto [sorted_scores, by_score] = at::sort(scores, /*stable=*/true, /*dim=*/0, /*descending=*/true);
+  auto [sorted_scores, by_score] =
+      at::sort(scores, /*stable=*/true, /*dim=*/0, /*descending=*/true);
   at::Tensor order = by_score, sorted_categories;
   if (categories.defined()) {  // then grouped by category, each group keeping that order
     auto [grouped, perm] = at::sort(categories.index_select(0, by_score), /*stable=*/true,
@@ -283,16 +287,16 @@ at::Tensor nms_typed(const at::Tensor& boxes, const at::Tensor& scores,
 
   // Chunks of row tiles whose mask (rows × column tiles words) fits the budget. chunk_tiles <=
   // min(tiles, 2^19 / tiles) <= 724, so the grid's y extent is always valid.
-  const int64_t chunk_tiles = std::clamp<int64_t>(
-      kMaskBudgetBytes / (tiles * kTile * int64_t(sizeof(u64))), 1, tiles);
+  const int64_t chunk_tiles =
+      std::clamp<int64_t>(kMaskBudgetBytes / (tiles * kTile * int64_t(sizeof(u64))), 1, tiles);
   auto mask = at::empty({chunk_tiles * kTile * tiles}, long_options);
   for (int64_t row_tile0 = 0; row_tile0 < tiles; row_tile0 += chunk_tiles) {
     const int64_t row_tile1 = std::min(tiles, row_tile0 + chunk_tiles);
     const int64_t stride = tiles - row_tile0;  // column tiles row_tile0 .. tiles - 1
     const dim3 grid(static_cast<unsigned>(stride), static_cast<unsigned>(row_tile1 - row_tile0));
-    nms_mask_kernel<T><<<grid, kTile, 0, stream>>>(
-        fields.const_data_ptr<T>(), categories_ptr, tile_last_ptr, words_of(removed), n,
-        row_tile0, stride, threshold, words_of(mask));
+    nms_mask_kernel<T><<<grid, kTile, 0, stream>>>(fields.const_data_ptr<T>(), categories_ptr,
+                                                   tile_last_ptr, words_of(removed), n, row_tile0,
+                                                   stride, threshold, words_of(mask));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (stride <= kGreedySharedWords) {
       nms_greedy_kernel<true><<<1, kGreedyThreads, stride * sizeof(u64), stream>>>(
@@ -314,8 +318,8 @@ at::Tensor nms_typed(const at::Tensor& boxes, const at::Tensor& scores,
   return by_score.masked_select(keep.index_select(0, by_score));  // keep is by box index here
 }
 
-at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
-                    const at::Tensor& categories, double iou_threshold) {
+at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& categories,
+                    double iou_threshold) {
   c10::cuda::CUDAGuard guard(boxes.device());
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "cvops_nms_cuda", [&] {

@@ -98,8 +98,8 @@ __global__ void __launch_bounds__(kSoftThreads)
       }
       const T* b = boxes + 4 * p;
       const T bx1 = b[0], by1 = b[1], bx2 = b[2], by2 = b[3];
-      const T iou = nms_iou(ax1, ay1, ax2, ay2, a_area, bx1, by1, bx2, by2,
-                            box_area(bx1, by1, bx2, by2));
+      const T iou =
+          nms_iou(ax1, ay1, ax2, ay2, a_area, bx1, by1, bx2, by2, box_area(bx1, by1, bx2, by2));
       if (gaussian) {
         if (iou > T(0)) s *= std::exp(-(iou * iou) / sigma);  // exp(−0) = 1: skipping is exact
       } else if (iou > iou_threshold) {
@@ -131,13 +131,13 @@ std::tuple<at::Tensor, at::Tensor> soft_typed(const at::Tensor& boxes, const at:
   return {out_index.slice(0, 0, k), out_score.slice(0, 0, k)};
 }
 
-inline std::tuple<at::Tensor, at::Tensor> soft_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
-                                                 const SoftNmsOptions& options) {
+inline std::tuple<at::Tensor, at::Tensor> soft_nms_cuda(const at::Tensor& boxes,
+                                                        const at::Tensor& scores,
+                                                        const SoftNmsOptions& options) {
   c10::cuda::CUDAGuard guard(boxes.device());
   std::tuple<at::Tensor, at::Tensor> out;
-  AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "cvops_soft_nms_cuda", [&] {
-    out = soft_typed<scalar_t>(boxes, scores, options);
-  });
+  AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "cvops_soft_nms_cuda",
+                             [&] { out = soft_typed<scalar_t>(boxes, scores, options); });
   return out;
 }
 

@@ -1,4 +1,4 @@
 """Command-line demos, one module per demo, each run as `python -m cvops.demos.<name>`:
 
-  style_transfer   train a multi-style TransformerNet briefly on synthetic images, save a grid
+style_transfer   train a multi-style TransformerNet briefly on synthetic images, save a grid
 """

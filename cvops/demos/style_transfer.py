@@ -3,6 +3,7 @@ styles and save a grid of the content, the styles, the network's output per styl
 
     python -m cvops.demos.style_transfer OUT.png [--steps N] [--size S] [--seed K]
 """
+
 import argparse
 import time
 
@@ -28,10 +29,10 @@ def demo_content_image(size: int = 64) -> Tensor:
     sky = torch.stack([0.3 + 0.4 * y, 0.5 + 0.3 * y, torch.full_like(y, 0.95)])
     image = torch.where(y > 0.7, torch.tensor([0.2, 0.55, 0.2]).view(3, 1, 1), sky)
     shapes = [
-        ((x - 0.78) ** 2 + (y - 0.2) ** 2 < 0.012, (1.0, 0.85, 0.1)),                    # sun
-        ((x > 0.2) & (x < 0.5) & (y > 0.45) & (y < 0.75), (0.8, 0.3, 0.25)),              # walls
+        ((x - 0.78) ** 2 + (y - 0.2) ** 2 < 0.012, (1.0, 0.85, 0.1)),  # sun
+        ((x > 0.2) & (x < 0.5) & (y > 0.45) & (y < 0.75), (0.8, 0.3, 0.25)),  # walls
         ((y > 0.25) & (y <= 0.45) & ((x - 0.35).abs() < (y - 0.25) * 0.9), (0.45, 0.2, 0.1)),  # roof
-        ((x > 0.31) & (x < 0.39) & (y > 0.6) & (y < 0.75), (0.3, 0.2, 0.1)),              # door
+        ((x > 0.31) & (x < 0.39) & (y > 0.6) & (y < 0.75), (0.3, 0.2, 0.1)),  # door
     ]
     for mask, colour in shapes:
         image = torch.where(mask, torch.tensor(colour).view(3, 1, 1), image)
@@ -125,7 +126,8 @@ def run_demo(path: str, *, steps: int = 80, size: int = 64, seed: int = 0) -> No
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        description="Train a multi-style TransformerNet briefly on synthetic images and save a grid of its styles and mixtures.")
+        description="Train a multi-style TransformerNet briefly on synthetic images and save a grid of its styles and mixtures."
+    )
     parser.add_argument("out", metavar="OUT.png", help="where to save the grid")
     parser.add_argument("--steps", type=int, default=80, help="training steps (default 80)")
     parser.add_argument("--size", type=int, default=64, help="image size (default 64)")

@@ -1,4 +1,5 @@
 """Full model assemblies built from cvops.nn (one module per model)."""
+
 from cvops.models import bilinear_cnn, detection, mfb_vqa, style_transfer, vgg
 from cvops.models.bilinear_cnn import BilinearCNN
 from cvops.models.mfb_vqa import MFBVQA

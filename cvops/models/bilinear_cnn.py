@@ -8,6 +8,7 @@ nothing is downloaded; load torchvision vgg16 weights with load_torchvision_back
 shrinks every VGG layer (tests and CPU demos); torchvision weights need width_mult = 1. The backbone
 is cvops.models.vgg's vgg16_features, shared with style transfer.
 """
+
 import torch
 from torch import Tensor, nn
 
@@ -27,11 +28,23 @@ class BilinearCNN(nn.Module):
     `lowrank_channels` channels (a 1×1 reduction of conv5_3 as in Kong & Fowlkes; None keeps C).
     """
 
-    def __init__(self, num_classes: int = 200, pooling: str = "full", *, output_dim: int = 8192, rank: int = 8,
-                 lowrank_channels=None, width_mult: float = 1.0, dropout: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        num_classes: int = 200,
+        pooling: str = "full",
+        *,
+        output_dim: int = 8192,
+        rank: int = 8,
+        lowrank_channels=None,
+        width_mult: float = 1.0,
+        dropout: float = 0.0,
+        seed: int = 0,
+    ):
         super().__init__()
         if pooling not in POOLINGS:
-            raise ValueError(f"cvops.BilinearCNN: pooling must be one of {', '.join(map(repr, POOLINGS))}, got {pooling!r}")
+            raise ValueError(
+                f"cvops.BilinearCNN: pooling must be one of {', '.join(map(repr, POOLINGS))}, got {pooling!r}"
+            )
         check_int("BilinearCNN", "num_classes", num_classes)
         self.pooling_kind = pooling
         self.features = vgg16_features(5, width_mult)  # conv1_1 … relu5_3
@@ -39,7 +52,9 @@ class BilinearCNN(nn.Module):
         self.channels = channels
         if pooling == "lowrank":
             self.pool = None
-            self.classifier = LowRankBilinearClassifier(channels, num_classes, rank=rank, reduced_channels=lowrank_channels)
+            self.classifier = LowRankBilinearClassifier(
+                channels, num_classes, rank=rank, reduced_channels=lowrank_channels
+            )
         else:
             if pooling == "full":
                 self.pool, dim = BilinearPool(), channels * channels
@@ -64,8 +79,14 @@ class BilinearCNN(nn.Module):
         return f"pooling={self.pooling_kind!r}, channels={self.channels}"
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor, *,
-               loss_fn=nn.functional.cross_entropy) -> float:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    loss_fn=nn.functional.cross_entropy,
+) -> float:
     """One optimisation step of model (put in training mode) on images [B, 3, H, W] with labels [B]:
     J = loss_fn(model(images), labels), cross-entropy by default. Returns J before the step as a float."""
     model.train()

@@ -15,6 +15,7 @@ and `encode` is its exact inverse. decode clamps tw, th at max_log_scale (log(10
 torchvision's BoxCoder) so that exp cannot overflow; encode∘decode is the identity below that.
 Scores are YOLOv3's independent (multi-label) probabilities: score[c] = sigmoid(obj)·sigmoid(cls[c]).
 """
+
 import math
 from collections import namedtuple
 
@@ -26,8 +27,16 @@ import cvops
 from cvops.ops._validate import check_int
 
 __all__ = [
-    "AssignedTargets", "Detections", "DetectionLoss", "DetectionPostprocess", "YoloHead",
-    "assign_targets", "decode", "decode_boxes", "encode", "grid_anchors",
+    "AssignedTargets",
+    "Detections",
+    "DetectionLoss",
+    "DetectionPostprocess",
+    "YoloHead",
+    "assign_targets",
+    "decode",
+    "decode_boxes",
+    "encode",
+    "grid_anchors",
 ]
 
 MAX_LOG_SCALE = math.log(1000.0 / 16)
@@ -64,17 +73,20 @@ def _check_raw(owner: str, raw, num_anchors: int, num_classes=None) -> int:
     if not raw.dtype.is_floating_point:
         raise ValueError(f"cvops.{owner}: raw must be floating-point, got {raw.dtype}")
     if raw.shape[1] != num_anchors:
-        raise ValueError(f"cvops.{owner}: raw has {raw.shape[1]} anchors (dim 1 of {tuple(raw.shape)}) but there are "
-                         f"{num_anchors} anchors")
+        raise ValueError(
+            f"cvops.{owner}: raw has {raw.shape[1]} anchors (dim 1 of {tuple(raw.shape)}) but there are "
+            f"{num_anchors} anchors"
+        )
     if num_classes is None:
         if raw.shape[2] < 6:
             raise ValueError(f"cvops.{owner}: raw's last dim must be 5 + C with C ≥ 1 classes, got {raw.shape[2]}")
         return raw.shape[2] - 5
     if raw.shape[2] != 5 + num_classes:
-        raise ValueError(f"cvops.{owner}: raw's last dim must be 5 + C = {5 + num_classes} for C = {num_classes} classes "
-                         f"(tx, ty, tw, th, objectness, class logits), got {raw.shape[2]}")
+        raise ValueError(
+            f"cvops.{owner}: raw's last dim must be 5 + C = {5 + num_classes} for C = {num_classes} classes "
+            f"(tx, ty, tw, th, objectness, class logits), got {raw.shape[2]}"
+        )
     return num_classes
-
 
 
 def _check_fraction(owner: str, name: str, value) -> float:
@@ -102,8 +114,15 @@ def grid_anchors(grid_size, stride, anchor_sizes, *, device=None, dtype=None) ->
     height, width = _pair("grid_anchors", "grid_size", grid_size, int)
     stride_y, stride_x = _pair("grid_anchors", "stride", stride)
     sizes = torch.as_tensor(anchor_sizes, dtype=torch.float64)
-    if sizes.dim() != 2 or sizes.shape[1] != 2 or sizes.shape[0] == 0 or not bool((sizes > 0).all() & sizes.isfinite().all()):
-        raise ValueError(f"cvops.grid_anchors: anchor_sizes must be A ≥ 1 positive finite pairs (w, h), got {anchor_sizes!r}")
+    if (
+        sizes.dim() != 2
+        or sizes.shape[1] != 2
+        or sizes.shape[0] == 0
+        or not bool((sizes > 0).all() & sizes.isfinite().all())
+    ):
+        raise ValueError(
+            f"cvops.grid_anchors: anchor_sizes must be A ≥ 1 positive finite pairs (w, h), got {anchor_sizes!r}"
+        )
     cy = (torch.arange(height, dtype=torch.float64) + 0.5) * stride_y
     cx = (torch.arange(width, dtype=torch.float64) + 0.5) * stride_x
     centres = torch.stack(torch.meshgrid(cx, cy, indexing="xy"), dim=-1)  # [H, W, 2] as (x, y)
@@ -154,8 +173,9 @@ def _decode(raw: Tensor, anchors: Tensor, max_log_scale: float):
 # ---------------------------------------------------------------------------- assignment
 
 
-def assign_targets(anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, *, pos_iou: float = 0.5,
-                   neg_iou: float = 0.4) -> AssignedTargets:
+def assign_targets(
+    anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, *, pos_iou: float = 0.5, neg_iou: float = 0.4
+) -> AssignedTargets:
     """Match ground truth to anchors by IoU (cvops.box_iou), for training targets.
 
     anchors [N, 4]; gt_boxes [B, G, 4] xyxy with gt_labels [B, G] int (class ids; −1 marks padding, so
@@ -177,13 +197,18 @@ def assign_targets(anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, *, pos_
     if not gt_boxes.dtype.is_floating_point:
         raise ValueError(f"cvops.{owner}: gt_boxes must be floating-point, got {gt_boxes.dtype}")
     if not isinstance(gt_labels, Tensor) or gt_labels.shape != gt_boxes.shape[:-1]:
-        raise ValueError(f"cvops.{owner}: gt_labels must have gt_boxes' shape without the 4, "
-                         f"{tuple(gt_boxes.shape[:-1])}, got {_shape(gt_labels)}")
+        raise ValueError(
+            f"cvops.{owner}: gt_labels must have gt_boxes' shape without the 4, "
+            f"{tuple(gt_boxes.shape[:-1])}, got {_shape(gt_labels)}"
+        )
     if gt_labels.dtype.is_floating_point or gt_labels.dtype.is_complex or gt_labels.dtype == torch.bool:
-        raise ValueError(f"cvops.{owner}: gt_labels must be an integer tensor (class ids, −1 = padding), got {gt_labels.dtype}")
+        raise ValueError(
+            f"cvops.{owner}: gt_labels must be an integer tensor (class ids, −1 = padding), got {gt_labels.dtype}"
+        )
     if gt_boxes.dim() == 2:
-        return AssignedTargets(*(t[0] for t in assign_targets(anchors, gt_boxes[None], gt_labels[None],
-                                                              pos_iou=pos_iou, neg_iou=neg_iou)))
+        return AssignedTargets(
+            *(t[0] for t in assign_targets(anchors, gt_boxes[None], gt_labels[None], pos_iou=pos_iou, neg_iou=neg_iou))
+        )
 
     anchors = anchors.to(device=gt_boxes.device, dtype=gt_boxes.dtype)
     batch, num_gt, num_anchors = gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0]
@@ -233,8 +258,7 @@ class YoloHead(nn.Module):
         if not 0 < prior < 1:
             raise ValueError(f"cvops.YoloHead: prior must lie in (0, 1), got {prior!r}")
         self.prior = prior
-        self.conv = nn.Conv2d(check_int("YoloHead", "in_channels", in_channels),
-                              num_anchors * (5 + num_classes), 1)
+        self.conv = nn.Conv2d(check_int("YoloHead", "in_channels", in_channels), num_anchors * (5 + num_classes), 1)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -245,7 +269,9 @@ class YoloHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         if not isinstance(features, Tensor) or features.dim() != 4 or features.shape[1] != self.conv.in_channels:
-            raise ValueError(f"cvops.YoloHead: features must be [B, {self.conv.in_channels}, H, W], got {_shape(features)}")
+            raise ValueError(
+                f"cvops.YoloHead: features must be [B, {self.conv.in_channels}, H, W], got {_shape(features)}"
+            )
         batch, _, height, width = features.shape
         out = self.conv(features).view(batch, self.num_anchors, 5 + self.num_classes, height, width)
         return out.permute(0, 3, 4, 1, 2).reshape(batch, height * width * self.num_anchors, 5 + self.num_classes)
@@ -264,16 +290,29 @@ class DetectionPostprocess(nn.Module):
     iou_threshold suppresses (within a class unless class_agnostic), at most max_per_class per class
     and max_total per image are kept."""
 
-    def __init__(self, anchors: Tensor, num_classes: int, *, iou_threshold: float = 0.5, score_threshold: float = 0.05,
-                 max_per_class: int = 100, max_total: int = 100, class_agnostic: bool = False, image_size=None,
-                 max_log_scale: float = MAX_LOG_SCALE):
+    def __init__(
+        self,
+        anchors: Tensor,
+        num_classes: int,
+        *,
+        iou_threshold: float = 0.5,
+        score_threshold: float = 0.05,
+        max_per_class: int = 100,
+        max_total: int = 100,
+        class_agnostic: bool = False,
+        image_size=None,
+        max_log_scale: float = MAX_LOG_SCALE,
+    ):
         super().__init__()
         owner = "DetectionPostprocess"
         _check_anchors(owner, anchors)
         self.num_classes = check_int(owner, "num_classes", num_classes)
         self.iou_threshold = _check_fraction(owner, "iou_threshold", iou_threshold)
-        if (isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float))
-                or not math.isfinite(score_threshold)):
+        if (
+            isinstance(score_threshold, bool)
+            or not isinstance(score_threshold, (int, float))
+            or not math.isfinite(score_threshold)
+        ):
             raise ValueError(f"cvops.{owner}: score_threshold must be a finite number, got {score_threshold!r}")
         self.score_threshold = float(score_threshold)
         self.max_per_class = check_int(owner, "max_per_class", max_per_class)
@@ -289,15 +328,27 @@ class DetectionPostprocess(nn.Module):
         if self.image_size is not None:
             height, width = self.image_size
             x1, y1, x2, y2 = boxes.unbind(-1)
-            boxes = torch.stack([x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)], dim=-1)
-        return Detections(*cvops.multiclass_nms(
-            boxes, scores, iou_threshold=self.iou_threshold, score_threshold=self.score_threshold,
-            max_per_class=self.max_per_class, max_total=self.max_total, class_agnostic=self.class_agnostic))
+            boxes = torch.stack(
+                [x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)], dim=-1
+            )
+        return Detections(
+            *cvops.multiclass_nms(
+                boxes,
+                scores,
+                iou_threshold=self.iou_threshold,
+                score_threshold=self.score_threshold,
+                max_per_class=self.max_per_class,
+                max_total=self.max_total,
+                class_agnostic=self.class_agnostic,
+            )
+        )
 
     def extra_repr(self):
-        return (f"num_anchors={self.anchors.shape[0]}, num_classes={self.num_classes}, iou_threshold={self.iou_threshold}, "
-                f"score_threshold={self.score_threshold}, max_per_class={self.max_per_class}, max_total={self.max_total}, "
-                f"class_agnostic={self.class_agnostic}, image_size={self.image_size}")
+        return (
+            f"num_anchors={self.anchors.shape[0]}, num_classes={self.num_classes}, iou_threshold={self.iou_threshold}, "
+            f"score_threshold={self.score_threshold}, max_per_class={self.max_per_class}, max_total={self.max_total}, "
+            f"class_agnostic={self.class_agnostic}, image_size={self.image_size}"
+        )
 
 
 class DetectionLoss(nn.Module):
@@ -310,16 +361,27 @@ class DetectionLoss(nn.Module):
     classes, mean over positives. Masks rather than boolean indexing keep shapes static (compilable).
     forward(raw, gt_boxes, gt_labels) returns (J, parts) with parts {"box", "obj", "cls"} weighted."""
 
-    def __init__(self, anchors: Tensor, num_classes: int, *, pos_iou: float = 0.5, neg_iou: float = 0.4,
-                 box_weight: float = 5.0, obj_weight: float = 1.0, cls_weight: float = 1.0,
-                 max_log_scale: float = MAX_LOG_SCALE):
+    def __init__(
+        self,
+        anchors: Tensor,
+        num_classes: int,
+        *,
+        pos_iou: float = 0.5,
+        neg_iou: float = 0.4,
+        box_weight: float = 5.0,
+        obj_weight: float = 1.0,
+        cls_weight: float = 1.0,
+        max_log_scale: float = MAX_LOG_SCALE,
+    ):
         super().__init__()
         _check_anchors("DetectionLoss", anchors)
         self.num_classes = check_int("DetectionLoss", "num_classes", num_classes)
         self.pos_iou = _check_fraction("DetectionLoss", "pos_iou", pos_iou)
         self.neg_iou = _check_fraction("DetectionLoss", "neg_iou", neg_iou)
         if self.neg_iou > self.pos_iou:
-            raise ValueError(f"cvops.DetectionLoss: neg_iou must be ≤ pos_iou, got neg_iou={neg_iou} > pos_iou={pos_iou}")
+            raise ValueError(
+                f"cvops.DetectionLoss: neg_iou must be ≤ pos_iou, got neg_iou={neg_iou} > pos_iou={pos_iou}"
+            )
         self.box_weight, self.obj_weight, self.cls_weight = box_weight, obj_weight, cls_weight
         self.max_log_scale = float(max_log_scale)
         self.register_buffer("anchors", anchors.detach().clone(), persistent=False)
@@ -327,10 +389,14 @@ class DetectionLoss(nn.Module):
     def forward(self, raw: Tensor, gt_boxes: Tensor, gt_labels: Tensor):
         _check_raw("DetectionLoss", raw, self.anchors.shape[0], self.num_classes)
         if gt_boxes.dim() != 3 or gt_boxes.shape[0] != raw.shape[0]:
-            raise ValueError(f"cvops.DetectionLoss: gt_boxes must be [B, G, 4] with B = {raw.shape[0]} (raw's batch), "
-                             f"got {_shape(gt_boxes)}")
+            raise ValueError(
+                f"cvops.DetectionLoss: gt_boxes must be [B, G, 4] with B = {raw.shape[0]} (raw's batch), "
+                f"got {_shape(gt_boxes)}"
+            )
         with torch.no_grad():
-            targets = assign_targets(self.anchors, gt_boxes.to(raw.dtype), gt_labels, pos_iou=self.pos_iou, neg_iou=self.neg_iou)
+            targets = assign_targets(
+                self.anchors, gt_boxes.to(raw.dtype), gt_labels, pos_iou=self.pos_iou, neg_iou=self.neg_iou
+            )
         positive = (targets.labels >= 0).to(raw.dtype)
         cared = (targets.labels != -2).to(raw.dtype)
         num_positive = positive.sum().clamp(min=1)
@@ -348,6 +414,8 @@ class DetectionLoss(nn.Module):
         return sum(parts.values()), parts
 
     def extra_repr(self):
-        return (f"num_anchors={self.anchors.shape[0]}, num_classes={self.num_classes}, pos_iou={self.pos_iou}, "
-                f"neg_iou={self.neg_iou}, box_weight={self.box_weight}, obj_weight={self.obj_weight}, "
-                f"cls_weight={self.cls_weight}")
+        return (
+            f"num_anchors={self.anchors.shape[0]}, num_classes={self.num_classes}, pos_iou={self.pos_iou}, "
+            f"neg_iou={self.neg_iou}, box_weight={self.box_weight}, obj_weight={self.obj_weight}, "
+            f"cls_weight={self.cls_weight}"
+        )

@@ -9,6 +9,7 @@ same style for the whole batch). Nothing is downloaded: VGGFeatures starts from 
 unless given a torchvision vgg16 state_dict (see VGGFeatures.from_torchvision_state_dict).
 A demo that trains the network on synthetic images: python -m cvops.demos.style_transfer OUT.png.
 """
+
 from collections import namedtuple
 
 import torch
@@ -21,8 +22,14 @@ from cvops.nn import ConditionalInstanceNorm2d, StyleLoss
 from cvops.ops._validate import broadcast_style, check_int
 
 __all__ = [
-    "FEATURE_NAMES", "TransformerNet", "VGGFeatures", "VGGOutputs", "StyleTransferLoss",
-    "total_variation", "train_step", "gatys_transfer",
+    "FEATURE_NAMES",
+    "TransformerNet",
+    "VGGFeatures",
+    "VGGOutputs",
+    "StyleTransferLoss",
+    "total_variation",
+    "train_step",
+    "gatys_transfer",
 ]
 
 FEATURE_NAMES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -51,7 +58,8 @@ def _style_tensor(owner: str, style, batch: int, num_styles: int, device) -> Ten
     got = f"{style.dtype} {tuple(style.shape)}" if isinstance(style, Tensor) else repr(style)
     raise ValueError(
         f"cvops.{owner}: style must be an int, int64 indices [B] = [{batch}] or floating mixing weights "
-        f"[B, S] = [{batch}, {num_styles}], got {got}")
+        f"[B, S] = [{batch}, {num_styles}], got {got}"
+    )
 
 
 # ---------------------------------------------------------------------------- feed-forward network
@@ -104,7 +112,9 @@ class TransformerNet(nn.Module):
         super().__init__()
         self.num_styles = check_int("TransformerNet", "num_styles", num_styles)
         self.stem = _ConvNorm(3, 32, 9, num_styles)
-        self.down = nn.ModuleList([_ConvNorm(32, 64, 3, num_styles, stride=2), _ConvNorm(64, 128, 3, num_styles, stride=2)])
+        self.down = nn.ModuleList(
+            [_ConvNorm(32, 64, 3, num_styles, stride=2), _ConvNorm(64, 128, 3, num_styles, stride=2)]
+        )
         self.residual = nn.ModuleList([_ResidualBlock(128, num_styles) for _ in range(5)])
         self.up = nn.ModuleList([_ConvNorm(128, 64, 3, num_styles), _ConvNorm(64, 32, 3, num_styles)])
         self.head = nn.Sequential(nn.ReflectionPad2d(4), nn.Conv2d(32, 3, 9))
@@ -169,7 +179,7 @@ class VGGFeatures(nn.Module):
         h = (x - self.mean) / self.std
         features, start = [], 0
         for tap in self._taps:
-            h = self.layers[start:tap + 1](h)
+            h = self.layers[start : tap + 1](h)
             features.append(h)
             start = tap + 1
         return VGGOutputs(*features)
@@ -204,11 +214,21 @@ class StyleTransferLoss(nn.Module):
     VGGFeatures, where every layer's features have about unit scale; rebalance them for trained weights.
     """
 
-    def __init__(self, vgg: VGGFeatures, styles, *, content_weight: float = 1.0, style_weight: float = 5.0,
-                 tv_weight: float = 0.1, content_layer: str = "relu2_2"):
+    def __init__(
+        self,
+        vgg: VGGFeatures,
+        styles,
+        *,
+        content_weight: float = 1.0,
+        style_weight: float = 5.0,
+        tv_weight: float = 0.1,
+        content_layer: str = "relu2_2",
+    ):
         super().__init__()
         if content_layer not in FEATURE_NAMES:
-            raise ValueError(f"cvops.StyleTransferLoss: content_layer must be one of {FEATURE_NAMES}, got {content_layer!r}")
+            raise ValueError(
+                f"cvops.StyleTransferLoss: content_layer must be one of {FEATURE_NAMES}, got {content_layer!r}"
+            )
         self.vgg = vgg
         self.content_layer = content_layer
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
@@ -222,13 +242,17 @@ class StyleTransferLoss(nn.Module):
             with torch.no_grad():
                 return [cvops.gram_matrix(f, normalize="chw") for f in self.vgg(styles)]
         banks = list(styles)
-        widths = [widths[-1] for widths in VGG16_BLOCKS[:len(FEATURE_NAMES)]]
+        widths = [widths[-1] for widths in VGG16_BLOCKS[: len(FEATURE_NAMES)]]
         shapes = [tuple(bank.shape) for bank in banks]
-        if (len(banks) != len(widths) or any(len(s) != 3 or s[1:] != (c, c) for s, c in zip(shapes, widths))
-                or len({s[0] for s in shapes}) != 1):
+        if (
+            len(banks) != len(widths)
+            or any(len(s) != 3 or s[1:] != (c, c) for s, c in zip(shapes, widths))
+            or len({s[0] for s in shapes}) != 1
+        ):
             raise ValueError(
                 "cvops.StyleTransferLoss: styles must be style images [S, 3, H, W] or one Gram bank [S, C, C] per "
-                f"VGG layer {FEATURE_NAMES} with C = {widths} and the same S, got shapes {shapes}")
+                f"VGG layer {FEATURE_NAMES} with C = {widths} and the same S, got shapes {shapes}"
+            )
         return banks
 
     def content_features(self, content: Tensor) -> VGGOutputs:
@@ -261,15 +285,18 @@ class StyleTransferLoss(nn.Module):
         return per_sample.mean()
 
     def extra_repr(self):
-        return (f"num_styles={self.num_styles}, content_layer={self.content_layer!r}, content_weight={self.content_weight}, "
-                f"style_weight={self.style_weight}, tv_weight={self.tv_weight}")
+        return (
+            f"num_styles={self.num_styles}, content_layer={self.content_layer!r}, content_weight={self.content_weight}, "
+            f"style_weight={self.style_weight}, tv_weight={self.tv_weight}"
+        )
 
 
 # ---------------------------------------------------------------------------- training and optimisation
 
 
-def train_step(model: TransformerNet, optimizer: torch.optim.Optimizer, content_batch: Tensor, style, *,
-               loss_fn: StyleTransferLoss) -> float:
+def train_step(
+    model: TransformerNet, optimizer: torch.optim.Optimizer, content_batch: Tensor, style, *, loss_fn: StyleTransferLoss
+) -> float:
     """One optimisation step of the multi-style network on content_batch [B, 3, H, W] with the given
     styles (int, indices [B] or mixing weights [B, S]): J = loss_fn(model(content_batch, style),
     content_batch, style)[0]. Returns J before the step as a float (loss_fn gives its parts)."""
@@ -280,9 +307,20 @@ def train_step(model: TransformerNet, optimizer: torch.optim.Optimizer, content_
     return total.item()
 
 
-def gatys_transfer(content: Tensor, style: Tensor, *, vgg: VGGFeatures = None, steps: int = 100,
-                   content_weight: float = 1.0, style_weight: float = 5.0, tv_weight: float = 0.1,
-                   lr: float = None, optimizer: str = "adam", init: str = "content", generator=None):
+def gatys_transfer(
+    content: Tensor,
+    style: Tensor,
+    *,
+    vgg: VGGFeatures = None,
+    steps: int = 100,
+    content_weight: float = 1.0,
+    style_weight: float = 5.0,
+    tv_weight: float = 0.1,
+    lr: float = None,
+    optimizer: str = "adam",
+    init: str = "content",
+    generator=None,
+):
     """Gatys et al.'s style transfer: minimise J(G) = α·J_content + β·J_style (+ TV) over the image G.
 
     content: [3, H, W] or [B, 3, H, W] in [0, 1]; style: one style image [3, h, w] or [1, 3, h, w].
@@ -302,10 +340,14 @@ def gatys_transfer(content: Tensor, style: Tensor, *, vgg: VGGFeatures = None, s
     _check_images("gatys_transfer", "content", batched_content)
     _check_images("gatys_transfer", "style", style_images)
     if style_images.shape[0] != 1:
-        raise ValueError(f"cvops.gatys_transfer: style must be one image [3, h, w] or [1, 3, h, w], got {tuple(style.shape)}")
+        raise ValueError(
+            f"cvops.gatys_transfer: style must be one image [3, h, w] or [1, 3, h, w], got {tuple(style.shape)}"
+        )
 
     vgg = VGGFeatures().to(content.device) if vgg is None else vgg
-    loss_fn = StyleTransferLoss(vgg, style_images, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
+    loss_fn = StyleTransferLoss(
+        vgg, style_images, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight
+    )
     content_targets = loss_fn.content_features(batched_content)
     style_index = torch.zeros(batched_content.shape[0], dtype=torch.long, device=content.device)
     if init == "content":

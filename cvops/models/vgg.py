@@ -1,6 +1,7 @@
 """VGG-16 convolutional features laid out as torchvision's vgg16().features, shared by the models
 (BilinearCNN's backbone, style transfer's VGGFeatures). Nothing is downloaded: the layers start from
 random weights, and load_torchvision_vgg16 copies in a torchvision vgg16 state_dict."""
+
 from torch import nn
 
 __all__ = ["VGG16_BLOCKS", "load_torchvision_vgg16", "vgg16_features"]
@@ -47,5 +48,6 @@ def load_torchvision_vgg16(features: nn.Sequential, state_dict, owner: str) -> N
     if missing:
         raise ValueError(
             f"cvops.{owner}: state_dict is not a torchvision vgg16 `features` state_dict: missing or mis-shaped "
-            f"{missing[:4]}{' …' if len(missing) > 4 else ''} (expected keys like '0.weight' or 'features.0.weight')")
+            f"{missing[:4]}{' …' if len(missing) > 4 else ''} (expected keys like '0.weight' or 'features.0.weight')"
+        )
     features.load_state_dict(mapped)

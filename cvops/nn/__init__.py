@@ -1,11 +1,24 @@
 """torch.nn modules over the cvops ops."""
+
 from cvops.nn.bilinear import (
-    MFB, MFH, MLB, BilinearPool, CompactBilinearPool, LowRankBilinearClassifier,
+    MFB,
+    MFH,
+    MLB,
+    BilinearPool,
+    CompactBilinearPool,
+    LowRankBilinearClassifier,
 )
 from cvops.nn.gram import GramMatrix, StyleLoss
 from cvops.nn.instance_norm import ConditionalInstanceNorm2d
 
 __all__ = [
-    "BilinearPool", "CompactBilinearPool", "ConditionalInstanceNorm2d", "GramMatrix", "LowRankBilinearClassifier",
-    "MFB", "MFH", "MLB", "StyleLoss",
+    "BilinearPool",
+    "CompactBilinearPool",
+    "ConditionalInstanceNorm2d",
+    "GramMatrix",
+    "LowRankBilinearClassifier",
+    "MFB",
+    "MFH",
+    "MLB",
+    "StyleLoss",
 ]

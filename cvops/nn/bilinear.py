@@ -1,11 +1,16 @@
 """Modules of the bilinear family: full / compact bilinear pooling, the MFB/MFH/MLB fusions of two
 vectors (VQA) and the low-rank bilinear classifier. Compact pooling's hashes and projections are
 buffers: they travel with the state_dict and are never trained."""
+
 import torch
 from torch import Tensor, nn
 
 from cvops.ops import (
-    bilinear_pool, compact_bilinear_params, compact_bilinear_pool, factorized_bilinear_pool, lowrank_bilinear_score,
+    bilinear_pool,
+    compact_bilinear_params,
+    compact_bilinear_pool,
+    factorized_bilinear_pool,
+    lowrank_bilinear_score,
 )
 from cvops.ops._validate import COMPACT_KINDS, POOL_NORMALIZE, check_choice, check_eps, check_int
 from cvops.ops.bilinear import DEFAULT_EPS
@@ -23,11 +28,16 @@ class BilinearPool(nn.Module):
     def __init__(self, *, normalize="hw", signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS):
         super().__init__()
         self.normalize = check_choice("BilinearPool", "normalize", normalize, POOL_NORMALIZE)
-        self.signed_sqrt, self.l2_normalize, self.eps = bool(signed_sqrt), bool(l2_normalize), check_eps("BilinearPool", eps)
+        self.signed_sqrt, self.l2_normalize, self.eps = (
+            bool(signed_sqrt),
+            bool(l2_normalize),
+            check_eps("BilinearPool", eps),
+        )
 
     def forward(self, x: Tensor, y: Tensor = None) -> Tensor:
-        return bilinear_pool(x, y, normalize=self.normalize, signed_sqrt=self.signed_sqrt,
-                             l2_normalize=self.l2_normalize, eps=self.eps)
+        return bilinear_pool(
+            x, y, normalize=self.normalize, signed_sqrt=self.signed_sqrt, l2_normalize=self.l2_normalize, eps=self.eps
+        )
 
     def extra_repr(self):
         return f"normalize={self.normalize!r}, signed_sqrt={self.signed_sqrt}, l2_normalize={self.l2_normalize}"
@@ -38,8 +48,19 @@ class CompactBilinearPool(nn.Module):
     h1, s1, h2, s2) or "rm" (Random Maclaurin: buffers w1, w2), drawn from `seed` and kept in the
     state_dict. in_channels2 is y's channel count (default: in_channels; y = None pools x with itself)."""
 
-    def __init__(self, in_channels, output_dim=8192, *, in_channels2=None, kind="ts", seed=0, normalize="hw",
-                 signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS):
+    def __init__(
+        self,
+        in_channels,
+        output_dim=8192,
+        *,
+        in_channels2=None,
+        kind="ts",
+        seed=0,
+        normalize="hw",
+        signed_sqrt=True,
+        l2_normalize=True,
+        eps=DEFAULT_EPS,
+    ):
         super().__init__()
         owner = "CompactBilinearPool"
         self.in_channels = check_int(owner, "in_channels", in_channels)
@@ -57,16 +78,28 @@ class CompactBilinearPool(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor = None) -> Tensor:
         if y is None and self.in_channels2 != self.in_channels:
-            raise ValueError(f"cvops.CompactBilinearPool: y is required: in_channels2 = {self.in_channels2} "
-                             f"differs from in_channels = {self.in_channels}")
+            raise ValueError(
+                f"cvops.CompactBilinearPool: y is required: in_channels2 = {self.in_channels2} "
+                f"differs from in_channels = {self.in_channels}"
+            )
         params = tuple(getattr(self, name) for name in self._names)
-        return compact_bilinear_pool(x, y, output_dim=self.output_dim, kind=self.kind, normalize=self.normalize,
-                                     signed_sqrt=self.signed_sqrt, l2_normalize=self.l2_normalize, eps=self.eps,
-                                     params=params)
+        return compact_bilinear_pool(
+            x,
+            y,
+            output_dim=self.output_dim,
+            kind=self.kind,
+            normalize=self.normalize,
+            signed_sqrt=self.signed_sqrt,
+            l2_normalize=self.l2_normalize,
+            eps=self.eps,
+            params=params,
+        )
 
     def extra_repr(self):
-        return (f"in_channels={self.in_channels}, in_channels2={self.in_channels2}, output_dim={self.output_dim}, "
-                f"kind={self.kind!r}, seed={self.seed}, normalize={self.normalize!r}")
+        return (
+            f"in_channels={self.in_channels}, in_channels2={self.in_channels2}, output_dim={self.output_dim}, "
+            f"kind={self.kind!r}, seed={self.seed}, normalize={self.normalize!r}"
+        )
 
 
 def _flatten_rows(t):
@@ -92,8 +125,9 @@ class MFB(nn.Module):
 
     def _pool(self, xp, yp):
         lead = xp.shape[:-1]
-        out = factorized_bilinear_pool(_flatten_rows(xp), _flatten_rows(yp), k=self.k,
-                                       signed_sqrt=self.signed_sqrt, l2_normalize=self.l2_normalize)
+        out = factorized_bilinear_pool(
+            _flatten_rows(xp), _flatten_rows(yp), k=self.k, signed_sqrt=self.signed_sqrt, l2_normalize=self.l2_normalize
+        )
         return out.reshape(*lead, self.o)
 
     def forward(self, x: Tensor, y: Tensor, *, previous: Tensor = None, return_expanded=False):
@@ -122,7 +156,8 @@ class MFH(nn.Module):
         self.order = check_int("MFH", "order", order)
         self.stages = nn.ModuleList(
             MFB(x_dim, y_dim, k=k, o=o, dropout=dropout, signed_sqrt=signed_sqrt, l2_normalize=l2_normalize)
-            for _ in range(order))
+            for _ in range(order)
+        )
         self.o = o
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
@@ -165,8 +200,14 @@ class LowRankBilinearClassifier(nn.Module):
         self.num_classes = check_int(owner, "num_classes", num_classes)
         self.rank = check_int(owner, "rank", rank)
         self.num_positive = rank // 2 if num_positive is None else num_positive
-        if isinstance(self.num_positive, bool) or not isinstance(self.num_positive, int) or not 0 <= self.num_positive <= rank:
-            raise ValueError(f"cvops.{owner}: num_positive must be an int in [0, rank] = [0, {rank}], got {num_positive!r}")
+        if (
+            isinstance(self.num_positive, bool)
+            or not isinstance(self.num_positive, int)
+            or not 0 <= self.num_positive <= rank
+        ):
+            raise ValueError(
+                f"cvops.{owner}: num_positive must be an int in [0, rank] = [0, {rank}], got {num_positive!r}"
+            )
         self.reduce = None
         channels = in_channels
         if reduced_channels is not None:

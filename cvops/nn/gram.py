@@ -1,4 +1,5 @@
 """Modules of the gram family: GramMatrix and StyleLoss (target Grams held as buffers)."""
+
 import torch
 from torch import Tensor, nn
 
@@ -31,7 +32,9 @@ class StyleLoss(nn.Module):
     def __init__(self, target: Tensor, *, normalize="chw", reduction="mean"):
         super().__init__()
         if target.dim() not in (2, 3) or target.shape[-1] != target.shape[-2]:
-            raise ValueError(f"cvops.StyleLoss: target must be [C, C] or a bank [S, C, C], got shape {tuple(target.shape)}")
+            raise ValueError(
+                f"cvops.StyleLoss: target must be [C, C] or a bank [S, C, C], got shape {tuple(target.shape)}"
+            )
         check_gram_normalize("StyleLoss", normalize)
         self.normalize = normalize
         self.reduction = check_choice("StyleLoss", "reduction", reduction, REDUCTIONS)
@@ -53,7 +56,9 @@ class StyleLoss(nn.Module):
         if target.dim() == 3:
             if style_index is None:
                 if self.num_styles != 1:
-                    raise ValueError(f"cvops.StyleLoss: style_index is required with a bank of {self.num_styles} styles")
+                    raise ValueError(
+                        f"cvops.StyleLoss: style_index is required with a bank of {self.num_styles} styles"
+                    )
                 target = target[0]
             else:
                 index = broadcast_style(style_index, x.shape[0], x.device)

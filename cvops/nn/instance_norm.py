@@ -1,4 +1,5 @@
 """ConditionalInstanceNorm2d: instance norm with one (γ, β) per style, chosen or mixed per sample."""
+
 import torch
 from torch import Tensor, nn
 
@@ -13,7 +14,9 @@ class ConditionalInstanceNorm2d(nn.Module):
     def __init__(self, num_features: int, num_styles: int, eps: float = 1e-5, activation=None):
         super().__init__()
         if num_features < 1 or num_styles < 1:
-            raise ValueError(f"cvops.ConditionalInstanceNorm2d: num_features and num_styles must be >= 1, got {num_features} and {num_styles}")
+            raise ValueError(
+                f"cvops.ConditionalInstanceNorm2d: num_features and num_styles must be >= 1, got {num_features} and {num_styles}"
+            )
         self.num_features, self.num_styles, self.eps = num_features, num_styles, eps
         self.activation = None if activation is None else check_activation("ConditionalInstanceNorm2d", activation)
         self.weight = nn.Parameter(torch.empty(num_styles, num_features))

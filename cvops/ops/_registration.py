@@ -1,4 +1,5 @@
 """Helpers for the fake (meta) and autograd registrations of the ops in cvops/ops/<family>.py."""
+
 import functools
 
 import torch
@@ -14,11 +15,13 @@ def opmath(dtype):
 def check_features_fake(op, x, min_dim):
     """The fake kernels' check of a features input x [B, C, *spatial], as the C++ kernels word it."""
     shape = "[B, C, *spatial]"
-    torch._check(x.dim() >= min_dim, lambda: f"cvops.{op}: x must have at least {min_dim} dimensions {shape}, got {x.dim()}")
+    torch._check(
+        x.dim() >= min_dim, lambda: f"cvops.{op}: x must have at least {min_dim} dimensions {shape}, got {x.dim()}"
+    )
     torch._check(x.dtype.is_floating_point, lambda: f"cvops.{op}: x must be a floating-point tensor, got {x.dtype}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _argument_names(qualname):
     namespace, name = qualname.split("::")
     return tuple(argument.name for argument in getattr(getattr(torch.ops, namespace), name).default._schema.arguments)
@@ -31,7 +34,9 @@ def grads(ctx, qualname, **by_name):
     names = _argument_names(qualname)
     unknown = set(by_name) - set(names)
     if unknown:
-        raise TypeError(f"{qualname} has no argument {', '.join(sorted(unknown))}; its arguments are {', '.join(names)}")
+        raise TypeError(
+            f"{qualname} has no argument {', '.join(sorted(unknown))}; its arguments are {', '.join(names)}"
+        )
     return tuple(by_name.get(name) if needed else None for name, needed in zip(names, ctx.needs_input_grad))
 
 

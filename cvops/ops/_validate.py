@@ -1,5 +1,6 @@
 """Argument checks shared by the functional API and the nn modules; each error names the op (or
 module) and the argument."""
+
 import math
 
 import torch

@@ -13,6 +13,7 @@ Each pooling op also returns the row norms of the L2 step, a by-product for its 
 save their inputs, out and norm (never the C·D-sized pre-epilogue values), and the backward reads
 the signed sqrt's slope back from out·norm.
 """
+
 import functools
 
 import torch
@@ -41,7 +42,10 @@ def _same_dtype(*tensors):
         dtype = torch.get_autocast_dtype(device_type)
     else:
         dtype = functools.reduce(torch.promote_types, [t.dtype for t in present])
-    return [None if t is None else (t if t.dtype == dtype or not t.dtype.is_floating_point else t.to(dtype)) for t in tensors]
+    return [
+        None if t is None else (t if t.dtype == dtype or not t.dtype.is_floating_point else t.to(dtype))
+        for t in tensors
+    ]
 
 
 def _pool_outputs_fake(x, width, l2_normalize):
@@ -58,8 +62,9 @@ def _input_grads_fake(x, y):
 # ---------------------------------------------------------------------------- bilinear_pool
 
 
-def bilinear_pool(x: Tensor, y: Tensor = None, *, normalize="hw", signed_sqrt=True, l2_normalize=True,
-                  eps=DEFAULT_EPS) -> Tensor:
+def bilinear_pool(
+    x: Tensor, y: Tensor = None, *, normalize="hw", signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS
+) -> Tensor:
     """Full bilinear pooling: x [B, C, *spatial], y [B, D, *spatial] (None: y = x) → [B, C·D] =
     vec(Σ_p x_p y_pᵀ), divided by the number of positions (normalize="hw") or not ("none"), then
     the signed square root and L2 normalisation if asked. [B, C] inputs count as one position.
@@ -92,8 +97,9 @@ def _bilinear_pool_setup(ctx, inputs, output):
 
 def _bilinear_pool_backward(ctx, grad, _grad_norm):
     x, y, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops._bilinear_pool_backward(grad, x, y, out, norm, ctx.normalize, ctx.signed_sqrt,
-                                                            ctx.l2_normalize)
+    grad_x, grad_y = torch.ops.cvops._bilinear_pool_backward(
+        grad, x, y, out, norm, ctx.normalize, ctx.signed_sqrt, ctx.l2_normalize
+    )
     return grads(ctx, "cvops::_bilinear_pool", x=grad_x, y=grad_y)
 
 
@@ -134,8 +140,19 @@ def compact_bilinear_params(kind, x_channels, y_channels=None, output_dim=8192, 
     return tuple(p.to(device) if device is not None else p.clone() for p in params)
 
 
-def compact_bilinear_pool(x: Tensor, y: Tensor = None, *, output_dim=8192, kind="ts", seed=0, normalize="hw",
-                          signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS, params=None) -> Tensor:
+def compact_bilinear_pool(
+    x: Tensor,
+    y: Tensor = None,
+    *,
+    output_dim=8192,
+    kind="ts",
+    seed=0,
+    normalize="hw",
+    signed_sqrt=True,
+    l2_normalize=True,
+    eps=DEFAULT_EPS,
+    params=None,
+) -> Tensor:
     """Compact bilinear pooling (Gao et al. 2016): x [B, C, *spatial], y [B, D, *spatial] (None: y = x)
     → [B, output_dim] approximating bilinear_pool's kernel.
 
@@ -157,13 +174,18 @@ def compact_bilinear_pool(x: Tensor, y: Tensor = None, *, output_dim=8192, kind=
         params = compact_bilinear_params(kind, x.shape[1], channels_y, output_dim, seed, device=x.device)
     if kind == "ts":
         h1, s1, h2, s2 = params
-        out, _ = torch.ops.cvops._compact_bilinear_pool_ts(x, y, h1, s1, h2, s2, output_dim, normalize, bool(signed_sqrt),
-                                                           bool(l2_normalize), eps)
+        out, _ = torch.ops.cvops._compact_bilinear_pool_ts(
+            x, y, h1, s1, h2, s2, output_dim, normalize, bool(signed_sqrt), bool(l2_normalize), eps
+        )
     else:
         w1, w2 = params
         if w1.shape[-1] != output_dim:
-            raise ValueError(f"cvops.{op}: params' W1 has {w1.shape[-1]} output columns, but output_dim is {output_dim}")
-        out, _ = torch.ops.cvops._compact_bilinear_pool_rm(x, y, w1, w2, normalize, bool(signed_sqrt), bool(l2_normalize), eps)
+            raise ValueError(
+                f"cvops.{op}: params' W1 has {w1.shape[-1]} output columns, but output_dim is {output_dim}"
+            )
+        out, _ = torch.ops.cvops._compact_bilinear_pool_rm(
+            x, y, w1, w2, normalize, bool(signed_sqrt), bool(l2_normalize), eps
+        )
     return out
 
 
@@ -175,7 +197,9 @@ def _compact_bilinear_pool_ts_fake(x, y, h1, s1, h2, s2, output_dim, normalize, 
 
 
 @torch.library.register_fake("cvops::_compact_bilinear_pool_ts_backward")
-def _compact_bilinear_pool_ts_backward_fake(grad, x, y, h1, s1, h2, s2, out, norm, normalize, signed_sqrt, l2_normalize):
+def _compact_bilinear_pool_ts_backward_fake(
+    grad, x, y, h1, s1, h2, s2, out, norm, normalize, signed_sqrt, l2_normalize
+):
     return _input_grads_fake(x, y)
 
 
@@ -199,13 +223,17 @@ def _compact_bilinear_pool_ts_setup(ctx, inputs, output):
 
 def _compact_bilinear_pool_ts_backward(ctx, grad, _grad_norm):
     x, y, h1, s1, h2, s2, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_ts_backward(grad, x, y, h1, s1, h2, s2, out, norm, ctx.normalize,
-                                                                        ctx.signed_sqrt, ctx.l2_normalize)
+    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_ts_backward(
+        grad, x, y, h1, s1, h2, s2, out, norm, ctx.normalize, ctx.signed_sqrt, ctx.l2_normalize
+    )
     return grads(ctx, "cvops::_compact_bilinear_pool_ts", x=grad_x, y=grad_y)
 
 
-torch.library.register_autograd("cvops::_compact_bilinear_pool_ts", _compact_bilinear_pool_ts_backward,
-                                setup_context=_compact_bilinear_pool_ts_setup)
+torch.library.register_autograd(
+    "cvops::_compact_bilinear_pool_ts",
+    _compact_bilinear_pool_ts_backward,
+    setup_context=_compact_bilinear_pool_ts_setup,
+)
 
 
 def _compact_bilinear_pool_rm_setup(ctx, inputs, output):
@@ -217,32 +245,42 @@ def _compact_bilinear_pool_rm_setup(ctx, inputs, output):
 
 def _compact_bilinear_pool_rm_backward(ctx, grad, _grad_norm):
     x, y, w1, w2, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_rm_backward(grad, x, y, w1, w2, out, norm, ctx.normalize,
-                                                                        ctx.signed_sqrt, ctx.l2_normalize)
+    grad_x, grad_y = torch.ops.cvops._compact_bilinear_pool_rm_backward(
+        grad, x, y, w1, w2, out, norm, ctx.normalize, ctx.signed_sqrt, ctx.l2_normalize
+    )
     return grads(ctx, "cvops::_compact_bilinear_pool_rm", x=grad_x, y=grad_y)
 
 
-torch.library.register_autograd("cvops::_compact_bilinear_pool_rm", _compact_bilinear_pool_rm_backward,
-                                setup_context=_compact_bilinear_pool_rm_setup)
+torch.library.register_autograd(
+    "cvops::_compact_bilinear_pool_rm",
+    _compact_bilinear_pool_rm_backward,
+    setup_context=_compact_bilinear_pool_rm_setup,
+)
 
 
 # ---------------------------------------------------------------------------- factorized_bilinear_pool
 
 
-def factorized_bilinear_pool(x: Tensor, y: Tensor, *, k, signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS) -> Tensor:
+def factorized_bilinear_pool(
+    x: Tensor, y: Tensor, *, k, signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS
+) -> Tensor:
     """The MFB pooling stage (Yu et al. 2017) after the projections: x, y [B, k·o] → [B, o] =
     Σ over contiguous groups of k of x∘y, then the signed square root and L2 normalisation, in one
     pass (and one pass backward)."""
     op = "factorized_bilinear_pool"
     check_int(op, "k", k, 1)
     x, y = _same_dtype(x, y)
-    out, _ = torch.ops.cvops._factorized_bilinear_pool(x, y, k, bool(signed_sqrt), bool(l2_normalize), check_eps(op, eps))
+    out, _ = torch.ops.cvops._factorized_bilinear_pool(
+        x, y, k, bool(signed_sqrt), bool(l2_normalize), check_eps(op, eps)
+    )
     return out
 
 
 @torch.library.register_fake("cvops::_factorized_bilinear_pool")
 def _factorized_bilinear_pool_fake(x, y, k, signed_sqrt, l2_normalize, eps):
-    torch._check(x.dim() == 2, lambda: f"cvops.factorized_bilinear_pool: x must have 2 dimensions [B, k·o], got {x.dim()}")
+    torch._check(
+        x.dim() == 2, lambda: f"cvops.factorized_bilinear_pool: x must have 2 dimensions [B, k·o], got {x.dim()}"
+    )
     torch._check(k >= 1, lambda: f"cvops.factorized_bilinear_pool: k must be >= 1, got {k}")
     return _pool_outputs_fake(x, x.shape[1] // k, l2_normalize)
 
@@ -261,13 +299,17 @@ def _factorized_bilinear_pool_setup(ctx, inputs, output):
 
 def _factorized_bilinear_pool_backward(ctx, grad, _grad_norm):
     x, y, out, norm = ctx.saved_tensors
-    grad_x, grad_y = torch.ops.cvops._factorized_bilinear_pool_backward(grad, x, y, out, norm, ctx.k, ctx.signed_sqrt,
-                                                                       ctx.l2_normalize)
+    grad_x, grad_y = torch.ops.cvops._factorized_bilinear_pool_backward(
+        grad, x, y, out, norm, ctx.k, ctx.signed_sqrt, ctx.l2_normalize
+    )
     return grads(ctx, "cvops::_factorized_bilinear_pool", x=grad_x, y=grad_y)
 
 
-torch.library.register_autograd("cvops::_factorized_bilinear_pool", _factorized_bilinear_pool_backward,
-                                setup_context=_factorized_bilinear_pool_setup)
+torch.library.register_autograd(
+    "cvops::_factorized_bilinear_pool",
+    _factorized_bilinear_pool_backward,
+    setup_context=_factorized_bilinear_pool_setup,
+)
 
 
 # ---------------------------------------------------------------------------- lowrank_bilinear_score
@@ -306,5 +348,6 @@ def _lowrank_bilinear_score_backward(ctx, grad):
     return grads(ctx, "cvops::lowrank_bilinear_score", x=grad_x, U=grad_u)
 
 
-torch.library.register_autograd("cvops::lowrank_bilinear_score", _lowrank_bilinear_score_backward,
-                                setup_context=_lowrank_bilinear_score_setup)
+torch.library.register_autograd(
+    "cvops::lowrank_bilinear_score", _lowrank_bilinear_score_backward, setup_context=_lowrank_bilinear_score_setup
+)

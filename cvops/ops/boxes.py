@@ -7,6 +7,7 @@ formulas (a zero-area pair gives 0/0 = NaN IoU, as in torchvision); NaN coordina
 Float16/bfloat16 boxes are computed in float32 (and autocast runs the op in float32).
 Non-maximum suppression is the `nms` family (cvops/ops/nms.py).
 """
+
 import torch
 from torch import Tensor
 
@@ -75,5 +76,7 @@ def _box_iou_aligned_backward(ctx, grad):
     return grads(ctx, "cvops::box_iou_aligned", boxes1=grad1, boxes2=grad2)
 
 
-torch.library.register_autograd("cvops::box_iou_aligned", _box_iou_aligned_backward, setup_context=_box_iou_aligned_setup)
+torch.library.register_autograd(
+    "cvops::box_iou_aligned", _box_iou_aligned_backward, setup_context=_box_iou_aligned_setup
+)
 autocast_float32("cvops::box_iou_aligned")

@@ -4,6 +4,7 @@ G = s·F·Fᵀ for features F = x.reshape(B, C, N), N = product of the spatial d
 tiles on and above the diagonal only. The style loss Σ(G − S)² against one target Gram, one per
 sample, or a bank of styles picked per sample by index never materialises the bank B times.
 """
+
 import torch
 from torch import Tensor
 

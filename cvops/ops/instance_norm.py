@@ -5,6 +5,7 @@ set by index, or mixes them with weights (γ = style @ weight, β = style @ bias
 one batch can interpolate between styles. Statistics per (sample, channel) over H·W in float32
 (float64 for float64 input), biased variance, eps inside the square root; ReLU can be fused.
 """
+
 import torch
 from torch import Tensor
 
@@ -17,12 +18,15 @@ __all__ = ["conditional_instance_norm"]
 # ---------------------------------------------------------------------------- conditional_instance_norm
 
 
-def conditional_instance_norm(x: Tensor, weight: Tensor, bias: Tensor, style: Tensor, *, eps=1e-5, activation=None) -> Tensor:
+def conditional_instance_norm(
+    x: Tensor, weight: Tensor, bias: Tensor, style: Tensor, *, eps=1e-5, activation=None
+) -> Tensor:
     """x [B, C, H, W] (NCHW or channels_last; the output keeps the layout); weight, bias [S, C];
     style int64 [B] (each sample's style) or float [B, S] (each sample's mixing weights).
     activation: None or "relu". Differentiable in x, weight, bias and the mixing weights."""
     out, _, _ = torch.ops.cvops._conditional_instance_norm(
-        x, weight, bias, style, float(eps), check_activation("conditional_instance_norm", activation))
+        x, weight, bias, style, float(eps), check_activation("conditional_instance_norm", activation)
+    )
     return out
 
 
@@ -33,7 +37,9 @@ def _output_like(x):
 
 @torch.library.register_fake("cvops::_conditional_instance_norm")
 def _conditional_instance_norm_fake(x, weight, bias, style, eps, activation):
-    torch._check(x.dim() == 4, lambda: f"cvops.conditional_instance_norm: x must have 4 dimensions [B, C, H, W], got {x.dim()}")
+    torch._check(
+        x.dim() == 4, lambda: f"cvops.conditional_instance_norm: x must have 4 dimensions [B, C, H, W], got {x.dim()}"
+    )
     stats = x.new_empty(x.shape[:2], dtype=opmath(x.dtype))
     return _output_like(x), stats, torch.empty_like(stats)
 
@@ -54,10 +60,16 @@ def _conditional_instance_norm_setup(ctx, inputs, output):
 def _conditional_instance_norm_backward(ctx, grad_out, _grad_mean, _grad_rstd):
     x, out, weight, bias, style, mean, rstd = ctx.saved_tensors
     grad_x, grad_weight, grad_bias, grad_style = torch.ops.cvops._conditional_instance_norm_backward(
-        grad_out, x, out, weight, bias, style, mean, rstd, ctx.activation)
+        grad_out, x, out, weight, bias, style, mean, rstd, ctx.activation
+    )
     # Style indices never need a gradient (grad_style is empty then): grads leaves them None.
-    return grads(ctx, "cvops::_conditional_instance_norm", x=grad_x, weight=grad_weight, bias=grad_bias, style=grad_style)
+    return grads(
+        ctx, "cvops::_conditional_instance_norm", x=grad_x, weight=grad_weight, bias=grad_bias, style=grad_style
+    )
 
 
-torch.library.register_autograd("cvops::_conditional_instance_norm", _conditional_instance_norm_backward,
-                                setup_context=_conditional_instance_norm_setup)
+torch.library.register_autograd(
+    "cvops::_conditional_instance_norm",
+    _conditional_instance_norm_backward,
+    setup_context=_conditional_instance_norm_setup,
+)

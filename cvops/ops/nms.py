@@ -14,6 +14,7 @@ The one policy of every NMS op, on CPU and CUDA (reference/nms.py, the tests and
   nothing: its IoU with any box is 0 or NaN, as in torchvision. soft_nms counts a NaN IoU as 0.
 - Empty inputs give empty (or all-padding) results.
 """
+
 import torch
 from torch import Tensor
 
@@ -65,8 +66,16 @@ autocast_float32("cvops::batched_nms")
 # ---------------------------------------------------------------------------- multiclass_nms
 
 
-def multiclass_nms(boxes: Tensor, scores: Tensor, *, iou_threshold: float, score_threshold: float = 0.0,
-                   max_per_class: int = 100, max_total: int = 100, class_agnostic: bool = False):
+def multiclass_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    *,
+    iou_threshold: float,
+    score_threshold: float = 0.0,
+    max_per_class: int = 100,
+    max_total: int = 100,
+    class_agnostic: bool = False,
+):
     """Per-class NMS for a batch of images with fixed-size outputs (no host synchronisation, so it
     works under torch.compile, CUDA graphs and export).
 
@@ -80,8 +89,9 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, *, iou_threshold: float, score
     max_per_class does not apply."""
     check_int("multiclass_nms", "max_per_class", max_per_class)
     check_int("multiclass_nms", "max_total", max_total)
-    return torch.ops.cvops.multiclass_nms(boxes, scores, iou_threshold, score_threshold, max_per_class,
-                                          max_total, bool(class_agnostic))
+    return torch.ops.cvops.multiclass_nms(
+        boxes, scores, iou_threshold, score_threshold, max_per_class, max_total, bool(class_agnostic)
+    )
 
 
 @torch.library.register_fake("cvops::multiclass_nms")
@@ -89,9 +99,13 @@ def _multiclass_nms_fake(boxes, scores, iou_threshold, score_threshold, max_per_
     torch._check(scores.dim() == 3, lambda: "cvops.multiclass_nms: scores must have shape [B, N, C]")
     B = scores.shape[0]
     long = dict(dtype=torch.long)
-    return (boxes.new_empty((B, max_total, 4)), scores.new_empty((B, max_total)),
-            scores.new_empty((B, max_total), **long), scores.new_empty((B, max_total), **long),
-            scores.new_empty((B,), **long))
+    return (
+        boxes.new_empty((B, max_total, 4)),
+        scores.new_empty((B, max_total)),
+        scores.new_empty((B, max_total), **long),
+        scores.new_empty((B, max_total), **long),
+        scores.new_empty((B,), **long),
+    )
 
 
 autocast_float32("cvops::multiclass_nms")
@@ -100,8 +114,15 @@ autocast_float32("cvops::multiclass_nms")
 # ---------------------------------------------------------------------------- soft_nms
 
 
-def soft_nms(boxes: Tensor, scores: Tensor, *, sigma: float = 0.5, iou_threshold: float = 0.3,
-             score_threshold: float = 0.001, method: str = "gaussian"):
+def soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    *,
+    sigma: float = 0.5,
+    iou_threshold: float = 0.3,
+    score_threshold: float = 0.001,
+    method: str = "gaussian",
+):
     """Soft-NMS (Bodla et al. 2017): repeatedly take the box with the highest current score (ties:
     lower index) and decay the others' scores by exp(-IoU²/sigma) ("gaussian") or by (1 - IoU)
     where IoU > iou_threshold ("linear"); boxes whose score falls below score_threshold are dropped.
