@@ -10,6 +10,8 @@
 //   ...
 //   CVOPS_CPU_SELECT(mirror_plane<float>)(g, C);        // the chosen level's instantiation
 //
+// A helper defined outside the bodies that takes a body's lambda must be C10_ALWAYS_INLINE: a
+// default-target function cannot inline code compiled for a higher level (common/cpu_reduce.h).
 // Inside a body `__AVX2__` / `__AVX512F__` / `__AVX512VPOPCNTDQ__` say which level is being
 // compiled, for intrinsics. The build turns floating-point contraction off (-ffp-contract=off), so
 // every level computes the same bits; tests force each level in a subprocess with

@@ -19,7 +19,7 @@
 
 #pragma GCC push_options
 #pragma GCC target( \
-    "avx2,fma,bmi,bmi2,popcnt,lzcnt,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vpopcntdq")
+    "avx2,fma,bmi,bmi2,popcnt,lzcnt,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx512vpopcntdq,prefer-vector-width=256")
 #define CVOPS_CPU_NS cpu_avx512
 #include CVOPS_CPU_BODIES
 #undef CVOPS_CPU_NS

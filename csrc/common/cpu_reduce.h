@@ -1,5 +1,7 @@
 #pragma once
 // CPU reductions shared by the kernels.
+#include <c10/macros/Macros.h>
+
 #include <cstdint>
 
 namespace cvops {
@@ -7,8 +9,10 @@ namespace cvops {
 // Σ_{i<n} term(i) in `kLanes` interleaved partial sums: the compiler vectorises the lanes, and the
 // order of the additions depends on n alone, so results are deterministic (unlike a parallel
 // reduction whose split follows the thread count).
+// Always inlined: called from a body compiled for a CPU level (cpu_levels.h), a default-target
+// lane_sum could not inline that level's `term` and would call it once per element.
 template <int kLanes, typename acc_t, typename Term>
-inline acc_t lane_sum(int64_t n, const Term& term) {
+C10_ALWAYS_INLINE acc_t lane_sum(int64_t n, const Term& term) {
   acc_t lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
