@@ -34,7 +34,7 @@ WARMUP_CALLS = 2
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), help="default: cpu, plus cuda when available")
-    parser.add_argument("--quick", action="store_true", help="the issue's target cases only, shorter timing")
+    parser.add_argument("--quick", action="store_true", help="the headline cases only, shorter timing")
     parser.add_argument(
         "--only",
         metavar="NAME",
