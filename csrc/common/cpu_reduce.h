@@ -9,10 +9,11 @@ namespace cvops {
 // Σ_{i<n} term(i) in `kLanes` interleaved partial sums: the compiler vectorises the lanes, and the
 // order of the additions depends on n alone, so results are deterministic (unlike a parallel
 // reduction whose split follows the thread count).
-// Always inlined: called from a body compiled for a CPU level (cpu_levels.h), a default-target
-// lane_sum could not inline that level's `term` and would call it once per element.
+// Not for bodies compiled inside a CPU level region (cpu_levels.h): a default-target lane_sum
+// cannot inline a level's `term` and would call it once per element; such bodies keep their sums
+// in default-target functions inlined into the level's entry points (instance_norm_cpu.cpp).
 template <int kLanes, typename acc_t, typename Term>
-C10_ALWAYS_INLINE acc_t lane_sum(int64_t n, const Term& term) {
+inline acc_t lane_sum(int64_t n, const Term& term) {
   acc_t lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
