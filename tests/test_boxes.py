@@ -1,5 +1,8 @@
-"""The boxes family's IoU ops (box_iou, box_iou_aligned): parity with torchvision.ops on generated box sets,
-formats, broadcasting, edge sizes, reduced precision and autocast, opcheck, torch.compile, bad input."""
+"""The boxes family: parity with torchvision.ops' box API (values, dtypes, gradients, positional order) on
+generated box sets, formats, broadcasting, edge sizes, reduced precision and autocast, opcheck,
+torch.compile, bad input."""
+
+import math
 
 import pytest
 import torch
@@ -60,12 +63,192 @@ def test_degenerate_boxes_follow_torchvision():
 
 def test_reduced_precision_and_autocast():
     a, b = boxes_like("clustered", 40, torch.float32), boxes_like("uniform", 30, torch.float32)
-    half = cvops.box_iou(a.half(), b.half())
-    assert half.dtype == torch.float16
-    torch.testing.assert_close(half.float(), tv.box_iou(a.half().float(), b.half().float()), rtol=2e-3, atol=2e-3)
+    for dtype in (torch.float16, torch.bfloat16):  # computed and returned in float32, as torchvision
+        got = cvops.box_iou(a.to(dtype), b.to(dtype))
+        want = tv.box_iou(a.to(dtype), b.to(dtype))
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = cvops.box_iou(a.bfloat16(), b.bfloat16())
     assert out.dtype == torch.float32  # the op runs in float32 under autocast
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_integer_boxes_give_float32(kind, dtype):
+    a = torch.tensor([[0, 0, 100, 100], [0, 0, 50, 50], [10, 20, 60, 90]]).to(dtype)
+    b = torch.tensor([[5, 5, 40, 60], [0, 0, 100, 100]]).to(dtype)
+    want = KINDS[kind](a, b)
+    got = cvops.box_iou(a, b, kind=kind)
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_mixed_dtypes_promote():
+    a, b = boxes_like("uniform", 7, torch.float32), boxes_like("clustered", 5, torch.float64)
+    for x, y in [(a, b), (b, a), (a.half(), b), (a.int(), b)]:
+        got, want = cvops.box_iou(x, y, kind="giou"), tv.generalized_box_iou(x, y)
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_torchvision_positional_api():
+    a, b = boxes_like("uniform", 9), boxes_like("clustered", 6)
+    for fmt in FORMATS:
+        x, y = tv.box_convert(a, "xyxy", fmt), tv.box_convert(b, "xyxy", fmt)
+        torch.testing.assert_close(cvops.box_iou(x, y, fmt), tv.box_iou(x, y, fmt), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cvops.generalized_box_iou(a, b), tv.generalized_box_iou(a, b), rtol=1e-12, atol=1e-12)
+    for eps in (1e-7, 1e-2, 10.0):
+        torch.testing.assert_close(
+            cvops.distance_box_iou(a, b, eps), tv.distance_box_iou(a, b, eps), rtol=1e-12, atol=1e-12
+        )
+        torch.testing.assert_close(
+            cvops.complete_box_iou(a, b, eps), tv.complete_box_iou(a, b, eps), rtol=1e-12, atol=1e-12
+        )
+
+
+def test_single_box_is_one_row():
+    with pytest.raises(RuntimeError, match=r"boxes1 must have shape \[..., n, 4\] \(one box is \[1, 4\]\), got \[4\]"):
+        cvops.box_iou(torch.rand(4), torch.rand(2, 4))
+
+
+def test_empty_output_allocates_no_broadcast():
+    # The broadcast of boxes2 to [65536·65536, 100, 4] would be 1.4 TB: an empty result must not make it.
+    a, b = torch.rand(65536, 65536, 0, 4).expand(65536, 65536, 0, 4), torch.rand(100, 4)
+    got = cvops.box_iou(a, b)
+    assert got.shape == (65536, 65536, 0, 100) and got.dtype == torch.float32
+    assert cvops.box_iou_aligned(torch.rand(65536, 65536, 0, 4), torch.rand(4)).shape == (65536, 65536, 0)
+
+
+# ---------------------------------------------------------------------------- pairwise gradients
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_pairwise_gradients_match_torchvision(kind, fmt):
+    a, b = boxes_like("clustered", 11), boxes_like("clustered", 13, generator=torch.Generator().manual_seed(2))
+    a, b = tv.box_convert(a, "xyxy", fmt), tv.box_convert(b, "xyxy", fmt)
+    weights = torch.randn(11, 13, dtype=a.dtype)
+    leaves = [t.clone().requires_grad_() for t in (a, b)]
+    got = cvops.box_iou(*leaves, fmt, kind=kind)
+    ref = [t.clone().requires_grad_() for t in (a, b)]
+    xyxy = [tv.box_convert(t, fmt, "xyxy") for t in ref]
+    want = tv.box_iou(*ref, fmt) if kind == "iou" else KINDS[kind](*xyxy)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for g, w in zip(
+        torch.autograd.grad((got * weights).sum(), leaves), torch.autograd.grad((want * weights).sum(), ref)
+    ):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["iou", "giou", "diou"])  # CIoU holds α out of the gradient, as torchvision
+def test_pairwise_gradcheck(kind):
+    a, b = boxes_like("clustered", 4), boxes_like("clustered", 3, generator=torch.Generator().manual_seed(2))
+    leaves = [a.view(2, 2, 4).clone().requires_grad_(), b.view(1, 3, 4).clone().requires_grad_()]
+    assert torch.autograd.gradcheck(lambda x, y: cvops.box_iou(x, y, kind=kind), leaves)
+
+
+def test_pairwise_backward_in_blocks():
+    # Sets of 2·300000 pairs run in several row blocks; 5000 small sets run several sets per block.
+    for shape_a, shape_b in [((2, 4), (300000, 4)), ((5000, 3, 4), (5000, 40, 4))]:
+        a = boxes_like("uniform", math.prod(shape_a) // 4).view(shape_a).requires_grad_()
+        b = boxes_like("clustered", math.prod(shape_b) // 4).view(shape_b).requires_grad_()
+        weights = torch.randn(cvops.box_iou(a, b).shape, dtype=a.dtype)
+        got = torch.autograd.grad((cvops.box_iou(a, b, kind="diou") * weights).sum(), (a, b))
+        pa, pb = torch.broadcast_tensors(a.unsqueeze(-2), b.unsqueeze(-3))  # the same pairs, element-wise
+        want = torch.autograd.grad((cvops.box_iou_aligned(pa, pb, kind="diou") * weights).sum(), (a, b))
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
+
+
+def test_generalized_box_iou_trains_through_a_detr_style_matching_cost():
+    # DETR's box cost backpropagates through pairwise GIoU: the loss term must reach the predictions.
+    pred = boxes_like("clustered", 5).requires_grad_()
+    target = boxes_like("clustered", 3, generator=torch.Generator().manual_seed(4))
+    (-cvops.generalized_box_iou(pred, target).diagonal().sum()).backward()
+    ref = pred.detach().clone().requires_grad_()
+    (-tv.generalized_box_iou(ref, target).diagonal().sum()).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    torch.testing.assert_close(pred.grad, ref.grad, rtol=1e-8, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------- losses and box utilities
+
+TV_LOSSES = {
+    "generalized_box_iou_loss": tv.generalized_box_iou_loss,
+    "distance_box_iou_loss": tv.distance_box_iou_loss,
+    "complete_box_iou_loss": tv.complete_box_iou_loss,
+}
+
+
+@pytest.mark.parametrize("eps", [1e-7, 1e-3])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("name", TV_LOSSES)
+def test_losses_match_torchvision(name, reduction, eps):
+    a, b = boxes_like("clustered", 20), boxes_like("clustered", 20, generator=torch.Generator().manual_seed(9))
+    zero = torch.zeros(2, 4, dtype=a.dtype)  # zero-padded targets against zero and real boxes
+    a, b = torch.cat([a, zero, a[:2]]), torch.cat([b, zero, zero])
+    leaves, ref = [[t.clone().requires_grad_() for t in (a, b)] for _ in range(2)]
+    got = getattr(cvops, name)(*leaves, reduction, eps)
+    want = TV_LOSSES[name](*ref, reduction, eps)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, equal_nan=True)
+    if name != "complete_box_iou_loss":  # atan(0/0): NaN there, as in torchvision
+        assert torch.isfinite(got).all()
+        for g, w in zip(torch.autograd.grad(got.sum(), leaves), torch.autograd.grad(want.sum(), ref)):
+            torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
+    empty = [torch.zeros(0, 4, dtype=a.dtype)] * 2
+    torch.testing.assert_close(getattr(cvops, name)(*empty, reduction), TV_LOSSES[name](*empty, reduction))
+
+
+def test_zero_area_pairs_give_a_loss_of_one():
+    z = torch.zeros(3, 4, requires_grad=True)
+    for loss in (cvops.generalized_box_iou_loss, cvops.distance_box_iou_loss):
+        value = loss(z, z)
+        torch.testing.assert_close(value, torch.ones(3))
+        (grad,) = torch.autograd.grad(value.sum(), z)
+        assert torch.isfinite(grad).all()
+    assert torch.isnan(cvops.box_iou_aligned(z, z, kind="giou")).all()  # the pairwise formula: 0/0, as torchvision
+
+
+def test_box_utilities_match_torchvision():
+    a = boxes_like("uniform", 12) - 100
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.int16, torch.int64):
+        x = a.to(dtype)
+        for fmt in FORMATS:
+            got, want = cvops.box_area(x, fmt), tv.box_area(x, fmt)
+            assert got.dtype == want.dtype
+            torch.testing.assert_close(got, want)
+        for in_fmt in FORMATS:
+            for out_fmt in FORMATS:
+                got, want = cvops.box_convert(x, in_fmt, out_fmt), tv.box_convert(x, in_fmt, out_fmt)
+                assert got.dtype == want.dtype
+                torch.testing.assert_close(got, want)
+        got, want = (
+            cvops.clip_boxes_to_image(x.view(3, 4, 4), (480, 640)),
+            tv.clip_boxes_to_image(x.view(3, 4, 4), (480, 640)),
+        )
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(cvops.remove_small_boxes(x, 120.0), tv.remove_small_boxes(x, 120.0))
+    assert cvops.box_convert(a, "xyxy", "xyxy") is not a
+
+
+def test_pairwise_opcheck_and_compile_with_backward():
+    a, b = boxes_like("uniform", 6), boxes_like("clustered", 8)
+    for kind in KINDS:
+        torch.library.opcheck(
+            torch.ops.cvops.box_iou.default,
+            (a.clone().requires_grad_(), b.clone().requires_grad_(), kind, "xyxy", 1e-7),
+        )
+        torch.library.opcheck(
+            torch.ops.cvops._box_iou_backward.default, (torch.randn(6, 8, dtype=a.dtype), a, b, kind, "xywh", 1e-7)
+        )
+    torch._dynamo.reset()
+    fn = lambda x, y: (1 - cvops.generalized_box_iou(x, y)).mean()  # noqa: E731
+    x = a.float().requires_grad_()
+    got = torch.compile(fn, backend="aot_eager", fullgraph=True)(x, b.float())
+    torch.testing.assert_close(got, fn(x, b.float()))
+    torch.testing.assert_close(torch.autograd.grad(got, x)[0], torch.autograd.grad(fn(x, b.float()), x)[0])
 
 
 def test_non_contiguous_inputs():
@@ -87,8 +270,8 @@ def test_inputs_not_mutated():
 @pytest.mark.parametrize("kind", KINDS)
 def test_opcheck(kind):
     a, b = boxes_like("uniform", 6), boxes_like("clustered", 8)
-    torch.library.opcheck(torch.ops.cvops.box_iou.default, (a, b, kind, "xyxy"))
-    torch.library.opcheck(torch.ops.cvops.box_iou.default, (a.view(2, 3, 4), b.view(1, 8, 4), kind, "xywh"))
+    torch.library.opcheck(torch.ops.cvops.box_iou.default, (a, b, kind, "xyxy", 1e-7))
+    torch.library.opcheck(torch.ops.cvops.box_iou.default, (a.view(2, 3, 4), b.view(1, 8, 4), kind, "xywh", 1e-7))
 
 
 def test_torch_compile_fullgraph():
@@ -109,14 +292,59 @@ def test_torch_compile_fullgraph():
         (lambda: cvops.box_iou(torch.rand(4), torch.rand(2, 4)), RuntimeError, r"boxes1 must have shape \[..., n, 4\]"),
         (lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 3)), RuntimeError, r"boxes2 must have shape"),
         (
-            lambda: cvops.box_iou(torch.ones(3, 4, dtype=torch.int64), torch.rand(2, 4)),
+            lambda: cvops.box_iou(torch.ones(3, 4, dtype=torch.bool), torch.rand(2, 4)),
             RuntimeError,
-            r"boxes1 must be a floating-point",
+            r"cvops.box_iou: boxes1 must hold box coordinates as a floating-point or integer tensor, got Bool",
         ),
         (
-            lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4, dtype=torch.float64)),
+            lambda: cvops.box_iou([[0, 0, 1, 1]], torch.rand(2, 4)),
+            ValueError,
+            r"cvops.box_iou: boxes1 must be a tensor",
+        ),
+        (
+            lambda: torch.ops.cvops.box_iou(torch.rand(3, 4), None, "iou", "xyxy"),
             RuntimeError,
-            r"must have the same dtype",
+            r"cvops.box_iou: boxes2 must be a tensor, got None",
+        ),
+        (
+            lambda: cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4), kind="diou", eps=1e300),
+            RuntimeError,
+            r"cvops.box_iou: eps must be a number >= 0 that is finite in Float, got 1e\+300",
+        ),
+        (
+            lambda: torch.ops.cvops._box_iou_backward(
+                torch.rand(3, 2, dtype=torch.float64), torch.rand(3, 4), torch.rand(2, 4), "iou", "xyxy"
+            ),
+            RuntimeError,
+            r"cvops.box_iou_backward: grad must be Float, got Double",
+        ),
+        (
+            lambda: torch.ops.cvops._box_iou_backward(
+                torch.rand(2, 3), torch.rand(3, 4), torch.rand(2, 4), "iou", "xyxy"
+            ),
+            RuntimeError,
+            r"cvops.box_iou_backward: grad must have the output's shape \[3, 2\]",
+        ),
+        (
+            lambda: cvops.generalized_box_iou_loss(torch.rand(3, 4), torch.rand(3, 4), "avg"),
+            ValueError,
+            r"cvops.generalized_box_iou_loss: reduction must be one of",
+        ),
+        (
+            lambda: cvops.box_convert(torch.rand(3, 4), "xyxy", "xywhr"),
+            ValueError,
+            r"cvops.box_convert: out_fmt must be one of",
+        ),
+        (lambda: cvops.box_area(torch.rand(3, 5)), ValueError, r"cvops.box_area: boxes must have shape \[..., 4\]"),
+        (
+            lambda: cvops.clip_boxes_to_image(torch.rand(3, 4), 480),
+            ValueError,
+            r"cvops.clip_boxes_to_image: size must be \(height, width\)",
+        ),
+        (
+            lambda: cvops.remove_small_boxes(torch.rand(3, 4), None),
+            ValueError,
+            r"cvops.remove_small_boxes: min_size must be a number",
         ),
         (
             lambda: cvops.box_iou(torch.rand(2, 3, 4), torch.rand(3, 2, 4)),
@@ -224,11 +452,14 @@ def test_aligned_broadcasts_and_reduces_gradients():
 def test_aligned_opcheck_and_compile(kind):
     a, b = aligned_pairs(8)
     torch.library.opcheck(
-        torch.ops.cvops.box_iou_aligned.default, (a.clone().requires_grad_(), b.clone().requires_grad_(), kind, "xyxy")
+        torch.ops.cvops.box_iou_aligned.default,
+        (a.clone().requires_grad_(), b.clone().requires_grad_(), kind, "xyxy", 1e-7, False),
     )
-    torch.library.opcheck(
-        torch.ops.cvops._box_iou_aligned_backward.default, (torch.randn(8, dtype=a.dtype), a, b, kind, "cxcywh")
-    )
+    for loss_form in (False, True):
+        torch.library.opcheck(
+            torch.ops.cvops._box_iou_aligned_backward.default,
+            (torch.randn(8, dtype=a.dtype), a, b, kind, "cxcywh", 1e-7, loss_form),
+        )
     torch._dynamo.reset()
     loss = lambda x, y: (1 - cvops.box_iou_aligned(x, y, kind=kind)).mean()  # noqa: E731
     x = a.float().requires_grad_()
@@ -249,8 +480,8 @@ def test_aligned_opcheck_and_compile(kind):
             r"cvops.box_iou_aligned: the leading dims of boxes1 \[3\] and boxes2 \[2\] do not broadcast",
         ),
         (
-            lambda: cvops.box_iou_aligned(torch.ones(3, 4, dtype=torch.int32), torch.rand(3, 4)),
-            r"boxes1 must be a floating-point",
+            lambda: cvops.box_iou_aligned(torch.ones(3, 4, dtype=torch.complex64), torch.rand(3, 4)),
+            r"boxes1 must hold box coordinates as a floating-point or integer tensor, got ComplexFloat",
         ),
         (
             lambda: torch.ops.cvops._box_iou_aligned_backward(

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torchvision.ops as tv
+import torchvision.ops.boxes as tv_boxes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -386,14 +387,31 @@ B4, S = torch.rand(5, 4), torch.rand(5)
         (lambda: cvops.nms(torch.rand(5, 3), S, 0.5), r"cvops.nms: boxes must have shape \[n, 4\]"),
         (lambda: cvops.nms(B4, torch.rand(4), 0.5), "cvops.nms: scores must have one value per box"),
         (lambda: cvops.nms(B4, torch.randint(0, 5, (5,)), 0.5), "cvops.nms: scores must be a floating-point"),
-        (lambda: cvops.nms(B4, S.double(), 0.5), "cvops.nms: boxes and scores must have the same dtype"),
-        (lambda: cvops.nms(B4, S, math.nan), "cvops.nms: iou_threshold must be a number >= 0"),
-        (lambda: cvops.nms(B4, S, -0.1), "cvops.nms: iou_threshold must be a number >= 0"),
+        (lambda: cvops.nms(B4, S.double(), 0.5), r"cvops.nms: scores must have the dtype of boxes \(Float\)"),
+        (lambda: cvops.nms(B4, S, math.nan), "cvops.nms: iou_threshold must be a number, got nan"),
+        (lambda: cvops.soft_nms(B4, S, iou_threshold=-0.1), "cvops.soft_nms: iou_threshold must be a number >= 0"),
+        (lambda: torch.ops.cvops.nms(None, S, 0.5), "cvops.nms: boxes must be a tensor, got None"),
+        (
+            lambda: cvops.batched_nms(B4, S, torch.tensor([0.0, 1, math.nan, 1, 0]), 0.5),
+            "cvops.batched_nms: idxs must not hold NaN",
+        ),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3).double(), iou_threshold=0.5),
+            r"cvops.multiclass_nms: scores must have the dtype of boxes \(Float\), got Double",
+        ),
+        (
+            lambda: cvops.multiclass_nms(torch.rand(2, 5, 4), torch.rand(2, 5, 3), iou_threshold=0.5, max_total=2**40),
+            r"cvops.multiclass_nms: max_total = 1099511627776 asks for 2 x 1099511627776 padded detections "
+            r"\([\d.]+ GiB\), more than this machine's memory",
+        ),
         (
             lambda: cvops.batched_nms(B4, S, torch.zeros(4, dtype=torch.long), 0.5),
             r"cvops.batched_nms: idxs must have shape \[n\]",
         ),
-        (lambda: cvops.batched_nms(B4, S, torch.zeros(5), 0.5), "cvops.batched_nms: idxs must be an integer tensor"),
+        (
+            lambda: cvops.batched_nms(B4, S, torch.zeros(5, dtype=torch.complex64), 0.5),
+            r"cvops.batched_nms: idxs must be a tensor of category ids \(integer or floating\)",
+        ),
         (
             lambda: cvops.multiclass_nms(torch.rand(2, 5, 3), torch.rand(2, 5, 3), iou_threshold=0.5),
             "cvops.multiclass_nms: boxes must have shape",
@@ -435,6 +453,47 @@ B4, S = torch.rand(5, 4), torch.rand(5)
 def test_bad_input(call, match):
     with pytest.raises((RuntimeError, ValueError), match=match):
         call()
+
+
+# ---- torchvision's calling conventions ---------------------------------------------------------------------
+
+
+def test_empty_boxes_as_torchvision_writes_them():
+    empty = torch.empty((0,))
+    got = cvops.batched_nms(empty, empty, torch.empty((0,), dtype=torch.int64), 0.5)
+    want = tv.batched_nms(empty, empty, torch.empty((0,), dtype=torch.int64), 0.5)
+    assert got.shape == want.shape == (0,) and got.dtype == want.dtype == torch.int64
+    assert cvops.nms(empty, empty, 0.5).shape == (0,)
+
+
+def test_batched_nms_float_category_ids():
+    g = torch.Generator().manual_seed(11)
+    boxes, scores = random_boxes(400, g), torch.rand(400, generator=g, dtype=torch.float64)
+    idxs = torch.randint(0, 5, (400,), generator=g)
+    want = tv.batched_nms(boxes, scores, idxs, 0.5)
+    for dtype in (torch.float32, torch.float64, torch.float16):  # whole numbers stored as floats
+        assert torch.equal(cvops.batched_nms(boxes, scores, idxs.to(dtype), 0.5), want)
+    # Fractional ids: each distinct value is one category.
+    fractional = idxs.double() / 3 - 0.5
+    assert torch.equal(cvops.batched_nms(boxes, scores, fractional, 0.5), want)
+    assert torch.equal(
+        cvops.batched_nms(boxes, scores, idxs.bool(), 0.5), tv.batched_nms(boxes, scores, idxs.bool().long(), 0.5)
+    )
+
+
+@pytest.mark.parametrize("threshold", [-0.1, -1.0, -math.inf])
+def test_negative_iou_threshold_keeps_one_box_per_category(threshold):
+    g = torch.Generator().manual_seed(12)
+    boxes, scores = random_boxes(300, g), torch.rand(300, generator=g, dtype=torch.float64)
+    idxs = torch.randint(0, 7, (300,), generator=g)
+    assert torch.equal(cvops.nms(boxes, scores, threshold), tv.nms(boxes, scores, threshold))
+    got = cvops.batched_nms(boxes, scores, idxs, threshold)
+    # torchvision's per-class path; its coordinate-offset path (used below 4000 CPU boxes) gives boxes
+    # of other categories IoU 0 > threshold, so there a negative threshold suppresses across categories.
+    assert torch.equal(got, tv_boxes._batched_nms_vanilla(boxes, scores, idxs, threshold))
+    assert len(got) == 7 and set(idxs[got].tolist()) == set(range(7))
+    scores[5] = math.nan  # never kept
+    assert 5 not in cvops.batched_nms(boxes, scores, idxs, threshold).tolist()
 
 
 # ---- CUDA --------------------------------------------------------------------------------------------------

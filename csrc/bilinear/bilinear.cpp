@@ -121,12 +121,13 @@ double reduce_scale(Reduce reduce, int64_t points) {
   return reduce == Reduce::kMean && points > 0 ? 1.0 / static_cast<double>(points) : 1.0;
 }
 
-EpilogueOptions check_epilogue(const char* op, bool signed_sqrt, bool l2_normalize, double eps) {
-  CVOPS_CHECK(std::isfinite(eps) && eps >= 0, op, "eps must be a finite number >= 0, got ", eps);
+at::ScalarType acc_dtype(const at::Tensor& t) { return opmath_dtype(t.scalar_type()); }
+
+EpilogueOptions check_epilogue(const char* op, const at::Tensor& x, bool signed_sqrt,
+                               bool l2_normalize, double eps) {
+  check_eps(op, eps, acc_dtype(x));
   return {signed_sqrt, l2_normalize, eps};
 }
-
-at::ScalarType acc_dtype(const at::Tensor& t) { return opmath_dtype(t.scalar_type()); }
 
 // Features for a GEMM on this device (Loops::gemm_in_input_dtype).
 at::Tensor gemm_operand(const at::Tensor& t, const Loops& loops) {
@@ -184,9 +185,14 @@ TensorPair finish(at::Tensor z, double alpha, const EpilogueOptions& opts, at::S
   return {out, norm};
 }
 
-void check_saved(const char* op, const at::Tensor& grad, const at::Tensor& out,
+// grad and out in x's dtype, norm in its accumulation dtype, as the forward and autograd give them.
+void check_saved(const char* op, const at::Tensor& x, const at::Tensor& grad, const at::Tensor& out,
                  const at::Tensor& norm, int64_t batch, int64_t width, bool l2_normalize) {
-  check_floating(op, "grad", grad);
+  check_same_dtype(op, "grad", grad, "x", x);
+  check_same_dtype(op, "out", out, "x", x);
+  check_dtype(op, "norm", norm, acc_dtype(x));
+  check_same_device(op, "out", out, "x", x);
+  check_same_device(op, "norm", norm, "x", x);
   CVOPS_CHECK(grad.dim() == 2 && grad.size(0) == batch && grad.size(1) == width, op,
               "grad must have shape [", batch, ", ", width, "], got ", grad.sizes());
   CVOPS_CHECK(out.sizes() == grad.sizes(), op, "out must have shape [", batch, ", ", width,
@@ -250,6 +256,8 @@ SketchArgs sketch_args(const char* op, const Pair& p, const at::Tensor& x, const
                        const at::Tensor& s1, const at::Tensor& h2, const at::Tensor& s2,
                        int64_t output_dim) {
   CVOPS_CHECK(output_dim >= 1, op, "output_dim must be >= 1, got ", output_dim);
+  check_output_fits(op, "output_dim = " + std::to_string(output_dim), {p.batch, output_dim},
+                    x.options().dtype(acc_dtype(x)));
   check_hash(op, "h1", h1, "s1", s1, p.c, output_dim, x);
   check_hash(op, "h2", h2, "s2", s2, p.d, output_dim, x);
   const auto opmath = acc_dtype(x);
@@ -263,6 +271,15 @@ void check_projection(const char* op, const char* name, const at::Tensor& w, int
   CVOPS_CHECK(w.dim() == 2 && w.size(0) == channels && w.size(1) >= 1, op, name,
               " must have shape [", channels, ", output_dim] with output_dim >= 1, got ",
               w.sizes());
+}
+
+// w1 [C, d] and w2 [D, d]: Random Maclaurin's two projections, of one output_dim d.
+void check_projections(const char* op, const at::Tensor& w1, const at::Tensor& w2, const Pair& p,
+                       const at::Tensor& x) {
+  check_projection(op, "w1", w1, p.c, x);
+  check_projection(op, "w2", w2, p.d, x);
+  CVOPS_CHECK(w2.size(1) == w1.size(1), op, "w2 must have w1's output_dim ", w1.size(1),
+              ", got shape ", w2.sizes());
 }
 
 // z [B, d] acc = Σ_p (W1ᵀx_p)∘(W2ᵀy_p), chunk by chunk of positions.
@@ -326,7 +343,7 @@ TensorPair bilinear_pool(const at::Tensor& x, const OptTensor& y, std::string_vi
   const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
-  const auto opts = check_epilogue(op, signed_sqrt, l2_normalize, eps);
+  const auto opts = check_epilogue(op, x, signed_sqrt, l2_normalize, eps);
   auto [g, alpha] = pooled_outer(op, p, reduce, loops);
   return finish(g.view({p.batch, p.c * p.d}), alpha, opts, x.scalar_type(), loops);
 }
@@ -339,7 +356,7 @@ TensorPair bilinear_pool_backward(const at::Tensor& grad, const at::Tensor& x, c
   const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
-  check_saved(op, grad, out, norm, p.batch, p.c * p.d, l2_normalize);
+  check_saved(op, x, grad, out, norm, p.batch, p.c * p.d, l2_normalize);
   const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, loops);
   // The forward's alpha is folded into pooled_outer_backward's scale (y given) or the gram
   // family's normalisation (y = x).
@@ -354,7 +371,7 @@ TensorPair tensor_sketch_pool(const at::Tensor& x, const OptTensor& y, const at:
   const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
-  const auto opts = check_epilogue(op, signed_sqrt, l2_normalize, eps);
+  const auto opts = check_epilogue(op, x, signed_sqrt, l2_normalize, eps);
   const auto args = sketch_args(op, p, x, h1, s1, h2, s2, output_dim);
   // The sketch is linear in the outer product: Σ_p TS(x_p ⊗ y_p) = TS(G) with G = Σ_p x_p y_pᵀ,
   // so one GEMM and one pass over G replace H·W FFTs of size d.
@@ -387,7 +404,7 @@ TensorPair tensor_sketch_pool_backward(const at::Tensor& grad, const at::Tensor&
               "out must be the forward's output [B, output_dim] with output_dim >= 1, got shape ",
               out.sizes());
   const int64_t output_dim = out.size(1);
-  check_saved(op, grad, out, norm, p.batch, output_dim, l2_normalize);
+  check_saved(op, x, grad, out, norm, p.batch, output_dim, l2_normalize);
   const auto args = sketch_args(op, p, x, h1, s1, h2, s2, output_dim);
   const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, loops);
   auto grad_g = at::empty({p.batch, p.c, p.d}, grad_z.options());
@@ -404,11 +421,8 @@ TensorPair random_maclaurin_pool(const at::Tensor& x, const OptTensor& y, const 
   const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
-  const auto opts = check_epilogue(op, signed_sqrt, l2_normalize, eps);
-  check_projection(op, "w1", w1, p.c, x);
-  check_projection(op, "w2", w2, p.d, x);
-  CVOPS_CHECK(w2.size(1) == w1.size(1), op, "w2 must have w1's output_dim ", w1.size(1),
-              ", got shape ", w2.sizes());
+  const auto opts = check_epilogue(op, x, signed_sqrt, l2_normalize, eps);
+  check_projections(op, w1, w2, p, x);
   const int64_t d = w1.size(1);
   const double alpha = reduce_scale(reduce, p.points) / std::sqrt(static_cast<double>(d));
   return finish(maclaurin_sum(p, w1, w2, loops), alpha, opts, x.scalar_type(), loops);
@@ -423,10 +437,9 @@ TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tens
   const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
   const auto reduce = parse_reduce(op, reduce_name);
-  check_projection(op, "w1", w1, p.c, x);
-  check_projection(op, "w2", w2, p.d, x);
+  check_projections(op, w1, w2, p, x);
   const int64_t d = w1.size(1);
-  check_saved(op, grad, out, norm, p.batch, d, l2_normalize);
+  check_saved(op, x, grad, out, norm, p.batch, d, l2_normalize);
   const double alpha = reduce_scale(reduce, p.points) / std::sqrt(static_cast<double>(d));
   // d loss / d acc, then per chunk of positions: dP = dacc[b(r)]∘Q, dx_r = dP·W1ᵀ (and the same
   // for y), recomputing the projections P = xW1, Q = yW2 rather than keeping B·N·d of them.
@@ -470,7 +483,7 @@ TensorPair factorized_bilinear_pool(const at::Tensor& x, const at::Tensor& y, in
   constexpr const char* op = "factorized_bilinear_pool";
   const Loops& loops = bilinear_loops()(op, x);
   check_factorized(op, x, y, k);
-  const auto opts = check_epilogue(op, signed_sqrt, l2_normalize, eps);
+  const auto opts = check_epilogue(op, x, signed_sqrt, l2_normalize, eps);
   const int64_t B = x.size(0), o = x.size(1) / k;
   auto out = at::empty({B, o}, x.options());
   auto norm = at::empty({l2_normalize ? B : 0}, x.options().dtype(acc_dtype(x)));
@@ -490,7 +503,7 @@ TensorPair factorized_bilinear_pool_backward(const at::Tensor& grad, const at::T
   const Loops& loops = bilinear_loops()(op, x);
   check_factorized(op, x, y, k);
   const int64_t B = x.size(0), o = x.size(1) / k;
-  check_saved(op, grad, out, norm, B, o, l2_normalize);
+  check_saved(op, x, grad, out, norm, B, o, l2_normalize);
   auto grad_x = at::empty(x.sizes(), x.options());
   auto grad_y = at::empty(y.sizes(), y.options());
   if (out.numel() > 0) {
@@ -527,7 +540,8 @@ TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Ten
   constexpr const char* op = "lowrank_bilinear_score_backward";
   const Loops& loops = bilinear_loops()(op, x);
   const auto lr = check_lowrank(op, x, u, num_positive, loops);
-  check_floating(op, "grad", grad);
+  check_same_dtype(op, "grad", grad, "x", x);
+  check_same_device(op, "grad", grad, "x", x);
   CVOPS_CHECK(grad.dim() == 2 && grad.size(0) == lr.batch && grad.size(1) == lr.classes, op,
               "grad must have shape [", lr.batch, ", ", lr.classes, "], got ", grad.sizes());
   const auto opmath = acc_dtype(x);

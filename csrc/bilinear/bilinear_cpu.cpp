@@ -239,7 +239,7 @@ void segment_product_sum_cpu(const at::Tensor& a, const at::Tensor& b, int64_t r
         acc_t* o = op + ((row0 + r) / rows_per_sample) * K;
         const scalar_t* ar = ap + r * K * group;
         const scalar_t* br = bp + r * K * group;
-        if (group == 1) {
+        if (group == 1 && num_positive == 1) {
           for (int64_t k = k0; k < k1; ++k) o[k] += acc_t(ar[k]) * acc_t(br[k]);
           continue;
         }

@@ -8,29 +8,34 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/util/accumulate.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "common/checks.h"
 #include "common/choice.h"
 #include "common/cpu_memory.h"
-#include "common/dispatch.h"
 #include "common/loop_table.h"
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
-  m.def("box_iou(Tensor boxes1, Tensor boxes2, str kind, str fmt) -> Tensor");
-  m.def("box_iou_aligned(Tensor boxes1, Tensor boxes2, str kind, str fmt) -> Tensor");
+  m.def("box_iou(Tensor boxes1, Tensor boxes2, str kind, str fmt, float eps=1e-07) -> Tensor");
   m.def(
-      "_box_iou_aligned_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str kind, str fmt) "
-      "-> (Tensor, Tensor)");
+      "_box_iou_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str kind, str fmt, "
+      "float eps=1e-07) -> (Tensor, Tensor)");
+  m.def(
+      "box_iou_aligned(Tensor boxes1, Tensor boxes2, str kind, str fmt, float eps=1e-07, "
+      "bool loss_form=False) -> Tensor");
+  m.def(
+      "_box_iou_aligned_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str kind, str fmt, "
+      "float eps=1e-07, bool loss_form=False) -> (Tensor, Tensor)");
 }
 
 namespace cvops::boxes {
 namespace {
-
 
 IouKind parse_kind(const char* op, std::string_view kind) {
   return parse_choice<IouKind>(op, "kind", kind,
@@ -40,10 +45,43 @@ IouKind parse_kind(const char* op, std::string_view kind) {
                                 {"ciou", IouKind::kCiou}});
 }
 
-// [..., n, kBoxFields] in opmath, corners and areas formed as torchvision forms them, so the
+BoxFormat parse_format(const char* op, std::string_view fmt) {
+  return parse_choice<BoxFormat>(
+      op, "fmt", fmt,
+      {{"xyxy", BoxFormat::kXyxy}, {"xywh", BoxFormat::kXywh}, {"cxcywh", BoxFormat::kCxcywh}});
+}
+
+// torchvision's eps placements (boxes.h). Its complete_box_iou_loss passes eps to α only: the IoU
+// and distance terms keep their default 1e-7.
+IouEps iou_eps(IouKind kind, double eps, bool loss_form) {
+  IouEps e;
+  e.diagonal = e.alpha = eps;
+  if (!loss_form) return e;
+  e.clamp_enclosure = false;
+  e.uni = e.enclosure = eps;
+  if (kind == IouKind::kCiou) e.uni = e.diagonal = 1e-7;
+  return e;
+}
+
+// The dtype IoUs are computed and returned in, as torchvision's: the two sets' dtypes promote,
+// and integer and float16/bfloat16 boxes give float32.
+at::ScalarType iou_dtype(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+  return at::promote_types(boxes1.scalar_type(), boxes2.scalar_type()) == at::kDouble ? at::kDouble
+                                                                                      : at::kFloat;
+}
+
+// The options of the op's values; eps is checked in their dtype.
+at::TensorOptions iou_options(const char* op, const at::Tensor& boxes1, const at::Tensor& boxes2,
+                              double eps) {
+  const auto dtype = iou_dtype(boxes1, boxes2);
+  check_eps(op, eps, dtype);
+  return boxes1.options().dtype(dtype);
+}
+
+// [..., n, kBoxFields] in `dtype`, corners and areas formed as torchvision forms them, so the
 // values match it to the last bit.
-at::Tensor box_fields(const at::Tensor& boxes, BoxFormat fmt) {
-  const auto b = boxes.to(opmath_dtype(boxes.scalar_type()));
+at::Tensor box_fields(const at::Tensor& boxes, BoxFormat fmt, at::ScalarType dtype) {
+  const auto b = boxes.to(dtype);
   const auto c0 = b.select(-1, 0), c1 = b.select(-1, 1), c2 = b.select(-1, 2), c3 = b.select(-1, 3);
   at::Tensor x1, y1, x2, y2, area;
   if (fmt == BoxFormat::kXyxy) {
@@ -65,17 +103,18 @@ at::Tensor box_fields(const at::Tensor& boxes, BoxFormat fmt) {
 // broadcast shape of their leading dims.
 std::vector<int64_t> broadcast_batch(const at::Tensor& boxes1, const at::Tensor& boxes2,
                                      int64_t set_dims, const char* op) {
-  const char* layout =
-      set_dims == 2 ? " must have shape [..., n, 4], got " : " must have shape [..., 4], got ";
+  const char* layout = set_dims == 2 ? " must have shape [..., n, 4] (one box is [1, 4]), got "
+                                     : " must have shape [..., 4], got ";
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"boxes1", boxes1},
                                 std::pair<const char*, const at::Tensor&>{"boxes2", boxes2}}) {
-    check_floating(op, name, t);
+    check_defined(op, name, t);
+    const auto dtype = t.scalar_type();
+    CVOPS_CHECK(at::isFloatingType(dtype) || at::isIntegralType(dtype, /*includeBool=*/false), op,
+                name, " must hold box coordinates as a floating-point or integer tensor, got ",
+                dtype);
     CVOPS_CHECK(t.dim() >= set_dims && t.size(-1) == 4, op, name, layout, t.sizes());
   }
   check_same_device(op, "boxes2", boxes2, "boxes1", boxes1);
-  CVOPS_CHECK(boxes1.scalar_type() == boxes2.scalar_type(), op,
-              "boxes1 and boxes2 must have the same dtype, got ", boxes1.scalar_type(), " and ",
-              boxes2.scalar_type());
   const auto batch1 = boxes1.sizes().slice(0, boxes1.dim() - set_dims);
   const auto batch2 = boxes2.sizes().slice(0, boxes2.dim() - set_dims);
   try {
@@ -87,128 +126,160 @@ std::vector<int64_t> broadcast_batch(const at::Tensor& boxes1, const at::Tensor&
   return {};
 }
 
-// Validates the pair, broadcasts the leading dims: fields1 [sets, N, 8], fields2 [sets, M, 8]
-// (contiguous opmath) and the output shape [..., N, M].
-struct PairwiseProblem {
-  at::Tensor fields1, fields2;
-  std::vector<int64_t> out_shape;
-};
-
-PairwiseProblem pairwise_problem(const at::Tensor& boxes1, const at::Tensor& boxes2, BoxFormat fmt,
-                                 const char* op) {
-  const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/2, op);
-  const int64_t N = boxes1.size(-2), M = boxes2.size(-2);
-  const int64_t pairs_of_sets = c10::multiply_integers(batch);
-  auto expand = [&](const at::Tensor& t, int64_t n) {
-    std::vector<int64_t> shape(batch);
-    shape.push_back(n);
-    shape.push_back(4);
-    return t.expand(shape).reshape({pairs_of_sets, n, 4});
-  };
-  PairwiseProblem problem{box_fields(expand(boxes1, N), fmt), box_fields(expand(boxes2, M), fmt),
-                          batch};
-  problem.out_shape.push_back(N);
-  problem.out_shape.push_back(M);
-  return problem;
+std::vector<int64_t> appended(std::vector<int64_t> shape, std::initializer_list<int64_t> tail) {
+  shape.insert(shape.end(), tail);
+  return shape;
 }
 
-BoxFormat parse_format(const char* op, std::string_view fmt) {
-  return parse_choice<BoxFormat>(
-      op, "fmt", fmt,
-      {{"xyxy", BoxFormat::kXyxy}, {"xywh", BoxFormat::kXywh}, {"cxcywh", BoxFormat::kCxcywh}});
+// One set of boxes broadcast to the batch and flattened: [sets, n, 4] (set_dims = 2) or
+// [pairs, 4] (set_dims = 1), contiguous, in `dtype`.
+at::Tensor flat_boxes(const at::Tensor& boxes, const std::vector<int64_t>& batch, int64_t set_dims,
+                      at::ScalarType dtype) {
+  const int64_t rows = c10::multiply_integers(batch);
+  if (set_dims == 2) {
+    const int64_t n = boxes.size(-2);
+    return boxes.to(dtype).expand(appended(batch, {n, 4})).reshape({rows, n, 4}).contiguous();
+  }
+  return boxes.to(dtype).expand(appended(batch, {4})).reshape({rows, 4}).contiguous();
 }
 
-// Both sets broadcast to one batch shape and flattened to [pairs, 4] (contiguous opmath); `batch`
-// is the output shape.
-struct AlignedProblem {
-  at::Tensor boxes1, boxes2;
-  std::vector<int64_t> batch;
-};
-
-AlignedProblem aligned_problem(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
-  const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/1, op);
-  const int64_t pairs = c10::multiply_integers(batch);
-  std::vector<int64_t> shape(batch);
-  shape.push_back(4);
-  const auto opmath = opmath_dtype(boxes1.scalar_type());
-  auto flat = [&](const at::Tensor& t) {
-    return t.to(opmath).expand(shape).reshape({pairs, 4}).contiguous();
-  };
-  return {flat(boxes1), flat(boxes2), batch};
-}
-
-// The backward's incoming gradient, checked against the output shape, as [pairs] opmath.
-at::Tensor aligned_grad_input(const at::Tensor& grad, const AlignedProblem& problem,
-                              const char* op) {
-  CVOPS_CHECK(grad.sizes() == at::IntArrayRef(problem.batch), op,
-              "grad must have the output's shape ", at::IntArrayRef(problem.batch), ", got ",
+void check_grad(const char* op, const at::Tensor& grad, at::IntArrayRef shape,
+                at::ScalarType dtype) {
+  check_dtype(op, "grad", grad, dtype);
+  CVOPS_CHECK(grad.sizes() == shape, op, "grad must have the output's shape ", shape, ", got ",
               grad.sizes());
-  return grad.to(problem.boxes1.scalar_type()).reshape({-1}).contiguous();
 }
 
-// Per-pair gradients [pairs, 4] summed back over broadcast dims to each input's shape and dtype.
-std::tuple<at::Tensor, at::Tensor> aligned_grads_to_inputs(const at::Tensor& grad1,
-                                                           const at::Tensor& grad2,
-                                                           const at::Tensor& boxes1,
-                                                           const at::Tensor& boxes2,
-                                                           const AlignedProblem& problem) {
-  std::vector<int64_t> shape(problem.batch);
-  shape.push_back(4);
-  return {at::sum_to(grad1.view(shape), boxes1.sizes()).to(boxes1.scalar_type()),
-          at::sum_to(grad2.view(shape), boxes2.sizes()).to(boxes2.scalar_type())};
+// Gradients [rows..., 4] of the flattened sets summed back over broadcast dims to each input's
+// shape and dtype.
+at::Tensor grad_to_input(const at::Tensor& grad, const std::vector<int64_t>& shape,
+                         const at::Tensor& boxes) {
+  return at::sum_to(grad.view(shape), boxes.sizes()).to(boxes.scalar_type());
 }
+
+// Pairs per block of the pairwise backward: each block runs the element-wise reverse pass on its
+// pairs, [pairs, 4] per operand, and sums them into the two sets' gradients in a fixed order.
+constexpr int64_t kBackwardPairsPerBlock = 1 << 19;
 
 }  // namespace
 
 at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view kind_name,
-                   std::string_view fmt_name) {
+                   std::string_view fmt_name, double eps) {
   constexpr const char* op = "box_iou";
   const IouKind kind = parse_kind(op, kind_name);
-  const auto problem = pairwise_problem(boxes1, boxes2, parse_format(op, fmt_name), op);
-  const int64_t sets = problem.fields1.size(0), N = problem.fields1.size(1);
-  const int64_t M = problem.fields2.size(1);
-  auto out = empty_streaming_output({sets, N, M}, problem.fields1.options());
-  if (out.numel() > 0) {
-    // Set 2 field by field ([sets, 8, M]) so each field is one contiguous run.
-    boxes_loops()(op, boxes1)
-        .pairwise(problem.fields1, problem.fields2.transpose(1, 2).contiguous(), kind, out);
+  const BoxFormat fmt = parse_format(op, fmt_name);
+  const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/2, op);
+  const auto options = iou_options(op, boxes1, boxes2, eps);
+  const int64_t N = boxes1.size(-2), M = boxes2.size(-2);
+  const auto out_shape = appended(batch, {N, M});
+  if (c10::multiply_integers(out_shape) == 0) return at::empty(out_shape, options);
+  check_output_fits(op, "boxes1 (" + std::to_string(N) + ") by boxes2 (" + std::to_string(M) + ")",
+                    out_shape, options);
+  const auto dtype = options.dtype().toScalarType();
+  const auto fields1 = box_fields(flat_boxes(boxes1, batch, 2, dtype), fmt, dtype);
+  // Set 2 field by field ([sets, 8, M]) so each field is one contiguous run.
+  const auto fields2 = box_fields(flat_boxes(boxes2, batch, 2, dtype), fmt, dtype);
+  auto out = empty_streaming_output({fields1.size(0), N, M}, options);
+  boxes_loops()(op, boxes1)
+      .pairwise(fields1, fields2.transpose(1, 2).contiguous(), kind, iou_eps(kind, eps, false),
+                out);
+  return out.view(out_shape);
+}
+
+std::tuple<at::Tensor, at::Tensor> box_iou_backward(const at::Tensor& grad,
+                                                    const at::Tensor& boxes1,
+                                                    const at::Tensor& boxes2,
+                                                    std::string_view kind_name,
+                                                    std::string_view fmt_name, double eps) {
+  constexpr const char* op = "box_iou_backward";
+  const IouKind kind = parse_kind(op, kind_name);
+  const BoxFormat fmt = parse_format(op, fmt_name);
+  const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/2, op);
+  const auto options = iou_options(op, boxes1, boxes2, eps);
+  const auto dtype = options.dtype().toScalarType();
+  const int64_t N = boxes1.size(-2), M = boxes2.size(-2);
+  check_grad(op, grad, appended(batch, {N, M}), dtype);
+  check_same_device(op, "grad", grad, "boxes1", boxes1);
+  const auto a = flat_boxes(boxes1, batch, 2, dtype), b = flat_boxes(boxes2, batch, 2, dtype);
+  const int64_t sets = a.size(0);
+  const auto g = grad.reshape({sets, N, M});
+  auto grad_a = at::zeros_like(a), grad_b = at::zeros_like(b);
+  const IouEps e = iou_eps(kind, eps, false);
+  // Sets s0..s1, rows r0..r1 of set 1 against all of set 2.
+  auto block = [&](int64_t s0, int64_t s1, int64_t r0, int64_t r1) {
+    const std::vector<int64_t> pairs{s1 - s0, r1 - r0, M, 4};
+    const auto pa = a.slice(0, s0, s1)
+                        .slice(1, r0, r1)
+                        .unsqueeze(2)
+                        .expand(pairs)
+                        .reshape({-1, 4})
+                        .contiguous();
+    const auto pb = b.slice(0, s0, s1).unsqueeze(1).expand(pairs).reshape({-1, 4}).contiguous();
+    const auto pg = g.slice(0, s0, s1).slice(1, r0, r1).reshape({-1}).contiguous();
+    auto ga = at::empty_like(pa), gb = at::empty_like(pb);
+    boxes_loops()(op, boxes1).aligned_backward(pg, pa, pb, kind, fmt, e, ga, gb);
+    grad_a.slice(0, s0, s1).slice(1, r0, r1).copy_(ga.view(pairs).sum(2));
+    grad_b.slice(0, s0, s1).add_(gb.view(pairs).sum(1));
+  };
+  if (sets * N * M > 0) {
+    const int64_t rows_per_block = std::max<int64_t>(1, kBackwardPairsPerBlock / M);
+    if (rows_per_block >= N) {
+      const int64_t sets_per_block = std::max<int64_t>(1, kBackwardPairsPerBlock / (N * M));
+      for (int64_t s0 = 0; s0 < sets; s0 += sets_per_block)
+        block(s0, std::min(sets, s0 + sets_per_block), 0, N);
+    } else {
+      for (int64_t s = 0; s < sets; ++s)
+        for (int64_t r0 = 0; r0 < N; r0 += rows_per_block)
+          block(s, s + 1, r0, std::min(N, r0 + rows_per_block));
+    }
   }
-  return out.view(problem.out_shape).to(boxes1.scalar_type());
+  return {grad_to_input(grad_a, appended(batch, {N, 4}), boxes1),
+          grad_to_input(grad_b, appended(batch, {M, 4}), boxes2)};
 }
 
 at::Tensor box_iou_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                           std::string_view kind_name, std::string_view fmt_name) {
+                           std::string_view kind_name, std::string_view fmt_name, double eps,
+                           bool loss_form) {
   constexpr const char* op = "box_iou_aligned";
   const IouKind kind = parse_kind(op, kind_name);
   const BoxFormat fmt = parse_format(op, fmt_name);
-  const auto problem = aligned_problem(boxes1, boxes2, op);
-  auto out = at::empty({problem.boxes1.size(0)}, problem.boxes1.options());
-  if (out.numel() > 0)
-    boxes_loops()(op, boxes1).aligned(problem.boxes1, problem.boxes2, kind, fmt, out);
-  return out.view(problem.batch).to(boxes1.scalar_type());
+  const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/1, op);
+  const auto options = iou_options(op, boxes1, boxes2, eps);
+  auto out = at::empty(batch, options);
+  if (out.numel() == 0) return out;
+  const auto dtype = options.dtype().toScalarType();
+  boxes_loops()(op, boxes1)
+      .aligned(flat_boxes(boxes1, batch, 1, dtype), flat_boxes(boxes2, batch, 1, dtype), kind, fmt,
+               iou_eps(kind, eps, loss_form), out);
+  return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward(const at::Tensor& grad,
-                                                            const at::Tensor& boxes1,
-                                                            const at::Tensor& boxes2,
-                                                            std::string_view kind_name,
-                                                            std::string_view fmt_name) {
+std::tuple<at::Tensor, at::Tensor> box_iou_aligned_backward(
+    const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
+    std::string_view kind_name, std::string_view fmt_name, double eps, bool loss_form) {
   constexpr const char* op = "box_iou_aligned_backward";
   const IouKind kind = parse_kind(op, kind_name);
   const BoxFormat fmt = parse_format(op, fmt_name);
-  const auto problem = aligned_problem(boxes1, boxes2, op);
-  const auto g = aligned_grad_input(grad, problem, op);
-  auto grad1 = at::empty_like(problem.boxes1), grad2 = at::empty_like(problem.boxes1);
-  if (g.numel() > 0)
+  const auto batch = broadcast_batch(boxes1, boxes2, /*set_dims=*/1, op);
+  const auto options = iou_options(op, boxes1, boxes2, eps);
+  const auto dtype = options.dtype().toScalarType();
+  check_grad(op, grad, batch, dtype);
+  check_same_device(op, "grad", grad, "boxes1", boxes1);
+  const auto a = flat_boxes(boxes1, batch, 1, dtype), b = flat_boxes(boxes2, batch, 1, dtype);
+  auto grad_a = at::empty_like(a), grad_b = at::empty_like(b);
+  if (a.size(0) > 0)
     boxes_loops()(op, boxes1)
-        .aligned_backward(g, problem.boxes1, problem.boxes2, kind, fmt, grad1, grad2);
-  return aligned_grads_to_inputs(grad1, grad2, boxes1, boxes2, problem);
+        .aligned_backward(grad.reshape({-1}).contiguous(), a, b, kind, fmt,
+                          iou_eps(kind, eps, loss_form), grad_a, grad_b);
+  const auto shape = appended(batch, {4});
+  return {grad_to_input(grad_a, shape, boxes1), grad_to_input(grad_b, shape, boxes2)};
 }
 
 CVOPS_LOOP_TABLE(boxes_loops, "boxes")
 
 CVOPS_FAMILY_OPS(boxes_loops, ops) {
   ops.impl("box_iou", &box_iou)
+      .impl("_box_iou_backward", &box_iou_backward)
       .impl("box_iou_aligned", &box_iou_aligned)
       .impl("_box_iou_aligned_backward", &box_iou_aligned_backward);
 }

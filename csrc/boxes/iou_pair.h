@@ -11,8 +11,26 @@
 
 namespace cvops::boxes {
 
-constexpr double kEps = 1e-7;                                  // torchvision's DIoU/CIoU eps
 constexpr double kFourOverPiSquared = 0.40528473456935108578;  // 4/π², CIoU's aspect term
+
+// IouEps (boxes.h) in the compute type.
+template <typename T>
+struct Eps {
+  T uni, enclosure, diagonal, alpha;
+  bool clamp_enclosure;
+};
+
+template <typename T>
+Eps<T> eps_in(const IouEps& e) {
+  return {static_cast<T>(e.uni), static_cast<T>(e.enclosure), static_cast<T>(e.diagonal),
+          static_cast<T>(e.alpha), e.clamp_enclosure};
+}
+
+// An enclosing box's side: clamped at 0 (torchvision's pairwise forms) or not (its loss forms).
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T enclosing_side(T side, bool clamp) {
+  return clamp ? std::max(side, T(0)) : side;
+}
 
 // The per-box fields (the columns of box_fields) of one box.
 template <typename T>
@@ -21,25 +39,25 @@ struct Box {
 };
 
 template <IouKind kind, typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T pair_value(const Box<T>& a, const Box<T>& b) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE T pair_value(const Box<T>& a, const Box<T>& b, const Eps<T>& e) {
   const T iw = std::max(std::min(a.x2, b.x2) - std::max(a.x1, b.x1), T(0));
   const T ih = std::max(std::min(a.y2, b.y2) - std::max(a.y1, b.y1), T(0));
   const T inter = iw * ih;
   const T uni = a.area + b.area - inter;
-  const T iou = inter / uni;
+  const T iou = inter / (uni + e.uni);
   if constexpr (kind == IouKind::kIou) return iou;
-  const T cw = std::max(std::max(a.x2, b.x2) - std::min(a.x1, b.x1), T(0));
-  const T ch = std::max(std::max(a.y2, b.y2) - std::min(a.y1, b.y1), T(0));
+  const T cw = enclosing_side(std::max(a.x2, b.x2) - std::min(a.x1, b.x1), e.clamp_enclosure);
+  const T ch = enclosing_side(std::max(a.y2, b.y2) - std::min(a.y1, b.y1), e.clamp_enclosure);
   if constexpr (kind == IouKind::kGiou) {
     const T enclosing = cw * ch;
-    return iou - (enclosing - uni) / enclosing;
+    return iou - (enclosing - uni) / (enclosing + e.enclosure);
   }
   const T dx = a.cx - b.cx, dy = a.cy - b.cy;
-  const T diou = iou - (dx * dx + dy * dy) / (cw * cw + ch * ch + T(kEps));
+  const T diou = iou - (dx * dx + dy * dy) / (cw * cw + ch * ch + e.diagonal);
   if constexpr (kind == IouKind::kDiou) return diou;
   const T d = a.aspect - b.aspect;
   const T v = T(kFourOverPiSquared) * (d * d);
-  return diou - v / (T(1) - iou + v + T(kEps)) * v;
+  return diou - v / (T(1) - iou + v + e.alpha) * v;
 }
 
 // Box i of an array of per-box field rows [n, kBoxFields].
@@ -95,29 +113,31 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T share_of_max(T p, T q) {
 // Gradient of pair_value<kind>(a, b) times g with respect to both boxes' corners. CIoU holds its
 // trade-off α constant, as torchvision computes it under no_grad.
 template <IouKind kind, typename T>
-C10_HOST_DEVICE void pair_grad(const Box<T>& a, const Box<T>& b, T g, Corners<T>& ga,
-                               Corners<T>& gb) {
+C10_HOST_DEVICE void pair_grad(const Box<T>& a, const Box<T>& b, const Eps<T>& e, T g,
+                               Corners<T>& ga, Corners<T>& gb) {
   // Forward quantities.
   const T lx = std::max(a.x1, b.x1), rx = std::min(a.x2, b.x2);
   const T ly = std::max(a.y1, b.y1), ry = std::min(a.y2, b.y2);
   const T iw = std::max(rx - lx, T(0)), ih = std::max(ry - ly, T(0));
-  const T inter = iw * ih, uni = a.area + b.area - inter, iou = inter / uni;
+  const T inter = iw * ih, uni = a.area + b.area - inter, uni_e = uni + e.uni;
+  const T iou = inter / uni_e;
   const T ex1 = std::min(a.x1, b.x1), ex2 = std::max(a.x2, b.x2);
   const T ey1 = std::min(a.y1, b.y1), ey2 = std::max(a.y2, b.y2);
-  const T cw = std::max(ex2 - ex1, T(0)), ch = std::max(ey2 - ey1, T(0));
+  const T cw = enclosing_side(ex2 - ex1, e.clamp_enclosure);
+  const T ch = enclosing_side(ey2 - ey1, e.clamp_enclosure);
   // Reverse pass: g_* is d(out)/d(*) times g.
   T g_iou = g, g_uni = 0, g_cw = 0, g_ch = 0;
   T g_acx = 0, g_acy = 0, g_aw = 0, g_ah = 0, g_bw = 0, g_bh = 0;  // centres and aspect terms
-  if constexpr (kind == IouKind::kGiou) {  // giou = iou − 1 + uni / C
-    const T c = cw * ch;
-    g_uni += g / c;
-    const T g_c = -g * uni / (c * c);
+  if constexpr (kind == IouKind::kGiou) {  // giou = iou − (C − uni) / (C + eps)
+    const T c = cw * ch, c_e = c + e.enclosure;
+    g_uni += g / c_e;
+    const T g_c = -g * (uni + e.enclosure) / (c_e * c_e);
     g_cw += g_c * ch;
     g_ch += g_c * cw;
   }
   if constexpr (kind == IouKind::kDiou || kind == IouKind::kCiou) {  // − ρ² / (c² + eps)
     const T dx = a.cx - b.cx, dy = a.cy - b.cy;
-    const T diag = cw * cw + ch * ch + T(kEps);
+    const T diag = cw * cw + ch * ch + e.diagonal;
     const T rho = dx * dx + dy * dy;
     g_acx = -g * 2 * dx / diag;
     g_acy = -g * 2 * dy / diag;
@@ -128,7 +148,7 @@ C10_HOST_DEVICE void pair_grad(const Box<T>& a, const Box<T>& b, T g, Corners<T>
   if constexpr (kind == IouKind::kCiou) {  // − α·v, v = 4/π²·(atan(wa/ha) − atan(wb/hb))²
     const T d = a.aspect - b.aspect;
     const T v = T(kFourOverPiSquared) * (d * d);
-    const T alpha = v / (T(1) - iou + v + T(kEps));
+    const T alpha = v / (T(1) - iou + v + e.alpha);
     const T g_d = -g * alpha * T(kFourOverPiSquared) * 2 * d;
     const T aw = a.x2 - a.x1, ah = a.y2 - a.y1, bw = b.x2 - b.x1, bh = b.y2 - b.y1;
     g_aw = g_d * ah / (aw * aw + ah * ah);
@@ -136,15 +156,15 @@ C10_HOST_DEVICE void pair_grad(const Box<T>& a, const Box<T>& b, T g, Corners<T>
     g_bw = -g_d * bh / (bw * bw + bh * bh);
     g_bh = g_d * bw / (bw * bw + bh * bh);
   }
-  // iou = inter / uni, uni = area_a + area_b − inter.
-  g_uni += -g_iou * iou / uni;
-  const T g_inter = g_iou / uni - g_uni;
+  // iou = inter / (uni + eps), uni = area_a + area_b − inter.
+  g_uni += -g_iou * iou / uni_e;
+  const T g_inter = g_iou / uni_e - g_uni;
   const T g_area = g_uni;  // for both boxes
   // clamp(min = 0) passes the gradient where its input >= 0, as torch's does.
   const T g_iw = rx - lx >= T(0) ? g_inter * ih : T(0);
   const T g_ih = ry - ly >= T(0) ? g_inter * iw : T(0);
-  const T ecw = ex2 - ex1 >= T(0) ? g_cw : T(0);
-  const T ech = ey2 - ey1 >= T(0) ? g_ch : T(0);
+  const T ecw = !e.clamp_enclosure || ex2 - ex1 >= T(0) ? g_cw : T(0);
+  const T ech = !e.clamp_enclosure || ey2 - ey1 >= T(0) ? g_ch : T(0);
   // Corners: intersection, enclosure, areas, centres and aspect terms.
   const T ah = a.y2 - a.y1, aw = a.x2 - a.x1, bh = b.y2 - b.y1, bw = b.x2 - b.x1;
   ga.x2 = g_iw * share_of_max(-a.x2, -b.x2) + ecw * share_of_max(a.x2, b.x2) + g_area * ah +
@@ -181,15 +201,16 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void corners_grad_to_input(const Corners<T>& g
 
 // One element-wise pair: the value, and the gradient (times g) of both input boxes.
 template <IouKind kind, typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T aligned_value(const T* a, const T* b, BoxFormat fmt) {
-  return pair_value<kind>(box_of(a, fmt), box_of(b, fmt));
+C10_HOST_DEVICE C10_ALWAYS_INLINE T aligned_value(const T* a, const T* b, BoxFormat fmt,
+                                                  const Eps<T>& e) {
+  return pair_value<kind>(box_of(a, fmt), box_of(b, fmt), e);
 }
 
 template <IouKind kind, typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void aligned_grad(const T* a, const T* b, BoxFormat fmt, T g,
-                                                    T* grad_a, T* grad_b) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void aligned_grad(const T* a, const T* b, BoxFormat fmt,
+                                                    const Eps<T>& e, T g, T* grad_a, T* grad_b) {
   Corners<T> ga, gb;
-  pair_grad<kind>(box_of(a, fmt), box_of(b, fmt), g, ga, gb);
+  pair_grad<kind>(box_of(a, fmt), box_of(b, fmt), e, g, ga, gb);
   corners_grad_to_input(ga, fmt, grad_a);
   corners_grad_to_input(gb, fmt, grad_b);
 }

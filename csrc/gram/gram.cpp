@@ -159,7 +159,7 @@ at::Tensor gram_matrix_backward(const at::Tensor& grad, const at::Tensor& x,
   constexpr const char* op = "gram_matrix_backward";
   const auto shape = check_features(op, x);
   const double scale = resolve_scale(op, normalize, divisor, shape);
-  check_floating(op, "grad", grad);
+  check_same_dtype(op, "grad", grad, "x", x);
   check_same_device(op, "grad", grad, "x", x);
   CVOPS_CHECK(grad.dim() == 3 && grad.size(0) == shape.batch && grad.size(1) == shape.channels &&
                   grad.size(2) == shape.channels,
@@ -177,6 +177,11 @@ at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
   const auto shape = check_features(op, x);
   const double scale = resolve_scale(op, normalize, divisor, shape);
   const auto mode = parse_reduction(op, reduction);
+  const auto opmath = opmath_dtype(x.scalar_type());
+  check_same_dtype(op, "grad_loss", grad_loss, "x", x);
+  check_same_device(op, "grad_loss", grad_loss, "x", x);
+  check_dtype(op, "residual", residual, opmath);
+  check_same_device(op, "residual", residual, "x", x);
   CVOPS_CHECK(residual.numel() > 0 || shape.batch * shape.channels == 0, op,
               "residual is empty: the forward ran with keep_residual=False, which keeps nothing "
               "to differentiate");
@@ -188,7 +193,6 @@ at::Tensor style_loss_backward(const at::Tensor& grad_loss, const at::Tensor& x,
               op, "grad_loss must have the loss's shape (",
               (mode == Reduction::kNone ? "[B]" : "[]"), " for reduction '", std::string(reduction),
               "'), got ", grad_loss.sizes());
-  const auto opmath = opmath_dtype(x.scalar_type());
   // L = Σ_b w_b Σ_ij (s·F·Fᵀ − S)²_ij  ⇒  dF_b = 2·s·w_b·(R + Rᵀ)·F_b = 4·s·w_b·R̂_b·F_b with the
   // symmetric residual R̂ = s·F·Fᵀ − (S + Sᵀ)/2 that the forward saved: one GEMM, no transpose.
   double alpha = 4.0 * scale;

@@ -68,7 +68,7 @@ void check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
                 "style mixing weights must have shape [B, S] = [", B, ", ", S, "], got ",
                 style.sizes());
   }
-  CVOPS_CHECK(std::isfinite(eps) && eps >= 0, op, "eps must be a finite number >= 0, got ", eps);
+  check_eps(op, eps, opmath_dtype(x.scalar_type()));
 }
 
 // γ_b = weight[style_b] (index) or Σ_s style_bs·weight_s (mixing weights), [B, C] in opmath.
@@ -122,6 +122,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
   check_inputs(op, x, weight, bias, style, 0.0);
   const bool relu = parse_activation(op, activation);
   const int64_t B = x.size(0), C = x.size(1), S = weight.size(0);
+  const auto opmath = opmath_dtype(x.scalar_type());
+  check_same_dtype(op, "grad_out", grad_out, "x", x);
+  check_same_dtype(op, "out", out, "x", x);
+  check_dtype(op, "mean", mean, opmath);
+  check_dtype(op, "rstd", rstd, opmath);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_out", grad_out},
+                                {"out", out},
+                                {"mean", mean},
+                                {"rstd", rstd}})
+    check_same_device(op, name, t, "x", x);
   CVOPS_CHECK(grad_out.sizes() == x.sizes() && out.sizes() == x.sizes(), op,
               "grad_out and out must have x's shape ", x.sizes(), ", got ", grad_out.sizes(),
               " and ", out.sizes());
@@ -129,7 +139,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_instance_
       mean.dim() == 2 && mean.size(0) == B && mean.size(1) == C && rstd.sizes() == mean.sizes(), op,
       "mean and rstd must be [B, C] = [", B, ", ", C, "], got ", mean.sizes(), " and ",
       rstd.sizes());
-  const auto opmath = opmath_dtype(x.scalar_type());
   const bool channels_last = use_channels_last(x);
   const auto format = format_of(channels_last);
   auto grad_x = empty_streaming_output(x.sizes(), x.options(), format);

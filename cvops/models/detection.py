@@ -355,7 +355,7 @@ class DetectionLoss(nn.Module):
     """J = box_weight·J_box + obj_weight·J_obj + cls_weight·J_cls for raw head outputs and padded gt.
 
     Targets come from assign_targets (pos_iou, neg_iou). J_box: mean over positive anchors of
-    1 − GIoU(decoded box, matched gt) (cvops.box_iou_aligned, kind="giou"). J_obj: binary cross-entropy
+    1 − GIoU(decoded box, matched gt) (cvops.generalized_box_iou_loss, finite for zero-area pairs). J_obj: binary cross-entropy
     of the objectness logit, target 1 on positives and 0 on negatives, mean over them (ignored anchors
     left out). J_cls: binary cross-entropy of the class logits against the one-hot class, summed over
     classes, mean over positives. Masks rather than boolean indexing keep shapes static (compilable).
@@ -404,7 +404,7 @@ class DetectionLoss(nn.Module):
         boxes = decode_boxes(raw[..., :4], self.anchors.to(raw.dtype), max_log_scale=self.max_log_scale)
         # Non-positive anchors are compared with their anchor box: a finite value that the mask then zeroes.
         goal = torch.where(positive[..., None] > 0, targets.matched_boxes, self.anchors.to(raw.dtype))
-        box = ((1 - cvops.box_iou_aligned(boxes, goal, kind="giou")) * positive).sum() / num_positive
+        box = (cvops.generalized_box_iou_loss(boxes, goal) * positive).sum() / num_positive
         obj_terms = F.binary_cross_entropy_with_logits(raw[..., 4], positive, reduction="none")
         obj = (obj_terms * cared).sum() / cared.sum().clamp(min=1)
         one_hot = F.one_hot(targets.labels.clamp(min=0), self.num_classes).to(raw.dtype)

@@ -7,7 +7,20 @@ from cvops.ops.bilinear import (
     factorized_bilinear_pool,
     lowrank_bilinear_score,
 )
-from cvops.ops.boxes import box_iou, box_iou_aligned
+from cvops.ops.boxes import (
+    box_area,
+    box_convert,
+    box_iou,
+    box_iou_aligned,
+    clip_boxes_to_image,
+    complete_box_iou,
+    complete_box_iou_loss,
+    distance_box_iou,
+    distance_box_iou_loss,
+    generalized_box_iou,
+    generalized_box_iou_loss,
+    remove_small_boxes,
+)
 from cvops.ops.gram import gram_matrix, style_loss
 from cvops.ops.instance_norm import conditional_instance_norm
 from cvops.ops.nms import batched_nms, multiclass_nms, nms, soft_nms
@@ -15,16 +28,26 @@ from cvops.ops.nms import batched_nms, multiclass_nms, nms, soft_nms
 __all__ = [
     "batched_nms",
     "bilinear_pool",
+    "box_area",
+    "box_convert",
     "box_iou",
     "box_iou_aligned",
+    "clip_boxes_to_image",
     "compact_bilinear_params",
     "compact_bilinear_pool",
+    "complete_box_iou",
+    "complete_box_iou_loss",
     "conditional_instance_norm",
+    "distance_box_iou",
+    "distance_box_iou_loss",
     "factorized_bilinear_pool",
+    "generalized_box_iou",
+    "generalized_box_iou_loss",
     "gram_matrix",
     "lowrank_bilinear_score",
     "multiclass_nms",
     "nms",
+    "remove_small_boxes",
     "soft_nms",
     "style_loss",
 ]

@@ -2,11 +2,20 @@
 
 The one policy of every NMS op, on CPU and CUDA (reference/nms.py, the tests and the docs refer here):
 - Boxes are xyxy. IoU is torchvision's nms IoU: inter = max(0, min(x2) − max(x1))·max(0, min(y2) − max(y1)),
-  IoU = inter / (area_i + area_j − inter); float16/bfloat16 boxes are computed in float32.
+  IoU = inter / (area_i + area_j − inter); float16/bfloat16 boxes are computed in float32. Boxes and
+  scores have one dtype; empty boxes may be given as torchvision's `torch.empty((0,))`.
 - Thresholds are compared in float64 against the IoU as computed, as torchvision's kernels do:
-  `iou > iou_threshold` suppresses (iou_threshold >= 0), `score > score_threshold` makes a candidate.
-- Order: boxes are taken by decreasing score, ties lower index first; where classes are involved,
-  by (score descending, class ascending, box index ascending).
+  `iou > iou_threshold` suppresses, `score > score_threshold` makes a candidate. nms and
+  batched_nms take any iou_threshold, as torchvision does: a negative one suppresses every pair of a
+  category, so one box per category remains (torchvision also keeps boxes whose IoU is NaN, and its
+  coordinate-offset path, below 4000 CPU boxes, suppresses across categories too and keeps one box
+  in all); multiclass_nms and soft_nms need iou_threshold >= 0.
+- Order: boxes are taken by decreasing score, ties lower index first (a stable order; torchvision's
+  tie order follows an unstable sort and its internal paths, so with tied scores its kept order, and
+  what survives a later top-K cut, can differ; with distinct scores the results are identical).
+  Where classes are involved, by (score descending, class ascending, box index ascending).
+- batched_nms categories: integer (or bool) idxs as given; floating idxs by value, each distinct value
+  one category (whole numbers stored as floats give the integer result). NaN idxs are an error.
 - A NaN score drops its box: it is never kept and never suppresses (torchvision would sort it first).
 - A box with a NaN coordinate has IoU NaN with everything, and NaN compares false: it neither
   suppresses nor is suppressed (kept if its score allows). The same holds for a pair whose union is
@@ -33,7 +42,7 @@ def _kept_indices_fake(boxes):
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS: boxes [N, 4] xyxy, scores [N] → int64 indices of the kept boxes by decreasing
-    score — the output of torchvision.ops.nms."""
+    score (ties lower index first) — the output of torchvision.ops.nms."""
     return torch.ops.cvops.nms(boxes, scores, iou_threshold)
 
 
@@ -51,7 +60,8 @@ autocast_float32("cvops::nms")
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """NMS within each category idxs[i] (a box only suppresses boxes of its own category), computed
     as one segmented pass — the output of torchvision.ops.batched_nms (kept indices by decreasing
-    score, ties lower index first)."""
+    score, ties lower index first). idxs: integer category ids, or floats (each distinct value one
+    category)."""
     return torch.ops.cvops.batched_nms(boxes, scores, idxs, iou_threshold)
 
 
