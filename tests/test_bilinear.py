@@ -721,3 +721,239 @@ def test_tensor_sketch_backward_rejects_an_empty_sketch():
         torch.ops.cvops._compact_bilinear_pool_ts_backward(
             empty, x, None, h, s, h, s, empty, torch.zeros(0, dtype=torch.float64), "hw", True, False
         )
+
+
+# ---------------------------------------------------------------------------- arguments checked before use
+
+
+def _mfb(cls=cvops.nn.MFB, **kw):
+    return cls(4, 3, k=2, o=2, dropout=0.0, **kw)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda: cvops.compact_bilinear_pool(randn(5)),
+            r"cvops.compact_bilinear_pool: x must have at least 2 dimensions \[B, C, \*spatial\], got shape \[5\]",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), randn(4)),
+            r"cvops.compact_bilinear_pool: y must have at least 2 dimensions",
+        ),
+        (lambda: cvops.bilinear_pool(3), r"cvops.bilinear_pool: x must be a tensor, got int"),
+        (lambda: cvops.bilinear_pool(None), r"cvops.bilinear_pool: x must be a tensor, got None"),
+        (
+            lambda: cvops.bilinear_pool(randn(2, 3, 4), [1.0]),
+            r"cvops.bilinear_pool: y must be a tensor or None, got list",
+        ),
+        (
+            lambda: cvops.bilinear_pool(randn(2, 3, 4), signed_sqrt="no"),
+            r"cvops.bilinear_pool: signed_sqrt must be True or False, got 'no'",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), params=3),
+            r"cvops.compact_bilinear_pool: params must be None or the 4 tensors \(h1, s1, h2, s2\) of "
+            r"compact_bilinear_params\('ts', ...\), got 3",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), kind="rm", params=(randn(3, 8), 2.0)),
+            r"cvops.compact_bilinear_pool: params' w2 must be a tensor, got float",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), l2_normalize=None),
+            r"cvops.compact_bilinear_pool: l2_normalize must be True or False, got None",
+        ),
+        (
+            lambda: cvops.compact_bilinear_params("ts", 3, seed=2**64),
+            r"cvops.compact_bilinear_params: seed must be an int in \[0, 18446744073709551615\], got 18446744073709551616",
+        ),
+        (
+            lambda: cvops.compact_bilinear_pool(randn(2, 3, 4), seed=2**64),
+            r"cvops.compact_bilinear_pool: seed must be an int in \[0, 18446744073709551615\]",
+        ),
+        (lambda: cvops.compact_bilinear_params("ts", 3, device=2.5), r"cvops.compact_bilinear_params: device must be"),
+        (
+            lambda: cvops.factorized_bilinear_pool(randn(2, 4), None, k=2),
+            r"factorized_bilinear_pool: y must be a tensor",
+        ),
+        (lambda: cvops.factorized_bilinear_pool(randn(2, 4), randn(2, 4), k=2.0), r"k must be an int >= 1, got 2.0"),
+        (lambda: cvops.lowrank_bilinear_score(randn(2, 3), "U", num_positive=1), r"U must be a tensor, got str"),
+        (lambda: cvops.nn.BilinearPool(l2_normalize=None), r"cvops.BilinearPool: l2_normalize must be True or False"),
+        (lambda: cvops.nn.CompactBilinearPool(4, 8, seed=2**64), r"cvops.CompactBilinearPool: seed must be an int in"),
+        (lambda: cvops.nn.CompactBilinearPool(4, 8, signed_sqrt="no"), r"cvops.CompactBilinearPool: signed_sqrt"),
+        (
+            lambda: _mfb()(randn(2, 4).float(), randn(3, 3).float()),
+            r"cvops.MFB: y's leading dims must broadcast to x's \[2\], got y of shape \[3, 3\]",
+        ),
+        (
+            lambda: _mfb(cvops.nn.MFH)(randn(2, 4).float(), randn(3, 3).float()),
+            r"cvops.MFH: y's leading dims must broadcast to x's \[2\]",
+        ),
+        (
+            lambda: cvops.nn.MLB(4, 3, rank=2)(randn(2, 4).float(), randn(3, 3).float()),
+            r"cvops.MLB: the leading dims of x \[2\] and y \[3\] must broadcast together",
+        ),
+        (
+            lambda: _mfb()(randn(2, 5).float(), randn(2, 3).float()),
+            r"cvops.MFB: x must have shape \[..., x_dim\] = \[..., 4\], got shape \[2, 5\]",
+        ),
+        (lambda: _mfb()(randn(2, 4), randn(2, 3).float()), r"cvops.MFB: x must have the module's dtype float32"),
+        (lambda: _mfb()(randn(2, 4).float(), torch.ones(2, 3, dtype=torch.long)), r"cvops.MFB: y must be a floating"),
+        (
+            lambda: _mfb()(torch.ones(2, 4, device="meta"), randn(2, 3).float()),
+            r"cvops.MFB: x must be on the module's device \(cpu\), got meta",
+        ),
+        (lambda: cvops.nn.MLB(4, 3, rank=2)(None, randn(2, 3).float()), r"cvops.MLB: x must be a tensor, got None"),
+        (lambda: cvops.nn.MFH(4, 3, k=0), r"cvops.MFH: k must be an int >= 1"),
+        (lambda: _mfb(signed_sqrt=1), r"cvops.MFB: signed_sqrt must be True or False, got 1"),
+        (
+            lambda: cvops.nn.LowRankBilinearClassifier(4, 3, reduced_channels=2)(randn(2, 5, 3, 3).float()),
+            r"cvops.LowRankBilinearClassifier: x must have shape \[B, 4, H, W\] for the 1×1 reduction",
+        ),
+        (lambda: cvops.nn.LowRankBilinearClassifier(4, 3, bias=None), r"bias must be True or False, got None"),
+    ],
+)
+def test_arguments_are_checked_before_use(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_eps_must_be_finite_in_the_compute_dtype():
+    """eps = 1e300 is inf in float32 (all-NaN pools) but finite in float64."""
+    x = randn(2, 3, 4)
+    assert torch.isfinite(cvops.bilinear_pool(x, eps=1e300)).all()
+    assert torch.isfinite(cvops.bilinear_pool(x.float(), eps=3e38)).all()
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        name = str(dtype).removeprefix("torch.")
+        with pytest.raises(
+            ValueError,
+            match=rf"cvops.bilinear_pool: eps must be a finite number >= 0 in float32 "
+            rf"\(the compute dtype of {name} inputs, largest 3.4028234663852886e\+38\), got 1e\+300",
+        ):
+            cvops.bilinear_pool(x.to(dtype), eps=1e300)
+    calls = [
+        lambda t: cvops.compact_bilinear_pool(t, output_dim=8, eps=1e39),
+        lambda t: cvops.compact_bilinear_pool(t, output_dim=8, kind="rm", eps=1e39),
+        lambda t: cvops.factorized_bilinear_pool(t.flatten(1), t.flatten(1), k=2, eps=1e39),
+        lambda t: cvops.nn.BilinearPool(eps=1e39)(t),
+    ]
+    for call in calls:
+        assert torch.isfinite(call(x)).all()
+        with pytest.raises(ValueError, match=r"eps must be a finite number >= 0 in float32"):
+            call(x.float())
+
+
+def _memory_gib():
+    import os
+
+    return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f}"
+
+
+def test_a_huge_output_dim_is_refused_before_allocating():
+    with pytest.raises(
+        ValueError,
+        match=rf"cvops.compact_bilinear_params: output_dim = 1099511627776 asks for a \[512, 1099511627776\] "
+        rf"float32 tensor \(2097152.0 GiB\), more than this machine's memory \({_memory_gib()} GiB\)",
+    ):
+        cvops.compact_bilinear_params("rm", 512, output_dim=2**40)
+    with pytest.raises(ValueError, match=r"x_channels = 1099511627776 asks for a \[1099511627776\] int64 tensor"):
+        cvops.compact_bilinear_params("ts", 2**40)
+    for kind in ("ts", "rm"):
+        with pytest.raises(
+            ValueError,
+            match=r"cvops.compact_bilinear_pool: output_dim = 1099511627776 asks for a \[2, 1099511627776\] float64",
+        ):
+            cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=2**40, kind=kind)
+    with pytest.raises(ValueError, match=r"cvops.CompactBilinearPool: output_dim = 1099511627776 asks for"):
+        cvops.nn.CompactBilinearPool(512, 2**40, kind="rm")
+    # Sizes are Python ints: no overflow however large, and int64's range is stated.
+    with pytest.raises(ValueError, match=r"output_dim = 9223372036854775808 asks for .* more than 2\*\*63 - 1 bytes"):
+        cvops.compact_bilinear_pool(randn(2, 3, 4), output_dim=2**63)
+    with pytest.raises(ValueError, match=r"output_dim must be an int in \[1, 9223372036854775807\]"):
+        cvops.compact_bilinear_params("ts", 3, output_dim=2**63)
+    # Meta tensors allocate nothing: shape inference of a huge sketch is fine.
+    out = cvops.compact_bilinear_pool(torch.ones(2, 3, 4, device="meta"), output_dim=2**40)
+    assert out.shape == (2, 2**40) and out.device.type == "meta"
+
+
+def test_compact_params_are_copies_of_the_cached_draw():
+    first = cvops.compact_bilinear_params("ts", 3, output_dim=16, device="cpu")
+    want = [t.clone() for t in first]
+    for t in first:
+        t.zero_()
+    again = cvops.compact_bilinear_params("ts", 3, output_dim=16, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(again, want))
+
+
+def test_mixed_meta_and_cpu_inputs_are_refused_by_the_fake_kernels():
+    x, meta = randn(2, 3, 4), torch.ones(2, 3, 4, dtype=torch.float64, device="meta")
+    with pytest.raises(RuntimeError, match=r"cvops.bilinear_pool: y must be on the same device as x \(cpu\), got meta"):
+        cvops.bilinear_pool(x, meta)
+    with pytest.raises(RuntimeError, match=r"cvops.bilinear_pool: y must be on the same device as x \(meta\), got cpu"):
+        cvops.bilinear_pool(meta, x)
+    out, norm = torch.ops.cvops._bilinear_pool(x, None, "hw", True, True, 1e-8)
+    with pytest.raises(RuntimeError, match=r"cvops.bilinear_pool_backward: norm must be on the same device as grad"):
+        torch.ops.cvops._bilinear_pool_backward(torch.ones_like(out), x, None, out, norm.to("meta"), "hw", True, True)
+    params = [p.to("meta") if i == 0 else p for i, p in enumerate(cvops.compact_bilinear_params("ts", 3, 3, 8))]
+    with pytest.raises(RuntimeError, match=r"cvops.compact_bilinear_pool: h1 must be on the same device as x \(cpu\)"):
+        cvops.compact_bilinear_pool(x, output_dim=8, params=params)
+    # All meta: shape inference.
+    out, norm = torch.ops.cvops._bilinear_pool(meta, meta[:, :2], "hw", True, True, 1e-8)
+    assert out.shape == (2, 6) and norm.shape == (2,) and out.device.type == "meta"
+
+
+# ---- rank 1, secondary tensors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("positive", [0, 1])
+def test_rank_one_scores_keep_their_sign(positive):
+    # With one column per class, num_positive = 0 makes every score ≤ 0 (the negative part only).
+    x, u = torch.randn(2, 3, 2, 2, dtype=torch.float64), torch.randn(4, 3, 1, dtype=torch.float64)
+    squares = (torch.einsum("bcn,kcr->bknr", x.flatten(2), u) ** 2).sum((2, 3))
+    got = cvops.lowrank_bilinear_score(x, u, num_positive=positive)
+    close(got, squares if positive else -squares, 1e-12)
+    leaves = (x.clone().requires_grad_(), u.clone().requires_grad_())
+    assert torch.autograd.gradcheck(lambda a, b: cvops.lowrank_bilinear_score(a, b, num_positive=positive), leaves)
+    classifier = cvops.nn.LowRankBilinearClassifier(3, 4, rank=1, num_positive=0, bias=False).double()
+    assert (classifier(x) <= 0).all()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda x, out, norm: torch.ops.cvops._bilinear_pool_backward(
+                out.double(), x, None, out, norm, "hw", True, True
+            ),
+            r"cvops.bilinear_pool_backward: grad must have the dtype of x \(Float\), got Double",
+        ),
+        (
+            lambda x, out, norm: torch.ops.cvops._bilinear_pool_backward(
+                out, x, None, out.to(torch.int16), norm, "hw", True, True
+            ),
+            r"cvops.bilinear_pool_backward: out must have the dtype of x \(Float\), got Short",
+        ),
+        (
+            lambda x, out, norm: torch.ops.cvops._bilinear_pool_backward(
+                out, x, None, out, norm.to(torch.complex64), "hw", True, True
+            ),
+            r"cvops.bilinear_pool_backward: norm must be Float, got ComplexFloat",
+        ),
+        (
+            lambda x, out, norm: torch.ops.cvops._compact_bilinear_pool_rm_backward(
+                out, x, None, torch.randn(3, 8), torch.randn(3, 7), out, norm, "hw", True, True
+            ),
+            r"cvops.compact_bilinear_pool_backward: w2 must have w1's output_dim 8",
+        ),
+        (
+            lambda x, out, norm: torch.ops.cvops._bilinear_pool_backward(out, None, None, out, norm, "hw", True, True),
+            r"cvops.bilinear_pool_backward: x must be a tensor, got None",
+        ),
+    ],
+)
+def test_backward_ops_check_their_secondary_tensors(call, match):
+    x = torch.randn(2, 3, 4)
+    out, norm = torch.ops.cvops._bilinear_pool(x, None, "hw", True, True, 1e-8)
+    with pytest.raises(RuntimeError, match=match):
+        call(x, out, norm)

@@ -418,3 +418,67 @@ def test_cuda_bad_device_mix():
             torch.randn(2, 3, 3, device="cuda"),
             target_index=torch.tensor([0, 5], device="cuda"),
         )
+
+
+# ---------------------------------------------------------------------------- arguments checked before use
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: cvops.style_loss([1.0], randn(3, 3)), r"cvops.style_loss: x must be a tensor, got list"),
+        (lambda: cvops.style_loss(randn(2, 3, 4), None), r"cvops.style_loss: target must be a tensor, got None"),
+        (
+            lambda: cvops.style_loss(randn(2, 3, 4), randn(3, 3, 3), target_index=[0, 1]),
+            r"cvops.style_loss: target_index must be a tensor or None, got list",
+        ),
+        (lambda: cvops.gram_matrix(None), r"cvops.gram_matrix: x must be a tensor, got None"),
+        (lambda: cvops.nn.GramMatrix()(3), r"cvops.gram_matrix: x must be a tensor, got int"),
+        (lambda: cvops.nn.StyleLoss(3), r"cvops.StyleLoss: target must be a tensor, got int"),
+        (
+            lambda: cvops.nn.StyleLoss(torch.ones(3, 3, dtype=torch.long)),
+            r"cvops.StyleLoss: target must be a floating-point tensor",
+        ),
+        (
+            lambda: cvops.nn.StyleLoss(randn(2, 3, 3))(randn(2, 3, 4), style_index=1.5),
+            r"cvops.StyleLoss: style_index must be None, an int or an int64 tensor \[B\], got 1.5",
+        ),
+        (lambda: cvops.nn.StyleLoss(randn(2, 3, 3))(randn(2, 3, 4), style_index=True), r"style_index must be None"),
+        (
+            lambda: cvops.nn.StyleLoss(randn(2, 3, 3))(randn(2, 3, 4), style_index=torch.tensor([0.0, 1.0])),
+            r"cvops.StyleLoss: style_index must be an int or an int64 tensor, got torch.float32",
+        ),
+        (
+            lambda: cvops.nn.StyleLoss(randn(2, 3, 3))(randn(2, 3, 4), style_index=torch.tensor([0, 1, 1])),
+            r"cvops.StyleLoss: style_index must have shape \[B\] = \[2\], got \[3\]",
+        ),
+        (
+            lambda: cvops.nn.StyleLoss(randn(2, 3, 3))(randn(3), style_index=0),
+            r"cvops.StyleLoss: x must have at least 3 dimensions \[B, C, \*spatial\], got shape \[3\]",
+        ),
+        (lambda: cvops.nn.StyleLoss(randn(3, 3))(None), r"cvops.StyleLoss: x must be a tensor, got None"),
+    ],
+)
+def test_arguments_are_checked_before_use(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_mixed_meta_and_cpu_inputs_are_refused_by_the_fake_kernels():
+    x, meta = randn(2, 3, 4), torch.ones(3, 3, dtype=torch.float64, device="meta")
+    with pytest.raises(
+        RuntimeError, match=r"cvops.style_loss: target must be on the same device as x \(cpu\), got meta"
+    ):
+        cvops.style_loss(x, meta)
+    with pytest.raises(RuntimeError, match=r"cvops.style_loss: target_index must be on the same device as x"):
+        cvops.style_loss(x, randn(2, 3, 3), target_index=torch.tensor([0, 1], device="meta"))
+    with pytest.raises(
+        RuntimeError, match=r"cvops.gram_matrix_backward: x must be on the same device as grad \(meta\)"
+    ):
+        torch.ops.cvops._gram_matrix_backward(torch.ones(2, 3, 3, device="meta"), x, "chw", 1.0)
+    with pytest.raises(RuntimeError, match=r"cvops.style_loss_backward: residual must be on the same device as"):
+        torch.ops.cvops._style_loss_backward(
+            torch.tensor(1.0), x, torch.ones(2, 3, 3, device="meta"), "chw", 1.0, "mean"
+        )
+    loss = cvops.style_loss(x.to("meta"), meta, reduction="none")
+    assert loss.shape == (2,) and loss.device.type == "meta"

@@ -222,8 +222,8 @@ def test_module():
             lambda: cvops.conditional_instance_norm(
                 torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1]), eps=-1
             ),
-            RuntimeError,
-            r"eps must be a finite number >= 0",
+            ValueError,
+            r"cvops.conditional_instance_norm: eps must be a finite number >= 0",
         ),
         (
             lambda: cvops.conditional_instance_norm(
@@ -314,3 +314,110 @@ def test_cuda_misaligned_input_takes_the_scalar_path():
     torch.testing.assert_close(
         cvops.conditional_instance_norm(x, weight, bias, style).double(), want, rtol=tol, atol=tol
     )
+
+
+# ---------------------------------------------------------------------------- arguments checked before use
+
+
+def _cin(**kw):
+    x, weight, bias, style = make_inputs(2, 3, 4, 4, S=2)
+    return cvops.conditional_instance_norm(x, weight, bias, style, **kw)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: _cin(eps=None), r"cvops.conditional_instance_norm: eps must be a finite number >= 0, got None"),
+        (lambda: _cin(eps=True), r"cvops.conditional_instance_norm: eps must be a finite number >= 0, got True"),
+        (
+            lambda: cvops.conditional_instance_norm(
+                torch.randn(2, 3, 4, 4), None, torch.ones(2, 3), torch.tensor([0, 1])
+            ),
+            r"cvops.conditional_instance_norm: weight must be a tensor, got None",
+        ),
+        (
+            lambda: cvops.conditional_instance_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.ones(2, 3), 1),
+            r"cvops.conditional_instance_norm: style must be a tensor, got int",
+        ),
+        (
+            lambda: cvops.nn.ConditionalInstanceNorm2d(4, None),
+            r"ConditionalInstanceNorm2d: num_styles must be an int >= 1, got None",
+        ),
+        (
+            lambda: cvops.nn.ConditionalInstanceNorm2d(2.5, 3),
+            r"ConditionalInstanceNorm2d: num_features must be an int >= 1, got 2.5",
+        ),
+        (lambda: cvops.nn.ConditionalInstanceNorm2d(True, 3), r"num_features must be an int >= 1, got True"),
+        (
+            lambda: cvops.nn.ConditionalInstanceNorm2d(4, 3, eps="1e-5"),
+            r"ConditionalInstanceNorm2d: eps must be a finite",
+        ),
+        (
+            lambda: cvops.nn.ConditionalInstanceNorm2d(4, 3)(torch.randn(2, 4, 3, 3), 1.5),
+            r"cvops.ConditionalInstanceNorm2d: style must be an int, int64 indices \[B\] or float mixing weights",
+        ),
+        (lambda: cvops.nn.ConditionalInstanceNorm2d(4, 3)(torch.randn(2, 4, 3, 3), True), r"style must be an int"),
+        (lambda: cvops.nn.ConditionalInstanceNorm2d(4, 3)([1.0], 1), r"ConditionalInstanceNorm2d: x must be a tensor"),
+        (
+            lambda: cvops.nn.ConditionalInstanceNorm2d(4, 3)(torch.randn(4), 1),
+            r"cvops.ConditionalInstanceNorm2d: x must have 4 dimensions \[B, C, H, W\], got shape \[4\]",
+        ),
+    ],
+)
+def test_arguments_are_checked_before_use(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_eps_must_be_finite_in_the_compute_dtype():
+    x, weight, bias, style = make_inputs(2, 3, 4, 4, S=2)
+    assert torch.isfinite(cvops.conditional_instance_norm(x, weight, bias, style, eps=1e39)).all()  # float64
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        with pytest.raises(
+            ValueError, match=r"cvops.conditional_instance_norm: eps must be a finite number >= 0 in float32"
+        ):
+            cvops.conditional_instance_norm(x.to(dtype), weight, bias, style, eps=1e39)
+
+
+def test_mixed_meta_and_cpu_inputs_are_refused_by_the_fake_kernels():
+    w = torch.ones(2, 3, device="meta")
+    x, style = torch.randn(2, 3, 4, 4), torch.tensor([0, 1])
+    with pytest.raises(
+        RuntimeError, match=r"cvops.conditional_instance_norm: weight must be on the same device as x \(cpu\), got meta"
+    ):
+        cvops.conditional_instance_norm(x, w, w, style)
+    with pytest.raises(RuntimeError, match=r"cvops.conditional_instance_norm: style must be on the same device as x"):
+        cvops.conditional_instance_norm(x.to("meta"), w, w, style)
+    ones = torch.ones(2, 3)
+    out, mean, rstd = torch.ops.cvops._conditional_instance_norm(x, ones, ones, style, 1e-5, "none")
+    with pytest.raises(
+        RuntimeError, match=r"cvops.conditional_instance_norm_backward: rstd must be on the same device as grad_out"
+    ):
+        torch.ops.cvops._conditional_instance_norm_backward(
+            torch.ones_like(out), x, out, ones, ones, style, mean, rstd.to("meta"), "none"
+        )
+    got = cvops.conditional_instance_norm(x.to("meta"), w, w, style.to("meta"))
+    assert got.shape == x.shape and got.device.type == "meta"
+
+
+def test_an_expanded_style_index_is_range_checked_without_expanding_it():
+    # 2^31 styles from one stored value: the range check reads the one value, not a 17 GB copy.
+    n = 2**31
+    x = torch.zeros(1, 3, 1, 1).expand(n, 3, 1, 1)
+    style = torch.full((1,), 5).expand(n)
+    with pytest.raises(
+        RuntimeError,
+        match=r"cvops.conditional_instance_norm: style values must lie in \[0, 2\), got values in \[5, 5\]",
+    ):
+        cvops.conditional_instance_norm(x, torch.ones(2, 3), torch.zeros(2, 3), style)
+
+
+def test_backward_op_checks_its_saved_tensors():
+    x, w, b = torch.randn(2, 3, 4, 4), torch.ones(2, 3), torch.zeros(2, 3)
+    style = torch.tensor([0, 1])
+    out, mean, rstd = torch.ops.cvops._conditional_instance_norm(x, w, b, style, 1e-5, "none")
+    backward = torch.ops.cvops._conditional_instance_norm_backward
+    with pytest.raises(RuntimeError, match=r"grad_out must have the dtype of x \(Float\), got Bool"):
+        backward(out.bool(), x, out, w, b, style, mean, rstd, "none")
+    with pytest.raises(RuntimeError, match=r"rstd must be Float, got Double"):
+        backward(out, x, out, w, b, style, mean, rstd.double(), "none")

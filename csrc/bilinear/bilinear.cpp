@@ -340,8 +340,8 @@ LowRank check_lowrank(const char* op, const at::Tensor& x, const at::Tensor& u,
 TensorPair bilinear_pool(const at::Tensor& x, const OptTensor& y, std::string_view reduce_name,
                          bool signed_sqrt, bool l2_normalize, double eps) {
   constexpr const char* op = "bilinear_pool";
-  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
+  const Loops& loops = bilinear_loops()(op, x);
   const auto reduce = parse_reduce(op, reduce_name);
   const auto opts = check_epilogue(op, x, signed_sqrt, l2_normalize, eps);
   auto [g, alpha] = pooled_outer(op, p, reduce, loops);
@@ -353,8 +353,8 @@ TensorPair bilinear_pool_backward(const at::Tensor& grad, const at::Tensor& x, c
                                   std::string_view reduce_name, bool signed_sqrt,
                                   bool l2_normalize) {
   constexpr const char* op = "bilinear_pool_backward";
-  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
+  const Loops& loops = bilinear_loops()(op, x);
   const auto reduce = parse_reduce(op, reduce_name);
   check_saved(op, x, grad, out, norm, p.batch, p.c * p.d, l2_normalize);
   const auto grad_z = epilogue_backward(grad, out, norm, signed_sqrt, l2_normalize, loops);
@@ -368,8 +368,8 @@ TensorPair tensor_sketch_pool(const at::Tensor& x, const OptTensor& y, const at:
                               int64_t output_dim, std::string_view reduce_name, bool signed_sqrt,
                               bool l2_normalize, double eps) {
   constexpr const char* op = "compact_bilinear_pool";
-  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
+  const Loops& loops = bilinear_loops()(op, x);
   const auto reduce = parse_reduce(op, reduce_name);
   const auto opts = check_epilogue(op, x, signed_sqrt, l2_normalize, eps);
   const auto args = sketch_args(op, p, x, h1, s1, h2, s2, output_dim);
@@ -396,8 +396,8 @@ TensorPair tensor_sketch_pool_backward(const at::Tensor& grad, const at::Tensor&
                                        const at::Tensor& norm, std::string_view reduce_name,
                                        bool signed_sqrt, bool l2_normalize) {
   constexpr const char* op = "compact_bilinear_pool_backward";
-  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
+  const Loops& loops = bilinear_loops()(op, x);
   const auto reduce = parse_reduce(op, reduce_name);
   // The forward never makes an empty sketch: out [B, 0] can only come from a direct call.
   CVOPS_CHECK(out.dim() == 2 && out.size(1) >= 1, op,
@@ -418,8 +418,8 @@ TensorPair random_maclaurin_pool(const at::Tensor& x, const OptTensor& y, const 
                                  const at::Tensor& w2, std::string_view reduce_name,
                                  bool signed_sqrt, bool l2_normalize, double eps) {
   constexpr const char* op = "compact_bilinear_pool";
-  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
+  const Loops& loops = bilinear_loops()(op, x);
   const auto reduce = parse_reduce(op, reduce_name);
   const auto opts = check_epilogue(op, x, signed_sqrt, l2_normalize, eps);
   check_projections(op, w1, w2, p, x);
@@ -434,8 +434,8 @@ TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tens
                                           const at::Tensor& norm, std::string_view reduce_name,
                                           bool signed_sqrt, bool l2_normalize) {
   constexpr const char* op = "compact_bilinear_pool_backward";
-  const Loops& loops = bilinear_loops()(op, x);
   const auto p = check_pair(op, x, y);
+  const Loops& loops = bilinear_loops()(op, x);
   const auto reduce = parse_reduce(op, reduce_name);
   check_projections(op, w1, w2, p, x);
   const int64_t d = w1.size(1);
@@ -481,8 +481,8 @@ TensorPair random_maclaurin_pool_backward(const at::Tensor& grad, const at::Tens
 TensorPair factorized_bilinear_pool(const at::Tensor& x, const at::Tensor& y, int64_t k,
                                     bool signed_sqrt, bool l2_normalize, double eps) {
   constexpr const char* op = "factorized_bilinear_pool";
-  const Loops& loops = bilinear_loops()(op, x);
   check_factorized(op, x, y, k);
+  const Loops& loops = bilinear_loops()(op, x);
   const auto opts = check_epilogue(op, x, signed_sqrt, l2_normalize, eps);
   const int64_t B = x.size(0), o = x.size(1) / k;
   auto out = at::empty({B, o}, x.options());
@@ -500,8 +500,8 @@ TensorPair factorized_bilinear_pool_backward(const at::Tensor& grad, const at::T
                                              const at::Tensor& norm, int64_t k, bool signed_sqrt,
                                              bool l2_normalize) {
   constexpr const char* op = "factorized_bilinear_pool_backward";
-  const Loops& loops = bilinear_loops()(op, x);
   check_factorized(op, x, y, k);
+  const Loops& loops = bilinear_loops()(op, x);
   const int64_t B = x.size(0), o = x.size(1) / k;
   check_saved(op, x, grad, out, norm, B, o, l2_normalize);
   auto grad_x = at::empty(x.sizes(), x.options());
@@ -519,6 +519,7 @@ TensorPair factorized_bilinear_pool_backward(const at::Tensor& grad, const at::T
 
 at::Tensor lowrank_bilinear_score(const at::Tensor& x, const at::Tensor& u, int64_t num_positive) {
   constexpr const char* op = "lowrank_bilinear_score";
+  check_defined(op, "x", x);
   const Loops& loops = bilinear_loops()(op, x);
   const auto lr = check_lowrank(op, x, u, num_positive, loops);
   auto score = at::zeros({lr.batch, lr.classes}, x.options().dtype(acc_dtype(x)));
@@ -538,6 +539,7 @@ at::Tensor lowrank_bilinear_score(const at::Tensor& x, const at::Tensor& u, int6
 TensorPair lowrank_bilinear_score_backward(const at::Tensor& grad, const at::Tensor& x,
                                            const at::Tensor& u, int64_t num_positive) {
   constexpr const char* op = "lowrank_bilinear_score_backward";
+  check_defined(op, "x", x);
   const Loops& loops = bilinear_loops()(op, x);
   const auto lr = check_lowrank(op, x, u, num_positive, loops);
   check_same_dtype(op, "grad", grad, "x", x);

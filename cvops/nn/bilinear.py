@@ -12,8 +12,17 @@ from cvops.ops import (
     factorized_bilinear_pool,
     lowrank_bilinear_score,
 )
-from cvops.ops._validate import COMPACT_KINDS, POOL_NORMALIZE, check_choice, check_eps, check_int
-from cvops.ops.bilinear import DEFAULT_EPS
+from cvops.ops._validate import (
+    COMPACT_KINDS,
+    POOL_NORMALIZE,
+    check_bool,
+    check_choice,
+    check_eps,
+    check_int,
+    check_module_input,
+    check_tensor,
+)
+from cvops.ops.bilinear import DEFAULT_EPS, SEED_MAX, _check_params_size
 
 
 def _dropout_rate(owner, p):
@@ -27,12 +36,11 @@ class BilinearPool(nn.Module):
 
     def __init__(self, *, normalize="hw", signed_sqrt=True, l2_normalize=True, eps=DEFAULT_EPS):
         super().__init__()
-        self.normalize = check_choice("BilinearPool", "normalize", normalize, POOL_NORMALIZE)
-        self.signed_sqrt, self.l2_normalize, self.eps = (
-            bool(signed_sqrt),
-            bool(l2_normalize),
-            check_eps("BilinearPool", eps),
-        )
+        owner = "BilinearPool"
+        self.normalize = check_choice(owner, "normalize", normalize, POOL_NORMALIZE)
+        self.signed_sqrt = check_bool(owner, "signed_sqrt", signed_sqrt)
+        self.l2_normalize = check_bool(owner, "l2_normalize", l2_normalize)
+        self.eps = check_eps(owner, eps)  # and against the input's dtype, by bilinear_pool
 
     def forward(self, x: Tensor, y: Tensor = None) -> Tensor:
         return bilinear_pool(
@@ -68,8 +76,11 @@ class CompactBilinearPool(nn.Module):
         self.output_dim = check_int(owner, "output_dim", output_dim)
         self.kind = check_choice(owner, "kind", kind, COMPACT_KINDS)
         self.normalize = check_choice(owner, "normalize", normalize, POOL_NORMALIZE)
-        self.signed_sqrt, self.l2_normalize, self.eps = bool(signed_sqrt), bool(l2_normalize), check_eps(owner, eps)
-        self.seed = seed
+        self.signed_sqrt = check_bool(owner, "signed_sqrt", signed_sqrt)
+        self.l2_normalize = check_bool(owner, "l2_normalize", l2_normalize)
+        self.eps = check_eps(owner, eps)
+        self.seed = check_int(owner, "seed", seed, 0, SEED_MAX)
+        _check_params_size(owner, kind, self.in_channels, self.in_channels2, self.output_dim, None)
         params = compact_bilinear_params(kind, self.in_channels, self.in_channels2, self.output_dim, seed)
         names = ("h1", "s1", "h2", "s2") if kind == "ts" else ("w1", "w2")
         for name, tensor in zip(names, params):
@@ -77,6 +88,7 @@ class CompactBilinearPool(nn.Module):
         self._names = names
 
     def forward(self, x: Tensor, y: Tensor = None) -> Tensor:
+        check_tensor("CompactBilinearPool", "y", y, optional=True)
         if y is None and self.in_channels2 != self.in_channels:
             raise ValueError(
                 f"cvops.CompactBilinearPool: y is required: in_channels2 = {self.in_channels2} "
@@ -106,6 +118,41 @@ def _flatten_rows(t):
     return t.reshape(-1, t.shape[-1])
 
 
+def _check_fusion(owner, x_dim, y_dim, k, o, dropout, signed_sqrt, l2_normalize):
+    check_int(owner, "x_dim", x_dim)
+    check_int(owner, "y_dim", y_dim)
+    check_int(owner, "k", k)
+    check_int(owner, "o", o)
+    _dropout_rate(owner, dropout)
+    check_bool(owner, "signed_sqrt", signed_sqrt)
+    check_bool(owner, "l2_normalize", l2_normalize)
+
+
+def _check_vectors(owner, x, y, proj_x, proj_y, *, y_broadcasts_to_x):
+    """x [..., x_dim] and y [..., y_dim] for the projections proj_x and proj_y (nn.Linear), with
+    y's leading dims broadcasting to x's (y_broadcasts_to_x) or both broadcasting together."""
+    for name, t, proj in (("x", x, proj_x), ("y", y, proj_y)):
+        check_module_input(owner, name, t, proj.weight)
+        if t.dim() < 1 or t.shape[-1] != proj.in_features:
+            raise ValueError(
+                f"cvops.{owner}: {name} must have shape [..., {name}_dim] = [..., {proj.in_features}], "
+                f"got shape {list(t.shape)}"
+            )
+    lead_x, lead_y = x.shape[:-1], y.shape[:-1]
+    try:
+        lead = torch.broadcast_shapes(lead_x, lead_y)
+    except RuntimeError:
+        lead = None
+    if y_broadcasts_to_x and lead != lead_x:
+        raise ValueError(
+            f"cvops.{owner}: y's leading dims must broadcast to x's {list(lead_x)}, got y of shape {list(y.shape)}"
+        )
+    if lead is None:
+        raise ValueError(
+            f"cvops.{owner}: the leading dims of x {list(lead_x)} and y {list(lead_y)} must broadcast together"
+        )
+
+
 class MFB(nn.Module):
     """Multi-modal factorized bilinear pooling (Yu et al. 2017): x [..., x_dim], y [..., y_dim]
     (leading dims broadcast to x's) → [..., o] = pool_k(dropout(Wx·x ∘ Wy·y)), then signed sqrt and L2.
@@ -116,12 +163,12 @@ class MFB(nn.Module):
 
     def __init__(self, x_dim, y_dim, *, k=5, o=1000, dropout=0.1, signed_sqrt=True, l2_normalize=True):
         super().__init__()
-        owner = type(self).__name__
-        self.k, self.o = check_int(owner, "k", k), check_int(owner, "o", o)
-        self.proj_x = nn.Linear(check_int(owner, "x_dim", x_dim), k * o)
-        self.proj_y = nn.Linear(check_int(owner, "y_dim", y_dim), k * o)
-        self.dropout = nn.Dropout(_dropout_rate(owner, dropout))
-        self.signed_sqrt, self.l2_normalize = bool(signed_sqrt), bool(l2_normalize)
+        _check_fusion(type(self).__name__, x_dim, y_dim, k, o, dropout, signed_sqrt, l2_normalize)
+        self.k, self.o = k, o
+        self.proj_x = nn.Linear(x_dim, k * o)
+        self.proj_y = nn.Linear(y_dim, k * o)
+        self.dropout = nn.Dropout(dropout)
+        self.signed_sqrt, self.l2_normalize = signed_sqrt, l2_normalize
 
     def _pool(self, xp, yp):
         lead = xp.shape[:-1]
@@ -133,6 +180,9 @@ class MFB(nn.Module):
     def forward(self, x: Tensor, y: Tensor, *, previous: Tensor = None, return_expanded=False):
         """y's leading dims may broadcast against x's (one question for every grid cell): it is
         projected once, then expanded."""
+        owner = type(self).__name__
+        _check_vectors(owner, x, y, self.proj_x, self.proj_y, y_broadcasts_to_x=True)
+        check_bool(owner, "return_expanded", return_expanded)
         xp = self.proj_x(x)
         yp = self.proj_y(y)
         if yp.shape != xp.shape:
@@ -153,6 +203,7 @@ class MFH(nn.Module):
 
     def __init__(self, x_dim, y_dim, *, k=5, o=1000, order=2, dropout=0.1, signed_sqrt=True, l2_normalize=True):
         super().__init__()
+        _check_fusion("MFH", x_dim, y_dim, k, o, dropout, signed_sqrt, l2_normalize)
         self.order = check_int("MFH", "order", order)
         self.stages = nn.ModuleList(
             MFB(x_dim, y_dim, k=k, o=o, dropout=dropout, signed_sqrt=signed_sqrt, l2_normalize=l2_normalize)
@@ -161,6 +212,8 @@ class MFH(nn.Module):
         self.o = o
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        first = self.stages[0]
+        _check_vectors("MFH", x, y, first.proj_x, first.proj_y, y_broadcasts_to_x=True)
         outputs, expanded = [], None
         for stage in self.stages:
             out, expanded = stage(x, y, previous=expanded, return_expanded=True)
@@ -183,6 +236,7 @@ class MLB(nn.Module):
         self.out = None if output_dim is None else nn.Linear(rank, check_int("MLB", "output_dim", output_dim))
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        _check_vectors("MLB", x, y, self.proj_x, self.proj_y, y_broadcasts_to_x=False)
         z = torch.tanh(self.proj_x(x)) * torch.tanh(self.proj_y(y))
         z = self.dropout(z)
         return z if self.out is None else self.out(z)
@@ -196,7 +250,8 @@ class LowRankBilinearClassifier(nn.Module):
     def __init__(self, in_channels, num_classes, *, rank=8, num_positive=None, reduced_channels=None, bias=True):
         super().__init__()
         owner = "LowRankBilinearClassifier"
-        check_int(owner, "in_channels", in_channels)
+        self.in_channels = check_int(owner, "in_channels", in_channels)
+        check_bool(owner, "bias", bias)
         self.num_classes = check_int(owner, "num_classes", num_classes)
         self.rank = check_int(owner, "rank", rank)
         self.num_positive = rank // 2 if num_positive is None else num_positive
@@ -224,7 +279,14 @@ class LowRankBilinearClassifier(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.reduce is not None:
+        if self.reduce is not None:  # without it, lowrank_bilinear_score checks x
+            owner = "LowRankBilinearClassifier"
+            check_module_input(owner, "x", x, self.reduce.weight)
+            if x.dim() != 4 or x.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"cvops.{owner}: x must have shape [B, {self.in_channels}, H, W] for the 1×1 reduction, "
+                    f"got shape {list(x.shape)}"
+                )
             x = self.reduce(x)
         scores = lowrank_bilinear_score(x, self.U, num_positive=self.num_positive)
         return scores if self.bias is None else scores + self.bias

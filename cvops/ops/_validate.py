@@ -2,8 +2,11 @@
 module) and the argument."""
 
 import math
+import os
 
 import torch
+
+from cvops.ops._registration import opmath
 
 GRAM_NORMALIZE = ("none", "hw", "chw")  # gram_matrix / style_loss: also a positive number
 POOL_NORMALIZE = ("hw", "none")  # the bilinear pools: divide by the number of positions, or sum
@@ -19,10 +22,62 @@ def check_choice(op, name, value, choices):
     return value
 
 
-def check_int(op, name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"cvops.{op}: {name} must be an int >= {minimum}, got {value!r}")
+def check_int(op, name, value, minimum=1, maximum=None):
+    if maximum is None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"cvops.{op}: {name} must be an int >= {minimum}, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"cvops.{op}: {name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
+
+
+def check_bool(op, name, value):
+    # bool() would take any object (a string, a tensor, None) as a flag.
+    if not isinstance(value, bool):
+        raise ValueError(f"cvops.{op}: {name} must be True or False, got {value!r}")
+    return value
+
+
+def check_number(op, name, value):
+    """A real number (an int or a float, not a bool): the ops compare it, so NaN is theirs to refuse."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"cvops.{op}: {name} must be a number, got {value!r}")
+    return float(value)
+
+
+def check_tensor(op, name, value, *, optional=False):
+    """value must be a tensor (or None when optional); returns it."""
+    if value is None and optional:
+        return value
+    if not isinstance(value, torch.Tensor):
+        got = "None" if value is None else type(value).__name__
+        raise ValueError(f"cvops.{op}: {name} must be a {'tensor or None' if optional else 'tensor'}, got {got}")
+    return value
+
+
+def check_min_dim(op, name, t, min_dim, layout):
+    """Before indexing t's dims, in the C++ kernels' words."""
+    if t.dim() < min_dim:
+        raise ValueError(
+            f"cvops.{op}: {name} must have at least {min_dim} dimensions {layout}, got shape {list(t.shape)}"
+        )
+    return t
+
+
+def check_module_input(owner, name, t, parameter):
+    """An input that a module multiplies with its own parameter (nn.Linear, nn.Conv2d) before any
+    cvops op sees it: a floating tensor on the parameter's device, in its dtype unless autocast is on."""
+    check_tensor(owner, name, t)
+    if not t.dtype.is_floating_point:
+        raise ValueError(f"cvops.{owner}: {name} must be a floating-point tensor, got {_dtype_name(t.dtype)}")
+    if t.device != parameter.device:
+        raise ValueError(f"cvops.{owner}: {name} must be on the module's device ({parameter.device}), got {t.device}")
+    if t.dtype != parameter.dtype and not torch.is_autocast_enabled(t.device.type):
+        raise ValueError(
+            f"cvops.{owner}: {name} must have the module's dtype {_dtype_name(parameter.dtype)} "
+            f"(convert one of them, or run under autocast), got {_dtype_name(t.dtype)}"
+        )
+    return t
 
 
 def check_positive_number(op, name, value):
@@ -33,10 +88,61 @@ def check_positive_number(op, name, value):
     return float(value)
 
 
-def check_eps(op, eps):
+def check_eps(op, eps, dtype=None):
+    """eps must be a finite number >= 0, and finite in the dtype it is computed in: opmath(dtype)
+    (float32 for float16/bfloat16/float32 inputs, float64 for float64) when dtype is given. A
+    non-floating dtype is left to the op's own check of its input."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:  # NaN fails too
         raise ValueError(f"cvops.{op}: eps must be a finite number >= 0, got {eps!r}")
+    if dtype is not None and dtype.is_floating_point:
+        compute = opmath(dtype)
+        largest = torch.finfo(compute).max
+        if eps > largest:
+            raise ValueError(
+                f"cvops.{op}: eps must be a finite number >= 0 in {_dtype_name(compute)} (the compute dtype of "
+                f"{_dtype_name(dtype)} inputs, largest {largest!r}), got {eps!r}"
+            )
     return float(eps)
+
+
+def _dtype_name(dtype):
+    return str(dtype).removeprefix("torch.")
+
+
+def _device_memory(device):
+    """The device's total memory in bytes, or None where there is no limit to state (meta)."""
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+            return None
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def check_output_size(op, argument, shape, dtype, device, *, value=None):
+    """Refuse, before allocating it, a tensor of `shape` and `dtype` on `device` larger than the
+    device's memory, naming the argument that asked for it (`value`: its value, for the message).
+    Sizes are Python ints, so the byte count is exact however large; more than 2**63 - 1 bytes is
+    refused on any device. Nothing is checked while torch.compile traces (it cannot trace
+    os.sysconf, and its sizes may be symbolic)."""
+    if torch.compiler.is_compiling() or not all(isinstance(n, int) for n in shape):
+        return
+    device = torch.device(device if device is not None else "cpu")
+    numel = math.prod(shape)
+    nbytes = numel * dtype.itemsize
+    asked = f"{argument} = {value}" if value is not None else argument
+    tensor = f"a {list(shape)} {_dtype_name(dtype)} tensor ({nbytes / 2**30:.1f} GiB)"
+    if nbytes > _INT64_MAX:
+        raise ValueError(f"cvops.{op}: {asked} asks for {tensor}, more than 2**63 - 1 bytes")
+    memory = _device_memory(device)
+    if memory is not None and nbytes > memory:
+        where = "this machine's memory" if device.type == "cpu" else f"the memory of {device}"
+        raise ValueError(f"cvops.{op}: {asked} asks for {tensor}, more than {where} ({memory / 2**30:.1f} GiB)")
 
 
 def check_gram_normalize(op, normalize):
@@ -54,7 +160,7 @@ def check_activation(op, activation):
 
 def broadcast_style(style, batch, device):
     """A style given as one int for the whole batch → int64 [batch] of it; anything else unchanged
-    (the ops check tensors' dtype, shape and range)."""
-    if isinstance(style, int):
+    (the ops check tensors' dtype, shape and range; a bool is not a style index)."""
+    if isinstance(style, int) and not isinstance(style, bool):
         return torch.full((batch,), style, dtype=torch.long, device=device)
     return style

@@ -19,8 +19,18 @@ import functools
 import torch
 from torch import Tensor
 
-from cvops.ops._registration import check_features_fake, grads, opmath
-from cvops.ops._validate import COMPACT_KINDS, POOL_NORMALIZE, check_choice, check_eps, check_int
+from cvops.ops._registration import check_features_fake, grads, opmath, register_fake
+from cvops.ops._validate import (
+    COMPACT_KINDS,
+    POOL_NORMALIZE,
+    check_bool,
+    check_choice,
+    check_eps,
+    check_int,
+    check_min_dim,
+    check_output_size,
+    check_tensor,
+)
 
 __all__ = [
     "bilinear_pool",
@@ -31,21 +41,27 @@ __all__ = [
 ]
 
 DEFAULT_EPS = 1e-8
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed's range
+INT64_MAX = 2**63 - 1  # sizes the C++ schemas take (int64)
 
 
 def _same_dtype(*tensors):
-    """One compute dtype for the inputs: autocast's when it is on for their device (the ops
-    accumulate half/bfloat16 in float32), else the promotion of their dtypes."""
+    """One compute dtype for the floating inputs: autocast's when it is on for their device (the
+    ops accumulate half/bfloat16 in float32), else the promotion of their dtypes. Any non-floating
+    input leaves them all as they are, for the op to name the one at fault."""
     present = [t for t in tensors if t is not None]
+    if not all(t.dtype.is_floating_point for t in present):
+        return list(tensors)
     device_type = present[0].device.type
     if device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
     else:
         dtype = functools.reduce(torch.promote_types, [t.dtype for t in present])
-    return [
-        None if t is None else (t if t.dtype == dtype or not t.dtype.is_floating_point else t.to(dtype))
-        for t in tensors
-    ]
+    return [t if t is None or t.dtype == dtype else t.to(dtype) for t in tensors]
+
+
+def _check_pool_flags(op, signed_sqrt, l2_normalize):
+    return check_bool(op, "signed_sqrt", signed_sqrt), check_bool(op, "l2_normalize", l2_normalize)
 
 
 def _pool_outputs_fake(x, width, l2_normalize):
@@ -70,20 +86,24 @@ def bilinear_pool(
     the signed square root and L2 normalisation if asked. [B, C] inputs count as one position.
     With y = None only the upper triangle of the Gram matrix is multiplied (the gram family's kernel)."""
     op = "bilinear_pool"
+    check_tensor(op, "x", x)
+    check_tensor(op, "y", y, optional=True)
     check_choice(op, "normalize", normalize, POOL_NORMALIZE)
+    signed_sqrt, l2_normalize = _check_pool_flags(op, signed_sqrt, l2_normalize)
     x, y = _same_dtype(x, y)
-    out, _ = torch.ops.cvops._bilinear_pool(x, y, normalize, bool(signed_sqrt), bool(l2_normalize), check_eps(op, eps))
+    eps = check_eps(op, eps, x.dtype)
+    out, _ = torch.ops.cvops._bilinear_pool(x, y, normalize, signed_sqrt, l2_normalize, eps)
     return out
 
 
-@torch.library.register_fake("cvops::_bilinear_pool")
+@register_fake("cvops::_bilinear_pool")
 def _bilinear_pool_fake(x, y, normalize, signed_sqrt, l2_normalize, eps):
     check_features_fake("bilinear_pool", x, 2)
     channels_y = x.shape[1] if y is None else y.shape[1]
     return _pool_outputs_fake(x, x.shape[1] * channels_y, l2_normalize)
 
 
-@torch.library.register_fake("cvops::_bilinear_pool_backward")
+@register_fake("cvops::_bilinear_pool_backward")
 def _bilinear_pool_backward_fake(grad, x, y, out, norm, normalize, signed_sqrt, l2_normalize):
     return _input_grads_fake(x, y)
 
@@ -112,17 +132,41 @@ torch.library.register_autograd("cvops::_bilinear_pool", _bilinear_pool_backward
 @functools.lru_cache(maxsize=32)
 def _params_cpu(kind, x_channels, y_channels, output_dim, seed):
     gen = torch.Generator().manual_seed(seed)
+    cpu = torch.device("cpu")  # the draw is the CPU generator's, whatever the default device
 
     def signs(*shape):
-        return (torch.randint(0, 2, shape, generator=gen) * 2 - 1).to(torch.float32)
+        return (torch.randint(0, 2, shape, generator=gen, device=cpu) * 2 - 1).to(torch.float32)
 
     if kind == "ts":
-        h1 = torch.randint(0, output_dim, (x_channels,), generator=gen)
+        h1 = torch.randint(0, output_dim, (x_channels,), generator=gen, device=cpu)
         s1 = signs(x_channels)
-        h2 = torch.randint(0, output_dim, (y_channels,), generator=gen)
+        h2 = torch.randint(0, output_dim, (y_channels,), generator=gen, device=cpu)
         s2 = signs(y_channels)
         return h1, s1, h2, s2
     return signs(x_channels, output_dim), signs(y_channels, output_dim)
+
+
+def _check_device(op, device):
+    if device is None:
+        return None
+    try:
+        return torch.device(device)
+    except (TypeError, RuntimeError, ValueError):
+        raise ValueError(
+            f"cvops.{op}: device must be None, a torch.device or a device string, got {device!r}"
+        ) from None
+
+
+def _check_params_size(op, kind, x_channels, y_channels, output_dim, device):
+    """compact_bilinear_params' tensors, refused before they are drawn (on the CPU, then moved)."""
+    targets = [torch.device("cpu")] + ([device] if device is not None and device.type != "cpu" else [])
+    for target in targets:
+        for name, channels in (("x_channels", x_channels), ("y_channels", y_channels)):
+            if kind == "ts":
+                check_output_size(op, name, (channels,), torch.int64, target, value=channels)
+            else:  # the larger of the two sizes is the one to blame
+                culprit = ("output_dim", output_dim) if output_dim >= channels else (name, channels)
+                check_output_size(op, culprit[0], (channels, output_dim), torch.float32, target, value=culprit[1])
 
 
 def compact_bilinear_params(kind, x_channels, y_channels=None, output_dim=8192, seed=0, device=None):
@@ -132,12 +176,15 @@ def compact_bilinear_params(kind, x_channels, y_channels=None, output_dim=8192, 
     (two independent draws even when y = x)."""
     op = "compact_bilinear_params"
     check_choice(op, "kind", kind, COMPACT_KINDS)
-    check_int(op, "x_channels", x_channels, 0)
-    y_channels = x_channels if y_channels is None else check_int(op, "y_channels", y_channels, 0)
-    check_int(op, "output_dim", output_dim, 1)
-    check_int(op, "seed", seed, 0)
+    check_int(op, "x_channels", x_channels, 0, INT64_MAX)
+    y_channels = x_channels if y_channels is None else check_int(op, "y_channels", y_channels, 0, INT64_MAX)
+    check_int(op, "output_dim", output_dim, 1, INT64_MAX)
+    check_int(op, "seed", seed, 0, SEED_MAX)
+    device = _check_device(op, device)
+    _check_params_size(op, kind, x_channels, y_channels, output_dim, device)
     params = _params_cpu(kind, x_channels, y_channels, output_dim, seed)
-    return tuple(p.to(device) if device is not None else p.clone() for p in params)
+    # Copies: the drawn tensors are cached, and a caller may write into what it gets.
+    return tuple(p.clone() if device is None else p.to(device, copy=True) for p in params)
 
 
 def compact_bilinear_pool(
@@ -164,52 +211,76 @@ def compact_bilinear_pool(
     by default they are drawn from `seed`. Differentiable in x and y.
     """
     op = "compact_bilinear_pool"
+    check_tensor(op, "x", x)
+    check_tensor(op, "y", y, optional=True)
     check_choice(op, "kind", kind, COMPACT_KINDS)
     check_choice(op, "normalize", normalize, POOL_NORMALIZE)
-    check_int(op, "output_dim", output_dim, 1)
-    eps = check_eps(op, eps)
+    check_int(op, "output_dim", output_dim, 1)  # too large: check_output_size below
+    check_int(op, "seed", seed, 0, SEED_MAX)
+    signed_sqrt, l2_normalize = _check_pool_flags(op, signed_sqrt, l2_normalize)
+    params = _check_params(op, kind, params)
+    check_output_size(op, "output_dim", (x.shape[0] if x.dim() else 1, output_dim), x.dtype, x.device, value=output_dim)
     x, y = _same_dtype(x, y)
+    eps = check_eps(op, eps, x.dtype)
     if params is None:
+        check_min_dim(op, "x", x, 2, "[B, C, *spatial]")
+        if y is not None:
+            check_min_dim(op, "y", y, 2, "[B, D, *spatial]")
         channels_y = x.shape[1] if y is None else y.shape[1]
         params = compact_bilinear_params(kind, x.shape[1], channels_y, output_dim, seed, device=x.device)
     if kind == "ts":
         h1, s1, h2, s2 = params
         out, _ = torch.ops.cvops._compact_bilinear_pool_ts(
-            x, y, h1, s1, h2, s2, output_dim, normalize, bool(signed_sqrt), bool(l2_normalize), eps
+            x, y, h1, s1, h2, s2, output_dim, normalize, signed_sqrt, l2_normalize, eps
         )
     else:
         w1, w2 = params
-        if w1.shape[-1] != output_dim:
-            raise ValueError(
-                f"cvops.{op}: params' W1 has {w1.shape[-1]} output columns, but output_dim is {output_dim}"
-            )
-        out, _ = torch.ops.cvops._compact_bilinear_pool_rm(
-            x, y, w1, w2, normalize, bool(signed_sqrt), bool(l2_normalize), eps
-        )
+        if w1.dim() == 2 and w1.shape[1] != output_dim:  # other shapes: the op words the error
+            raise ValueError(f"cvops.{op}: params' w1 has {w1.shape[1]} output columns, but output_dim is {output_dim}")
+        out, _ = torch.ops.cvops._compact_bilinear_pool_rm(x, y, w1, w2, normalize, signed_sqrt, l2_normalize, eps)
     return out
 
 
-@torch.library.register_fake("cvops::_compact_bilinear_pool_ts")
+_PARAM_NAMES = {"ts": ("h1", "s1", "h2", "s2"), "rm": ("w1", "w2")}
+
+
+def _check_params(op, kind, params):
+    """None, or the tensors of compact_bilinear_params(kind, ...) as a tuple or list."""
+    if params is None:
+        return None
+    names = _PARAM_NAMES[kind]
+    if not isinstance(params, (tuple, list)) or len(params) != len(names):
+        got = f"{type(params).__name__} of length {len(params)}" if isinstance(params, (tuple, list)) else repr(params)
+        raise ValueError(
+            f"cvops.{op}: params must be None or the {len(names)} tensors ({', '.join(names)}) of "
+            f"compact_bilinear_params({kind!r}, ...), got {got}"
+        )
+    for name, tensor in zip(names, params):
+        check_tensor(op, f"params' {name}", tensor)
+    return tuple(params)
+
+
+@register_fake("cvops::_compact_bilinear_pool_ts", op="compact_bilinear_pool")
 def _compact_bilinear_pool_ts_fake(x, y, h1, s1, h2, s2, output_dim, normalize, signed_sqrt, l2_normalize, eps):
     check_features_fake("compact_bilinear_pool", x, 2)
     torch._check(output_dim >= 1, lambda: f"cvops.compact_bilinear_pool: output_dim must be >= 1, got {output_dim}")
     return _pool_outputs_fake(x, output_dim, l2_normalize)
 
 
-@torch.library.register_fake("cvops::_compact_bilinear_pool_ts_backward")
+@register_fake("cvops::_compact_bilinear_pool_ts_backward", op="compact_bilinear_pool_backward")
 def _compact_bilinear_pool_ts_backward_fake(
     grad, x, y, h1, s1, h2, s2, out, norm, normalize, signed_sqrt, l2_normalize
 ):
     return _input_grads_fake(x, y)
 
 
-@torch.library.register_fake("cvops::_compact_bilinear_pool_rm")
+@register_fake("cvops::_compact_bilinear_pool_rm", op="compact_bilinear_pool")
 def _compact_bilinear_pool_rm_fake(x, y, w1, w2, normalize, signed_sqrt, l2_normalize, eps):
     check_features_fake("compact_bilinear_pool", x, 2)
     return _pool_outputs_fake(x, w1.shape[1], l2_normalize)
 
 
-@torch.library.register_fake("cvops::_compact_bilinear_pool_rm_backward")
+@register_fake("cvops::_compact_bilinear_pool_rm_backward", op="compact_bilinear_pool_backward")
 def _compact_bilinear_pool_rm_backward_fake(grad, x, y, w1, w2, out, norm, normalize, signed_sqrt, l2_normalize):
     return _input_grads_fake(x, y)
 
@@ -268,15 +339,17 @@ def factorized_bilinear_pool(
     Σ over contiguous groups of k of x∘y, then the signed square root and L2 normalisation, in one
     pass (and one pass backward)."""
     op = "factorized_bilinear_pool"
+    check_tensor(op, "x", x)
+    check_tensor(op, "y", y)
     check_int(op, "k", k, 1)
+    signed_sqrt, l2_normalize = _check_pool_flags(op, signed_sqrt, l2_normalize)
     x, y = _same_dtype(x, y)
-    out, _ = torch.ops.cvops._factorized_bilinear_pool(
-        x, y, k, bool(signed_sqrt), bool(l2_normalize), check_eps(op, eps)
-    )
+    eps = check_eps(op, eps, x.dtype)
+    out, _ = torch.ops.cvops._factorized_bilinear_pool(x, y, k, signed_sqrt, l2_normalize, eps)
     return out
 
 
-@torch.library.register_fake("cvops::_factorized_bilinear_pool")
+@register_fake("cvops::_factorized_bilinear_pool")
 def _factorized_bilinear_pool_fake(x, y, k, signed_sqrt, l2_normalize, eps):
     torch._check(
         x.dim() == 2, lambda: f"cvops.factorized_bilinear_pool: x must have 2 dimensions [B, k·o], got {x.dim()}"
@@ -285,7 +358,7 @@ def _factorized_bilinear_pool_fake(x, y, k, signed_sqrt, l2_normalize, eps):
     return _pool_outputs_fake(x, x.shape[1] // k, l2_normalize)
 
 
-@torch.library.register_fake("cvops::_factorized_bilinear_pool_backward")
+@register_fake("cvops::_factorized_bilinear_pool_backward")
 def _factorized_bilinear_pool_backward_fake(grad, x, y, out, norm, k, signed_sqrt, l2_normalize):
     return x.new_empty(x.shape), y.new_empty(y.shape)
 
@@ -320,19 +393,22 @@ def lowrank_bilinear_score(x: Tensor, U: Tensor, *, num_positive) -> Tensor:
     [B, K] = Σ_p ‖U₊ᵀx_p‖² − ‖U₋ᵀx_p‖², U₊ = U[:, :, :num_positive], U₋ the rest; i.e. the
     bilinear form tr(W·Σ_p x_p x_pᵀ) with W = U₊U₊ᵀ − U₋U₋ᵀ of rank r, without forming W or the Gram.
     Differentiable in x and U."""
-    check_int("lowrank_bilinear_score", "num_positive", num_positive, 0)
+    op = "lowrank_bilinear_score"
+    check_tensor(op, "x", x)
+    check_tensor(op, "U", U)
+    check_int(op, "num_positive", num_positive, 0)
     x, U = _same_dtype(x, U)
     return torch.ops.cvops.lowrank_bilinear_score(x, U, num_positive)
 
 
-@torch.library.register_fake("cvops::lowrank_bilinear_score")
+@register_fake("cvops::lowrank_bilinear_score")
 def _lowrank_bilinear_score_fake(x, U, num_positive):
     check_features_fake("lowrank_bilinear_score", x, 2)
     torch._check(U.dim() == 3, lambda: f"cvops.lowrank_bilinear_score: U must have shape [K, C, r], got {U.dim()} dims")
     return x.new_empty(x.shape[0], U.shape[0])
 
 
-@torch.library.register_fake("cvops::_lowrank_bilinear_score_backward")
+@register_fake("cvops::_lowrank_bilinear_score_backward")
 def _lowrank_bilinear_score_backward_fake(grad, x, U, num_positive):
     return x.new_empty(x.shape), U.new_empty(U.shape)
 

@@ -27,8 +27,8 @@ import math
 import torch
 from torch import Tensor
 
-from cvops.ops._registration import autocast_float32, grads
-from cvops.ops._validate import check_choice
+from cvops.ops._registration import autocast_float32, grads, register_fake
+from cvops.ops._validate import check_choice, check_eps, check_tensor
 
 __all__ = [
     "box_area",
@@ -51,27 +51,14 @@ LOSS_REDUCTIONS = ("none", "mean", "sum")
 DEFAULT_EPS = 1e-7
 
 
-def _check_tensor(op, name, boxes):
-    """The IoU ops' C++ checks dtype and shape; a non-tensor must not reach the dispatcher."""
-    if not isinstance(boxes, Tensor):
-        raise ValueError(f"cvops.{op}: {name} must be a tensor of boxes, got {type(boxes).__name__}")
-    return boxes
-
-
 def _check_boxes(op, name, boxes):
     """A box tensor [..., 4] of a real dtype, checked before the utilities index it."""
-    _check_tensor(op, name, boxes)
+    check_tensor(op, name, boxes)
     if boxes.dtype == torch.bool or boxes.is_complex():
         raise ValueError(f"cvops.{op}: {name} must be a floating-point or integer tensor, got {boxes.dtype}")
     if boxes.dim() < 1 or boxes.shape[-1] != 4:
         raise ValueError(f"cvops.{op}: {name} must have shape [..., 4], got {list(boxes.shape)}")
     return boxes
-
-
-def _check_eps(op, eps):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:  # NaN fails too
-        raise ValueError(f"cvops.{op}: eps must be a finite number >= 0, got {eps!r}")
-    return float(eps)
 
 
 def _iou_dtype(boxes1, boxes2):
@@ -93,9 +80,9 @@ def box_iou(
     op = "box_iou"
     check_choice(op, "fmt", fmt, FORMATS)
     check_choice(op, "kind", kind, KINDS)
-    _check_tensor(op, "boxes1", boxes1)
-    _check_tensor(op, "boxes2", boxes2)
-    return torch.ops.cvops.box_iou(boxes1, boxes2, kind, fmt, _check_eps(op, eps))
+    check_tensor(op, "boxes1", boxes1)
+    check_tensor(op, "boxes2", boxes2)
+    return torch.ops.cvops.box_iou(boxes1, boxes2, kind, fmt, check_eps(op, eps))
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor, *, fmt: str = "xyxy") -> Tensor:
@@ -121,13 +108,13 @@ def _batch_shape(boxes1, boxes2, set_dims):
     return torch.broadcast_shapes(boxes1.shape[: boxes1.dim() - set_dims], boxes2.shape[: boxes2.dim() - set_dims])
 
 
-@torch.library.register_fake("cvops::box_iou")
+@register_fake("cvops::box_iou")
 def _box_iou_fake(boxes1, boxes2, kind, fmt, eps=DEFAULT_EPS):
     batch = _batch_shape(boxes1, boxes2, 2)
     return boxes1.new_empty((*batch, boxes1.shape[-2], boxes2.shape[-2]), dtype=_iou_dtype(boxes1, boxes2))
 
 
-@torch.library.register_fake("cvops::_box_iou_backward")
+@register_fake("cvops::_box_iou_backward")
 def _box_iou_backward_fake(grad, boxes1, boxes2, kind, fmt, eps=DEFAULT_EPS):
     return torch.empty_like(boxes1), torch.empty_like(boxes2)
 
@@ -160,18 +147,18 @@ def box_iou_aligned(boxes1: Tensor, boxes2: Tensor, *, kind="iou", fmt="xyxy", e
     op = "box_iou_aligned"
     check_choice(op, "kind", kind, KINDS)
     check_choice(op, "fmt", fmt, FORMATS)
-    _check_tensor(op, "boxes1", boxes1)
-    _check_tensor(op, "boxes2", boxes2)
-    return torch.ops.cvops.box_iou_aligned(boxes1, boxes2, kind, fmt, _check_eps(op, eps), False)
+    check_tensor(op, "boxes1", boxes1)
+    check_tensor(op, "boxes2", boxes2)
+    return torch.ops.cvops.box_iou_aligned(boxes1, boxes2, kind, fmt, check_eps(op, eps), False)
 
 
 def _iou_loss(op, kind, boxes1, boxes2, reduction, eps):
     """1 − the loss form of `kind` (eps in the union), reduced as torchvision's losses reduce
     (the mean of no boxes is 0)."""
     check_choice(op, "reduction", reduction, LOSS_REDUCTIONS)
-    _check_tensor(op, "boxes1", boxes1)
-    _check_tensor(op, "boxes2", boxes2)
-    loss = 1 - torch.ops.cvops.box_iou_aligned(boxes1, boxes2, kind, "xyxy", _check_eps(op, eps), True)
+    check_tensor(op, "boxes1", boxes1)
+    check_tensor(op, "boxes2", boxes2)
+    loss = 1 - torch.ops.cvops.box_iou_aligned(boxes1, boxes2, kind, "xyxy", check_eps(op, eps), True)
     if reduction == "mean":
         return loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
     return loss.sum() if reduction == "sum" else loss
@@ -197,12 +184,12 @@ def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none
     return _iou_loss("complete_box_iou_loss", "ciou", boxes1, boxes2, reduction, eps)
 
 
-@torch.library.register_fake("cvops::box_iou_aligned")
+@register_fake("cvops::box_iou_aligned")
 def _box_iou_aligned_fake(boxes1, boxes2, kind, fmt, eps=DEFAULT_EPS, loss_form=False):
     return boxes1.new_empty(_batch_shape(boxes1, boxes2, 1), dtype=_iou_dtype(boxes1, boxes2))
 
 
-@torch.library.register_fake("cvops::_box_iou_aligned_backward")
+@register_fake("cvops::_box_iou_aligned_backward")
 def _box_iou_aligned_backward_fake(grad, boxes1, boxes2, kind, fmt, eps=DEFAULT_EPS, loss_form=False):
     return torch.empty_like(boxes1), torch.empty_like(boxes2)
 

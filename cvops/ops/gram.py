@@ -8,8 +8,8 @@ sample, or a bank of styles picked per sample by index never materialises the ba
 import torch
 from torch import Tensor
 
-from cvops.ops._registration import check_features_fake, grads, opmath
-from cvops.ops._validate import REDUCTIONS, check_choice, check_gram_normalize
+from cvops.ops._registration import check_features_fake, grads, opmath, register_fake
+from cvops.ops._validate import REDUCTIONS, check_choice, check_gram_normalize, check_tensor
 
 __all__ = ["gram_matrix", "style_loss"]
 
@@ -23,17 +23,18 @@ def gram_matrix(x: Tensor, *, normalize="chw") -> Tensor:
     normalize: "none" (n = 1), "hw" (n = H·W), "chw" (n = C·H·W) or a positive number n.
     Float16/bfloat16 inputs are accumulated in float32.
     """
+    check_tensor("gram_matrix", "x", x)
     mode, divisor = check_gram_normalize("gram_matrix", normalize)
     return torch.ops.cvops.gram_matrix(x, mode, divisor)
 
 
-@torch.library.register_fake("cvops::gram_matrix")
+@register_fake("cvops::gram_matrix")
 def _gram_matrix_fake(x, normalize, divisor):
     check_features_fake("gram_matrix", x, 3)
     return x.new_empty(x.shape[0], x.shape[1], x.shape[1])
 
 
-@torch.library.register_fake("cvops::_gram_matrix_backward")
+@register_fake("cvops::_gram_matrix_backward")
 def _gram_matrix_backward_fake(grad, x, normalize, divisor):
     check_features_fake("gram_matrix_backward", x, 3)
     return x.new_empty(x.shape)
@@ -63,14 +64,18 @@ def style_loss(x: Tensor, target: Tensor, *, normalize="chw", target_index=None,
     with target_index int64 [B] picking each sample's style. reduction: "mean" (over B·C·C),
     "sum", or "none" (per sample, [B]). Differentiable in x and target.
     """
-    mode, divisor = check_gram_normalize("style_loss", normalize)
-    check_choice("style_loss", "reduction", reduction, REDUCTIONS)
+    op = "style_loss"
+    check_tensor(op, "x", x)
+    check_tensor(op, "target", target)
+    check_tensor(op, "target_index", target_index, optional=True)
+    mode, divisor = check_gram_normalize(op, normalize)
+    check_choice(op, "reduction", reduction, REDUCTIONS)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or target.requires_grad)
     loss, _ = torch.ops.cvops._style_loss(x, target, target_index, mode, divisor, reduction, needs_grad)
     return loss
 
 
-@torch.library.register_fake("cvops::_style_loss")
+@register_fake("cvops::_style_loss")
 def _style_loss_fake(x, target, target_index, normalize, divisor, reduction, keep_residual):
     check_features_fake("style_loss", x, 3)
     batch, channels = x.shape[0], x.shape[1]
@@ -79,7 +84,7 @@ def _style_loss_fake(x, target, target_index, normalize, divisor, reduction, kee
     return loss, x.new_empty(residual_shape, dtype=opmath(x.dtype))
 
 
-@torch.library.register_fake("cvops::_style_loss_backward")
+@register_fake("cvops::_style_loss_backward")
 def _style_loss_backward_fake(grad_loss, x, residual, normalize, divisor, reduction):
     check_features_fake("style_loss_backward", x, 3)
     return x.new_empty(x.shape)

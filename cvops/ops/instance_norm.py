@@ -9,8 +9,8 @@ one batch can interpolate between styles. Statistics per (sample, channel) over 
 import torch
 from torch import Tensor
 
-from cvops.ops._registration import grads, opmath
-from cvops.ops._validate import check_activation
+from cvops.ops._registration import grads, opmath, register_fake
+from cvops.ops._validate import check_activation, check_eps, check_tensor
 
 __all__ = ["conditional_instance_norm"]
 
@@ -24,9 +24,12 @@ def conditional_instance_norm(
     """x [B, C, H, W] (NCHW or channels_last; the output keeps the layout); weight, bias [S, C];
     style int64 [B] (each sample's style) or float [B, S] (each sample's mixing weights).
     activation: None or "relu". Differentiable in x, weight, bias and the mixing weights."""
-    out, _, _ = torch.ops.cvops._conditional_instance_norm(
-        x, weight, bias, style, float(eps), check_activation("conditional_instance_norm", activation)
-    )
+    op = "conditional_instance_norm"
+    for name, value in (("x", x), ("weight", weight), ("bias", bias), ("style", style)):
+        check_tensor(op, name, value)
+    activation = check_activation(op, activation)
+    eps = check_eps(op, eps, x.dtype)
+    out, _, _ = torch.ops.cvops._conditional_instance_norm(x, weight, bias, style, eps, activation)
     return out
 
 
@@ -35,7 +38,7 @@ def _output_like(x):
     return torch.empty_like(x, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-@torch.library.register_fake("cvops::_conditional_instance_norm")
+@register_fake("cvops::_conditional_instance_norm")
 def _conditional_instance_norm_fake(x, weight, bias, style, eps, activation):
     torch._check(
         x.dim() == 4, lambda: f"cvops.conditional_instance_norm: x must have 4 dimensions [B, C, H, W], got {x.dim()}"
@@ -44,7 +47,7 @@ def _conditional_instance_norm_fake(x, weight, bias, style, eps, activation):
     return _output_like(x), stats, torch.empty_like(stats)
 
 
-@torch.library.register_fake("cvops::_conditional_instance_norm_backward")
+@register_fake("cvops::_conditional_instance_norm_backward")
 def _conditional_instance_norm_backward_fake(grad_out, x, out, weight, bias, style, mean, rstd, activation):
     grad_style = style.new_empty((0,), dtype=opmath(x.dtype)) if style.dtype == torch.long else torch.empty_like(style)
     return _output_like(x), torch.empty_like(weight), torch.empty_like(bias), grad_style

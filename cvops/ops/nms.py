@@ -27,8 +27,8 @@ The one policy of every NMS op, on CPU and CUDA (reference/nms.py, the tests and
 import torch
 from torch import Tensor
 
-from cvops.ops._registration import autocast_float32
-from cvops.ops._validate import check_choice, check_int
+from cvops.ops._registration import autocast_float32, register_fake
+from cvops.ops._validate import check_bool, check_choice, check_int, check_number, check_tensor
 
 __all__ = ["batched_nms", "multiclass_nms", "nms", "soft_nms"]
 
@@ -43,10 +43,13 @@ def _kept_indices_fake(boxes):
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS: boxes [N, 4] xyxy, scores [N] → int64 indices of the kept boxes by decreasing
     score (ties lower index first) — the output of torchvision.ops.nms."""
-    return torch.ops.cvops.nms(boxes, scores, iou_threshold)
+    op = "nms"
+    check_tensor(op, "boxes", boxes)
+    check_tensor(op, "scores", scores)
+    return torch.ops.cvops.nms(boxes, scores, check_number(op, "iou_threshold", iou_threshold))
 
 
-@torch.library.register_fake("cvops::nms")
+@register_fake("cvops::nms")
 def _nms_fake(boxes, scores, iou_threshold):
     return _kept_indices_fake(boxes)
 
@@ -62,10 +65,13 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     as one segmented pass — the output of torchvision.ops.batched_nms (kept indices by decreasing
     score, ties lower index first). idxs: integer category ids, or floats (each distinct value one
     category)."""
-    return torch.ops.cvops.batched_nms(boxes, scores, idxs, iou_threshold)
+    op = "batched_nms"
+    for name, value in (("boxes", boxes), ("scores", scores), ("idxs", idxs)):
+        check_tensor(op, name, value)
+    return torch.ops.cvops.batched_nms(boxes, scores, idxs, check_number(op, "iou_threshold", iou_threshold))
 
 
-@torch.library.register_fake("cvops::batched_nms")
+@register_fake("cvops::batched_nms")
 def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
     return _kept_indices_fake(boxes)
 
@@ -97,14 +103,21 @@ def multiclass_nms(
     scores 0, classes -1, indices -1. class_agnostic: one NMS per image over all (box, class)
     candidates, so a box suppresses overlapping boxes of every class (and its own other classes);
     max_per_class does not apply."""
-    check_int("multiclass_nms", "max_per_class", max_per_class)
-    check_int("multiclass_nms", "max_total", max_total)
+    op = "multiclass_nms"
+    check_tensor(op, "boxes", boxes)
+    check_tensor(op, "scores", scores)
     return torch.ops.cvops.multiclass_nms(
-        boxes, scores, iou_threshold, score_threshold, max_per_class, max_total, bool(class_agnostic)
+        boxes,
+        scores,
+        check_number(op, "iou_threshold", iou_threshold),
+        check_number(op, "score_threshold", score_threshold),
+        check_int(op, "max_per_class", max_per_class),
+        check_int(op, "max_total", max_total),
+        check_bool(op, "class_agnostic", class_agnostic),
     )
 
 
-@torch.library.register_fake("cvops::multiclass_nms")
+@register_fake("cvops::multiclass_nms")
 def _multiclass_nms_fake(boxes, scores, iou_threshold, score_threshold, max_per_class, max_total, class_agnostic):
     torch._check(scores.dim() == 3, lambda: "cvops.multiclass_nms: scores must have shape [B, N, C]")
     B = scores.shape[0]
@@ -137,11 +150,18 @@ def soft_nms(
     lower index) and decay the others' scores by exp(-IoU²/sigma) ("gaussian") or by (1 - IoU)
     where IoU > iou_threshold ("linear"); boxes whose score falls below score_threshold are dropped.
     → (int64 indices in pick order, their scores when picked)."""
-    check_choice("soft_nms", "method", method, ("linear", "gaussian"))
-    return torch.ops.cvops.soft_nms(boxes, scores, sigma, iou_threshold, score_threshold, method)
+    op = "soft_nms"
+    check_tensor(op, "boxes", boxes)
+    check_tensor(op, "scores", scores)
+    numbers = [
+        check_number(op, name, value)
+        for name, value in (("sigma", sigma), ("iou_threshold", iou_threshold), ("score_threshold", score_threshold))
+    ]
+    check_choice(op, "method", method, ("linear", "gaussian"))
+    return torch.ops.cvops.soft_nms(boxes, scores, *numbers, method)
 
 
-@torch.library.register_fake("cvops::soft_nms")
+@register_fake("cvops::soft_nms")
 def _soft_nms_fake(boxes, scores, sigma, iou_threshold, score_threshold, method):
     kept = _kept_indices_fake(boxes)
     return kept, scores.new_empty(kept.shape)
