@@ -342,6 +342,31 @@ def _box_aligned_backward(s):
 BOX_OPTIONS = dict(kind=N("choice"), fmt=N("choice"), eps=N("float"))
 
 
+def _xcorr(s, mode="full"):
+    """Search [b, c, h + 2, w + 3] by one template per image [b, c, h, w]."""
+    return dict(x=rand(s, s.b, s.c, s.h + 2, s.w + 3), z=rand(s, s.b, s.c, s.h, s.w))
+
+
+def _xcorr_raw(s):
+    pair = _xcorr(s)
+    return dict(pair, scale=torch.tensor(0.5, dtype=s.dtype), bias=None, mode="full", padding=1)
+
+
+def _xcorr_backward(s):
+    args = _xcorr_raw(s)
+    out, corr = torch.ops.cvops._xcorr(**args)
+    return dict(
+        grad=torch.randn_like(out),
+        **{k: args[k] for k in ("x", "z", "scale", "bias")},
+        corr=corr,
+        mode="full",
+        padding=1,
+    )
+
+
+XCORR_PAIR = dict(x=T(FLOATING, rank=4), z=T(FLOATING, rank=4))
+XCORR_AFFINE = dict(scale=T(FLOATING, rank=(0, 1), optional=True), bias=T(FLOATING, rank=(0, 1), optional=True))
+
 # ---------------------------------------------------------------------------- the table
 
 SPECS = [
@@ -993,5 +1018,29 @@ SPECS = [
         raw("_box_iou_aligned_backward"),
         _box_aligned_backward,
         dict(grad=T(FLOATING), **BOXES_ALIGNED, **BOX_OPTIONS, loss_form=N("bool")),
+    ),
+    # ------------------------------------------------------------------ xcorr
+    spec(
+        "xcorr",
+        public("xcorr"),
+        lambda s: dict(_xcorr(s), mode="depthwise", scale=torch.ones(s.c, dtype=s.dtype), bias=None, padding=1),
+        dict(XCORR_PAIR, mode=N("choice"), **XCORR_AFFINE, padding=N("int")),
+    ),
+    spec(
+        "XCorr",
+        module(cvops.nn.XCorr, "mode", "bias", "channels"),
+        lambda s: dict(mode="depthwise", bias=True, channels=s.c, **_xcorr(s)),
+        dict(mode=N("choice"), bias=N("bool"), channels=N("int"), **XCORR_PAIR),
+        names=("xcorr",),
+        holds_tensors=True,
+    ),
+    spec("xcorr", raw("_xcorr"), _xcorr_raw, dict(XCORR_PAIR, **XCORR_AFFINE, mode=N("choice"), padding=N("int"))),
+    spec(
+        "xcorr_backward",
+        raw("_xcorr_backward"),
+        _xcorr_backward,
+        dict(
+            grad=T(FLOATING, rank=4), **XCORR_PAIR, **XCORR_AFFINE, corr=T(FLOATING), mode=N("choice"), padding=N("int")
+        ),
     ),
 ]

@@ -26,7 +26,7 @@ def test_every_op_has_a_cpu_kernel_and_a_cuda_kernel_in_a_cuda_build():
 
 def test_loop_tables_name_every_op_that_dispatches_through_them():
     tables = {t["family"]: t for t in cvops._C.loop_tables()}
-    assert set(tables) == {"bilinear", "boxes", "gram", "instance_norm", "nms"}
+    assert set(tables) == {"bilinear", "boxes", "gram", "instance_norm", "nms", "xcorr"}
     want = ["CPU", "CUDA"] if cvops._C.with_cuda() else ["CPU"]
     for family, table in tables.items():
         assert table["devices"] == want, family
@@ -42,7 +42,7 @@ def test_loop_tables_name_every_op_that_dispatches_through_them():
 
 
 # Each CPU level runs the multiversioned loops (box rows, NMS suppression, instance norm planes and
-# channel blocks, the Gram mirror) in a child process; the results must be the same bits.
+# channel blocks, the Gram mirror, the xcorr planes) in a child process; the results must be the same bits.
 _PROGRAM = r"""
 import sys, torch, cvops
 torch.manual_seed(0)
@@ -58,6 +58,9 @@ out["nms64"] = cvops.nms(boxes.double(), scores.double(), 0.5)
 x = torch.randn(2, 8, 9, 11)
 w, bias = torch.randn(3, 8), torch.randn(3, 8)
 out["cin"] = cvops.conditional_instance_norm(x, w, bias, torch.tensor([0, 2]))
+search, template = torch.randn(2, 20, 22, 22), torch.randn(1, 20, 6, 6)
+out["xcorr_full"] = cvops.xcorr(search, template)
+out["xcorr_depthwise"] = cvops.xcorr(search, template, mode="depthwise")
 out["cin_cl"] = cvops.conditional_instance_norm(x.to(memory_format=torch.channels_last), w, bias, torch.tensor([1, 2]))
 out["gram"] = cvops.gram_matrix(torch.randn(2, 67, 5, 7))
 torch.save(out, sys.argv[1])

@@ -10,6 +10,7 @@ from cvops.nn.bilinear import (
 )
 from cvops.nn.gram import GramMatrix, StyleLoss
 from cvops.nn.instance_norm import ConditionalInstanceNorm2d
+from cvops.nn.xcorr import XCorr
 
 __all__ = [
     "BilinearPool",
@@ -21,4 +22,5 @@ __all__ = [
     "MFH",
     "MLB",
     "StyleLoss",
+    "XCorr",
 ]

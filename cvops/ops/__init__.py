@@ -24,6 +24,7 @@ from cvops.ops.boxes import (
 from cvops.ops.gram import gram_matrix, style_loss
 from cvops.ops.instance_norm import conditional_instance_norm
 from cvops.ops.nms import batched_nms, multiclass_nms, nms, soft_nms
+from cvops.ops.xcorr import xcorr
 
 __all__ = [
     "batched_nms",
@@ -50,4 +51,5 @@ __all__ = [
     "remove_small_boxes",
     "soft_nms",
     "style_loss",
+    "xcorr",
 ]
