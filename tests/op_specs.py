@@ -367,6 +367,36 @@ def _xcorr_backward(s):
 XCORR_PAIR = dict(x=T(FLOATING, rank=4), z=T(FLOATING, rank=4))
 XCORR_AFFINE = dict(scale=T(FLOATING, rank=(0, 1), optional=True), bias=T(FLOATING, rank=(0, 1), optional=True))
 
+
+def _lowrank_classifier_spec(image, **options):
+    """LowRankBilinearClassifier on features [b, c, *spatial] or images [b, c, h, w] (with a reduction)."""
+    init = ("in_channels", "num_classes", *options)
+
+    def make(s):
+        x = rand(s, s.b, s.c, s.h, s.w, dtype=torch.float32) if image else features(s, s.c).float()
+        return dict(in_channels=s.c, num_classes=s.d, **options, x=x)
+
+    args = dict(
+        in_channels=N("int"),
+        num_classes=N("int"),
+        rank=N("int"),
+        num_positive=N("int", optional=True),
+        reduced_channels=N("int", optional=True),
+        bias=N("bool"),
+        x=T(FLOATING, rank=4 if image else (2, None)),
+    )
+    extra = dict(id="nn.LowRankBilinearClassifier[reduced]") if image else {}
+    return spec(
+        "LowRankBilinearClassifier",
+        module(cvops.nn.LowRankBilinearClassifier, *init),
+        make,
+        args,
+        names=("lowrank_bilinear_score",),
+        holds_tensors=True,
+        **extra,
+    )
+
+
 # ---------------------------------------------------------------------------- the table
 
 SPECS = [
@@ -700,71 +730,8 @@ SPECS = [
         ),
         holds_tensors=True,
     ),
-    spec(
-        "LowRankBilinearClassifier",
-        module(
-            cvops.nn.LowRankBilinearClassifier,
-            "in_channels",
-            "num_classes",
-            "rank",
-            "num_positive",
-            "reduced_channels",
-            "bias",
-        ),
-        lambda s: dict(
-            in_channels=s.c,
-            num_classes=s.d,
-            rank=2,
-            num_positive=None,
-            reduced_channels=None,
-            bias=True,
-            x=features(s, s.c).float(),
-        ),
-        dict(
-            in_channels=N("int"),
-            num_classes=N("int"),
-            rank=N("int"),
-            num_positive=N("int", optional=True),
-            reduced_channels=N("int", optional=True),
-            bias=N("bool"),
-            x=T(FLOATING, rank=(2, None)),
-        ),
-        names=("lowrank_bilinear_score",),
-        holds_tensors=True,
-    ),
-    spec(
-        "LowRankBilinearClassifier",
-        module(
-            cvops.nn.LowRankBilinearClassifier,
-            "in_channels",
-            "num_classes",
-            "rank",
-            "num_positive",
-            "reduced_channels",
-            "bias",
-        ),
-        lambda s: dict(
-            in_channels=s.c,
-            num_classes=s.d,
-            rank=3,
-            num_positive=2,
-            reduced_channels=2,
-            bias=False,
-            x=rand(s, s.b, s.c, s.h, s.w, dtype=torch.float32),
-        ),
-        dict(
-            in_channels=N("int"),
-            num_classes=N("int"),
-            rank=N("int"),
-            num_positive=N("int", optional=True),
-            reduced_channels=N("int", optional=True),
-            bias=N("bool"),
-            x=T(FLOATING, rank=4),
-        ),
-        names=("lowrank_bilinear_score",),
-        holds_tensors=True,
-        id="nn.LowRankBilinearClassifier[reduced]",
-    ),
+    _lowrank_classifier_spec(rank=2, num_positive=None, reduced_channels=None, bias=True, image=False),
+    _lowrank_classifier_spec(rank=3, num_positive=2, reduced_channels=2, bias=False, image=True),
     spec(
         "GramMatrix",
         module(cvops.nn.GramMatrix, "normalize"),
