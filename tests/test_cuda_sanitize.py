@@ -66,8 +66,9 @@ def test_instance_norm_kernels():
 
 def test_boxes_kernels():
     for kind in ("iou", "giou", "diou", "ciou"):
-        both(lambda a, b, kind=kind: cvops.box_iou(a, b, kind=kind), boxes(37), boxes(65), backward=False)
+        both(lambda a, b, kind=kind: cvops.box_iou(a, b, kind=kind), boxes(37), boxes(65))
         both(lambda a, b, kind=kind: cvops.box_iou_aligned(a, b, kind=kind), boxes(37), boxes(37))
+        both(lambda a, b, kind=kind: cvops.generalized_box_iou_loss(a, b), boxes(37), boxes(37))
 
 
 def test_nms_kernels():
@@ -103,3 +104,17 @@ def test_bilinear_kernels():
     both(lambda x: cvops.compact_bilinear_pool(x, output_dim=40, kind="rm"), x)
     both(lambda a, b: cvops.factorized_bilinear_pool(a, b, k=5), rand(3, 35), rand(3, 35))
     both(lambda x, u: cvops.lowrank_bilinear_score(x, u, num_positive=2), x, rand(4, 9, 3))
+
+
+def test_xcorr_kernels():
+    scale = torch.tensor(0.5, dtype=torch.float64)
+    for mode in ("full", "depthwise"):
+        both(
+            lambda x, z, s, mode=mode: cvops.xcorr(x, z, mode=mode, scale=s, padding=1),
+            rand(3, 19, 13, 11),
+            rand(3, 19, 5, 4),
+            scale,
+        )
+        both(
+            lambda x, z, mode=mode: cvops.xcorr(x, z, mode=mode), rand(2, 5, 70, 70), rand(1, 5, 65, 66)
+        )  # global taps

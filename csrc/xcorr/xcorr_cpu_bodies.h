@@ -50,9 +50,17 @@ C10_ALWAYS_INLINE void correlate_rows(const T* x, int64_t x_stride, int64_t Wp, 
                                       T* acc, int64_t Wo, int64_t i) {
   using V = typename Vec32<T>::type;
   constexpr int kLanes = sizeof(V) / sizeof(T);
-  auto add = [&](int r, int64_t j, const V& sums,
-                 int first_lane) {  // lanes first_lane.. at (i + r, j)
-    for (int q = first_lane; q < kLanes; ++q) acc[(i + r) * Wo + j + q] += sums[q];
+  // Adds lanes first_lane.. of sums to acc at (i + r, j).
+  auto add = [&](int r, int64_t j, const V& sums, int first_lane) {
+    T* dst = acc + (i + r) * Wo + j;
+    if (first_lane > 0) {
+      for (int q = first_lane; q < kLanes; ++q) dst[q] += sums[q];
+      return;
+    }
+    V old;
+    __builtin_memcpy(&old, dst, sizeof(V));
+    old += sums;
+    __builtin_memcpy(dst, &old, sizeof(V));
   };
   int64_t j = 0;
   for (; j + 2 * kLanes <= Wo; j += 2 * kLanes) {
