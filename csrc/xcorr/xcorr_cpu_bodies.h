@@ -15,6 +15,26 @@ struct Vec32<double> {
   typedef double type __attribute__((vector_size(32)));
 };
 
+// c + a·b rounded once, lane by lane: the FMA instruction at the AVX2 and AVX-512 levels, std::fma
+// (the same bits) at baseline. The correlation sums are all written with it, so every level and
+// every path (vector tile or single element) gives the same bits.
+template <typename T, typename V = typename Vec32<T>::type>
+C10_ALWAYS_INLINE V fused_multiply_add(T a, V b, V c) {
+#if defined(__FMA__)
+  if constexpr (sizeof(T) == 4) {
+    return reinterpret_cast<V>(_mm256_fmadd_ps(_mm256_set1_ps(a), reinterpret_cast<__m256>(b),
+                                               reinterpret_cast<__m256>(c)));
+  } else {
+    return reinterpret_cast<V>(_mm256_fmadd_pd(_mm256_set1_pd(a), reinterpret_cast<__m256d>(b),
+                                               reinterpret_cast<__m256d>(c)));
+  }
+#else
+  V out;
+  for (size_t q = 0; q < sizeof(V) / sizeof(T); ++q) out[q] = std::fma(a, b[q], c[q]);
+  return out;
+#endif
+}
+
 // The sums over (k, u, v) of rows i..i+R, columns j..j+NV·lanes, held in R·NV vector registers
 // across all taps and planes, one broadcast of each z tap feeding all of them.
 template <int R, int NV, typename T, typename V = typename Vec32<T>::type>
@@ -34,7 +54,7 @@ C10_ALWAYS_INLINE void tile_sums(const T* x, int64_t x_stride, int64_t Wp, const
           for (int n = 0; n < NV; ++n) {
             V row;
             __builtin_memcpy(&row, xk + (r + u) * Wp + v + n * kLanes, sizeof(V));
-            tile[r][n] += zv * row;
+            tile[r][n] = fused_multiply_add(zv, row, tile[r][n]);
           }
         }
       }
@@ -93,7 +113,7 @@ void correlate_elements(const T* x, int64_t x_stride, int64_t Wp, const T* z, in
         const T* xk = x + k * x_stride + i * Wp + j;
         const T* zk = z + k * z_stride;
         for (int64_t u = 0; u < h; ++u)
-          for (int64_t v = 0; v < w; ++v) sum += zk[u * w + v] * xk[u * Wp + v];
+          for (int64_t v = 0; v < w; ++v) sum = std::fma(zk[u * w + v], xk[u * Wp + v], sum);
       }
       acc[i * Wo + j] += sum;
     }
