@@ -1,4 +1,6 @@
 """Command-line demos, one module per demo, each run as `python -m cvops.demos.<name>`:
 
 style_transfer   train a multi-style TransformerNet briefly on synthetic images, save a grid
+siamfc           track a target through a generated sequence of real pictures, save the success plot
+                 and a strip of frames
 """
