@@ -368,6 +368,30 @@ XCORR_PAIR = dict(x=T(FLOATING, rank=4), z=T(FLOATING, rank=4))
 XCORR_AFFINE = dict(scale=T(FLOATING, rank=(0, 1), optional=True), bias=T(FLOATING, rank=(0, 1), optional=True))
 
 
+def _local(s):
+    """x [b, c, h + 2, w + 1] by a 3×2 kernel, stride (1, 2), padding (1, 0): h + 2 by (w - 1) // 2 + 1 locations."""
+    out_h, out_w = s.h + 2, (s.w - 1) // 2 + 1
+    return dict(
+        x=rand(s, s.b, s.c, s.h + 2, s.w + 1),
+        weight=rand(s, out_h, out_w, s.d, s.c, 3, 2),
+        bias=rand(s, s.d, out_h, out_w),
+    )
+
+
+LOCAL_OPTIONS = dict(stride=(1, 2), padding=(1, 0), dilation=1)
+LOCAL_RAW = dict(stride=[1, 2], padding=[1, 0], dilation=[1, 1])
+LOCAL_PAIRS = dict(stride=N("int_pair"), padding=N("int_pair"), dilation=N("int_pair"))
+LOCAL_ARGS = dict(
+    x=T(FLOATING, rank=4), weight=T(FLOATING, rank=6), bias=T(FLOATING, rank=3, optional=True), **LOCAL_PAIRS
+)
+
+
+def _local_backward(s):
+    args = _local(s)
+    out = torch.ops.cvops._locally_connected2d(**args, **LOCAL_RAW)
+    return dict(grad=torch.randn_like(out), x=args["x"], weight=args["weight"], **LOCAL_RAW)
+
+
 def _lowrank_classifier_spec(image, **options):
     """LowRankBilinearClassifier on features [b, c, *spatial] or images [b, c, h, w] (with a reduction)."""
     init = ("in_channels", "num_classes", *options)
@@ -1009,5 +1033,48 @@ SPECS = [
         dict(
             grad=T(FLOATING, rank=4), **XCORR_PAIR, **XCORR_AFFINE, corr=T(FLOATING), mode=N("choice"), padding=N("int")
         ),
+    ),
+    # ------------------------------------------------------------------ local
+    spec("locally_connected2d", public("locally_connected2d"), lambda s: dict(_local(s), **LOCAL_OPTIONS), LOCAL_ARGS),
+    spec(
+        "LocallyConnected2d",
+        module(
+            cvops.nn.LocallyConnected2d,
+            "in_channels",
+            "out_channels",
+            "input_size",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "bias",
+        ),
+        lambda s: dict(
+            in_channels=s.c,
+            out_channels=s.d,
+            input_size=(s.h + 2, s.w + 1),
+            kernel_size=(3, 2),
+            **LOCAL_OPTIONS,
+            bias=True,
+            x=rand(s, s.b, s.c, s.h + 2, s.w + 1, dtype=torch.float32),
+        ),
+        dict(
+            in_channels=N("int"),
+            out_channels=N("int"),
+            input_size=N("int_pair"),
+            kernel_size=N("int_pair"),
+            **LOCAL_PAIRS,
+            bias=N("bool"),
+            x=T(FLOATING, rank=4),
+        ),
+        names=("locally_connected2d",),
+        holds_tensors=True,
+    ),
+    spec("locally_connected2d", raw("_locally_connected2d"), lambda s: dict(_local(s), **LOCAL_RAW), LOCAL_ARGS),
+    spec(
+        "locally_connected2d_backward",
+        raw("_locally_connected2d_backward"),
+        _local_backward,
+        dict(grad=T(FLOATING, rank=4), x=T(FLOATING, rank=4), weight=T(FLOATING, rank=6), **LOCAL_PAIRS),
     ),
 ]

@@ -118,3 +118,18 @@ def test_xcorr_kernels():
         both(
             lambda x, z, mode=mode: cvops.xcorr(x, z, mode=mode), rand(2, 5, 70, 70), rand(1, 5, 65, 66)
         )  # global taps
+
+
+def test_local_kernels():
+    for stride, padding, dilation in [(1, 0, 1), (2, 2, 2)]:
+        x = rand(3, 5, 13, 11)
+        oh = (13 + 2 * padding - dilation * 2 - 1) // stride + 1
+        ow = (11 + 2 * padding - dilation * 2 - 1) // stride + 1
+        both(
+            lambda x, w, b, s=stride, p=padding, d=dilation: cvops.locally_connected2d(
+                x, w, b, stride=s, padding=p, dilation=d
+            ),
+            x,
+            rand(oh, ow, 4, 5, 3, 3),
+            rand(4, oh, ow),
+        )

@@ -26,7 +26,7 @@ def test_every_op_has_a_cpu_kernel_and_a_cuda_kernel_in_a_cuda_build():
 
 def test_loop_tables_name_every_op_that_dispatches_through_them():
     tables = {t["family"]: t for t in cvops._C.loop_tables()}
-    assert set(tables) == {"bilinear", "boxes", "gram", "instance_norm", "nms", "xcorr"}
+    assert set(tables) == {"bilinear", "boxes", "gram", "instance_norm", "local", "nms", "xcorr"}
     want = ["CPU", "CUDA"] if cvops._C.with_cuda() else ["CPU"]
     for family, table in tables.items():
         assert table["devices"] == want, family

@@ -10,6 +10,7 @@ from cvops.nn.bilinear import (
 )
 from cvops.nn.gram import GramMatrix, StyleLoss
 from cvops.nn.instance_norm import ConditionalInstanceNorm2d
+from cvops.nn.local import LocallyConnected2d
 from cvops.nn.xcorr import XCorr
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "CompactBilinearPool",
     "ConditionalInstanceNorm2d",
     "GramMatrix",
+    "LocallyConnected2d",
     "LowRankBilinearClassifier",
     "MFB",
     "MFH",

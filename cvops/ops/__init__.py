@@ -23,6 +23,7 @@ from cvops.ops.boxes import (
 )
 from cvops.ops.gram import gram_matrix, style_loss
 from cvops.ops.instance_norm import conditional_instance_norm
+from cvops.ops.local import locally_connected2d
 from cvops.ops.nms import batched_nms, multiclass_nms, nms, soft_nms
 from cvops.ops.xcorr import xcorr
 
@@ -45,6 +46,7 @@ __all__ = [
     "generalized_box_iou",
     "generalized_box_iou_loss",
     "gram_matrix",
+    "locally_connected2d",
     "lowrank_bilinear_score",
     "multiclass_nms",
     "nms",

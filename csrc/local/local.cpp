@@ -1,0 +1,158 @@
+// Schemas of the local family and its op bodies: validation (common/window.h), dtypes, and the
+// per-location GEMMs over chunks of locations (at::bmm), for every device; the devices gather the
+// patches of a chunk and scatter their gradient (local.h).
+#include "local/local.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+#include "common/checks.h"
+#include "common/dispatch.h"
+#include "common/loop_table.h"
+#include "common/window.h"
+
+TORCH_LIBRARY_FRAGMENT(cvops, m) {
+  m.def(
+      "_locally_connected2d(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+      "int[2] dilation) -> Tensor");
+  m.def(
+      "_locally_connected2d_backward(Tensor grad, Tensor x, Tensor weight, int[2] stride, "
+      "int[2] padding, int[2] dilation) -> (Tensor, Tensor)");
+}
+
+namespace cvops::local {
+namespace {
+
+constexpr const char* kOp = "locally_connected2d";
+// Patch values per chunk of locations (B · C·kh·kw each): 8 MB of float32, so the chunk's patches
+// stay in the last-level cache next to its weights.
+constexpr int64_t kChunkValues = int64_t(1) << 21;
+
+struct Problem {
+  Window2d window;
+  int64_t B, C, O, out_h, out_w, taps;  // taps = C·kh·kw
+  int64_t locations() const { return out_h * out_w; }
+};
+
+// x [B, C, H, W] and weight [oH, oW, O, C, kh, kw], floating, one dtype and device, the weight's
+// locations matching the output size the window gives.
+Problem check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  check_dim(op, "x", x, 4, "[B, C, H, W]");
+  check_floating(op, "x", x);
+  check_dim(op, "weight", weight, 6, "[oH, oW, O, C, kh, kw]");
+  check_same_dtype(op, "weight", weight, "x", x);
+  check_same_device(op, "weight", weight, "x", x);
+  for (const auto& [name, values] : {std::pair<const char*, at::IntArrayRef>{"stride", stride},
+                                     {"padding", padding},
+                                     {"dilation", dilation}})
+    CVOPS_CHECK(values.size() == 2, op, name, " must be an int or a pair (h, w), got ", values);
+  const Window2d window{{weight.size(4), stride[0], padding[0], dilation[0]},
+                        {weight.size(5), stride[1], padding[1], dilation[1]}};
+  const auto out = check_window(op, x.size(2), x.size(3), window);
+  const int64_t C = x.size(1), O = weight.size(2);
+  CVOPS_CHECK(weight.size(3) == C, op, "weight must have x's ", C,
+              " channels in dim 3 ([oH, oW, O, C, kh, kw]), got shape ", weight.sizes());
+  CVOPS_CHECK(weight.size(0) == out.h && weight.size(1) == out.w, op,
+              "weight must hold one filter per output location [oH, oW] = [", out.h, ", ", out.w,
+              "] (the output size of x with this kernel, stride, padding and dilation), got shape ",
+              weight.sizes());
+  return {window, x.size(0), C, O, out.h, out.w, C * weight.size(4) * weight.size(5)};
+}
+
+int64_t chunk_locations(const Problem& p) {
+  return std::max<int64_t>(1, kChunkValues / std::max<int64_t>(1, p.B * p.taps));
+}
+
+// The weights as [L, O, taps] in the compute dtype.
+at::Tensor location_weights(const at::Tensor& weight, const Problem& p, at::ScalarType dtype) {
+  return weight.to(dtype).reshape({p.locations(), p.O, p.taps});
+}
+
+}  // namespace
+
+at::Tensor locally_connected2d(const at::Tensor& x, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const Problem p = check_inputs(kOp, x, weight, stride, padding, dilation);
+  if (bias.has_value()) {
+    check_same_dtype(kOp, "bias", *bias, "x", x);
+    check_same_device(kOp, "bias", *bias, "x", x);
+    CVOPS_CHECK(bias->dim() == 3 && bias->size(0) == p.O && bias->size(1) == p.out_h &&
+                    bias->size(2) == p.out_w,
+                kOp, "bias must be [O, oH, oW] = [", p.O, ", ", p.out_h, ", ", p.out_w,
+                "], got shape ", bias->sizes());
+  }
+  const auto dtype = opmath_dtype(x.scalar_type());
+  const int64_t L = p.locations();
+  auto out = at::empty({p.B, p.O, L}, x.options().dtype(dtype));
+  if (out.numel() > 0) {
+    const auto& loops = local_loops()(kOp, x);
+    const auto input = x.to(dtype).contiguous();
+    const auto w = location_weights(weight, p, dtype);
+    const int64_t chunk = chunk_locations(p);
+    auto patches = at::empty({std::min(chunk, L), p.B, p.taps}, input.options());
+    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+      const int64_t l1 = std::min(L, l0 + chunk);
+      auto rows = patches.narrow(0, 0, l1 - l0);
+      loops.gather_patches(input, p.window, p.out_w, l0, l1, rows);
+      // [n, B, taps] · [n, taps, O] → [n, B, O]: one GEMM per location.
+      out.narrow(2, l0, l1 - l0)
+          .copy_(at::bmm(rows, w.narrow(0, l0, l1 - l0).transpose(1, 2)).permute({1, 2, 0}));
+    }
+  }
+  auto result = out.view({p.B, p.O, p.out_h, p.out_w});
+  if (bias.has_value()) result = result + bias->to(dtype).unsqueeze(0);
+  return result.to(x.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> locally_connected2d_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation) {
+  constexpr const char* op = "locally_connected2d_backward";
+  const Problem p = check_inputs(op, x, weight, stride, padding, dilation);
+  check_same_dtype(op, "grad", grad, "x", x);
+  check_same_device(op, "grad", grad, "x", x);
+  const std::vector<int64_t> out_shape{p.B, p.O, p.out_h, p.out_w};
+  CVOPS_CHECK(grad.sizes() == at::IntArrayRef(out_shape), op, "grad must have the output's shape ",
+              at::IntArrayRef(out_shape), ", got ", grad.sizes());
+  const auto dtype = opmath_dtype(x.scalar_type());
+  const int64_t L = p.locations();
+  auto grad_x = at::zeros(x.sizes(), x.options().dtype(dtype));
+  auto grad_w = at::zeros({L, p.O, p.taps}, x.options().dtype(dtype));
+  if (p.B > 0) {
+    const auto& loops = local_loops()(op, x);
+    const auto input = x.to(dtype).contiguous();
+    const auto w = location_weights(weight, p, dtype);
+    const auto g = grad.to(dtype).reshape({p.B, p.O, L});
+    const int64_t chunk = chunk_locations(p);
+    auto patches = at::empty({std::min(chunk, L), p.B, p.taps}, input.options());
+    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+      const int64_t l1 = std::min(L, l0 + chunk), n = l1 - l0;
+      auto rows = patches.narrow(0, 0, n);
+      loops.gather_patches(input, p.window, p.out_w, l0, l1, rows);
+      const auto gl = g.narrow(2, l0, n).permute({2, 1, 0});  // [n, O, B]
+      // dW_l = dY_lᵀ·P_l, reduced over the batch by the GEMM; dP_l = dY_l·W_l, scattered back.
+      grad_w.narrow(0, l0, n).copy_(at::bmm(gl, rows));
+      const auto grad_rows = at::bmm(gl.transpose(1, 2), w.narrow(0, l0, n)).contiguous();
+      loops.scatter_patches(grad_rows, p.window, p.out_w, l0, l1, grad_x);
+    }
+  }
+  return {grad_x.to(x.scalar_type()), grad_w.view(weight.sizes()).to(weight.scalar_type())};
+}
+
+CVOPS_LOOP_TABLE(local_loops, "local")
+
+CVOPS_FAMILY_OPS(local_loops, ops) {
+  ops.impl("_locally_connected2d", &locally_connected2d)
+      .impl("_locally_connected2d_backward", &locally_connected2d_backward);
+}
+
+}  // namespace cvops::local
