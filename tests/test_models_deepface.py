@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from cvops.models import deepface
 from cvops.models.deepface import (
     FaceGallery,
     SiameseVerifier,
@@ -565,3 +566,42 @@ def test_evaluation_bad_arguments():
         verification_accuracy([0.1, 0.2], [1, 0], folds=2, kind="similarity")
     with pytest.raises(ValueError, match=r"cvops.verification_accuracy: values must be 1-D real values"):
         verification_accuracy(torch.rand(4, 2), [1, 0, 1, 0], folds=2)
+
+
+# ---- the DeepFace network ---------------------------------------------------------------------------------------
+
+
+def test_deepface_sizes_parameters_and_embedding():
+    torch.manual_seed(0)
+    model = deepface.DeepFace(4030)
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    assert sum(counts.values()) == 118_923_774  # ≈ 119M, as the paper
+    assert counts["l4"] + counts["l5"] + counts["l6"] == 73_454_256
+    model.eval()
+    x = torch.rand(2, 3, 152, 152) * 255
+    sizes = []
+    h = model.m2(torch.relu(model.c1(x)))
+    sizes.append(tuple(h.shape[1:]))
+    for layer in (model.c3, model.l4, model.l5, model.l6):
+        h = torch.relu(layer(h))
+        sizes.append(tuple(h.shape[1:]))
+    assert sizes == [(32, 71, 71), (16, 63, 63), (16, 55, 55), (16, 25, 25), (16, 21, 21)]
+    with torch.no_grad():
+        assert model(x).shape == (2, 4030)
+        emb = model.embed(x)
+    assert emb.shape == (2, 4096) and (emb >= 0).all()
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+
+
+def test_deepface_trains_through_the_locally_connected_layers():
+    torch.manual_seed(1)
+    model = deepface.DeepFace(3, dropout=0.0)
+    x = torch.rand(2, 3, 152, 152)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 2]))
+    loss.backward()
+    for layer in (model.l4, model.l5, model.l6):
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"cvops.DeepFace: x must be faces \[B, 3, 152, 152\]"):
+        model(torch.rand(2, 3, 150, 150))
+    with pytest.raises(ValueError, match="cvops.DeepFace: num_classes must be an int >= 1"):
+        deepface.DeepFace(0)

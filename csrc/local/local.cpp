@@ -126,7 +126,9 @@ std::tuple<at::Tensor, at::Tensor> locally_connected2d_backward(
   const auto dtype = opmath_dtype(x.scalar_type());
   const int64_t L = p.locations();
   auto grad_x = at::zeros(x.sizes(), x.options().dtype(dtype));
-  auto grad_w = at::zeros({L, p.O, p.taps}, x.options().dtype(dtype));
+  // Every location's dW is written by its chunk's GEMM (zeros only for an empty batch).
+  auto grad_w = p.B > 0 ? at::empty({L, p.O, p.taps}, x.options().dtype(dtype))
+                        : at::zeros({L, p.O, p.taps}, x.options().dtype(dtype));
   if (p.B > 0) {
     const auto& loops = local_loops()(op, x);
     const auto input = x.to(dtype).contiguous();

@@ -1,6 +1,7 @@
-"""Face verification after FaceNet (Schroff et al., CVPR 2015) and DeepFace (Taigman et al., CVPR
-2014): heads that decide whether two face embeddings show the same person, the triplet loss and its
-in-batch mining, a gallery of enrolled identities, and LFW-style evaluation.
+"""Face recognition after DeepFace (Taigman et al., CVPR 2014) and FaceNet (Schroff et al., CVPR
+2015): the DeepFace network with its locally connected layers (cvops.nn.LocallyConnected2d), heads
+that decide whether two face embeddings show the same person, the triplet loss and its in-batch
+mining, a gallery of enrolled identities, and LFW-style evaluation.
 
 Embeddings come from ONE shared tower (the Siamese network's two branches are the same module), so
 everything here works on embeddings [..., D]; SiameseVerifier.verify runs a tower on two inputs for
@@ -15,12 +16,15 @@ DeepFace's learned heads are a logistic unit over per-component distances d_k:
 from collections import namedtuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cvops.nn.local import LocallyConnected2d
 from cvops.ops._validate import REDUCTIONS, check_bool, check_choice, check_eps, check_int, check_positive_number
 
 __all__ = [
     "BatchTripletLoss",
+    "DeepFace",
     "FaceGallery",
     "GalleryVerification",
     "Identification",
@@ -138,6 +142,49 @@ def _check_both_classes(owner: str, same: Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------- verification heads
+
+
+class DeepFace(nn.Module):
+    """DeepFace for aligned 152×152×3 faces: C1 32@11×11, M2 max-pool 3×3/2 (ceil_mode, which gives
+    the paper's sizes 142 → 71), C3 16@9×9, then the locally connected L4 16@9×9, L5 16@7×7 stride 2
+    and L6 16@5×5 (63 → 55 → 25 → 21: unshared weights, each face region its own filters), F7 4096
+    with dropout, F8 num_classes; ReLU after every layer but F8. forward(x) → class logits;
+    embed(x) → the L2-normalised F7 descriptor after its ReLU (non-negative, as the χ² verifier
+    needs). About 119M parameters with 4030 classes, 73M of them in L4–L6."""
+
+    INPUT_SIZE = 152
+
+    def __init__(self, num_classes: int, *, dropout: float = 0.5):
+        super().__init__()
+        owner = "DeepFace"
+        self.num_classes = check_int(owner, "num_classes", num_classes)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"cvops.{owner}: dropout must be a number in [0, 1), got {dropout!r}")
+        self.c1 = nn.Conv2d(3, 32, 11)  # 152 → 142
+        self.m2 = nn.MaxPool2d(3, 2, ceil_mode=True)  # 142 → 71
+        self.c3 = nn.Conv2d(32, 16, 9)  # 71 → 63
+        self.l4 = LocallyConnected2d(16, 16, 63, 9)  # 63 → 55
+        self.l5 = LocallyConnected2d(16, 16, 55, 7, stride=2)  # 55 → 25
+        self.l6 = LocallyConnected2d(16, 16, 25, 5)  # 25 → 21
+        self.f7 = nn.Linear(16 * 21 * 21, 4096)
+        self.dropout = nn.Dropout(dropout)
+        self.f8 = nn.Linear(4096, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """F7 after its ReLU: [B, 4096]."""
+        if not isinstance(x, Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (3, self.INPUT_SIZE, self.INPUT_SIZE):
+            raise ValueError(f"cvops.DeepFace: x must be faces [B, 3, 152, 152], got {_shape(x)}")
+        x = self.m2(F.relu(self.c1(x)))
+        x = F.relu(self.c3(x))
+        x = F.relu(self.l6(F.relu(self.l5(F.relu(self.l4(x))))))
+        return F.relu(self.f7(x.flatten(1)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.f8(self.dropout(self.features(x)))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The L2-normalised F7 descriptor [B, 4096] (non-negative)."""
+        return F.normalize(self.features(x), dim=1)
 
 
 class SiameseVerifier(nn.Module):
