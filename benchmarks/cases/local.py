@@ -2,14 +2,16 @@
 (reference/local.py), on DeepFace's three locally connected layers (Taigman et al. 2014; 16 channels
 in and out): L4 16×63×63 → 55×55 by 9×9, L5 16×55×55 → 25×25 by 7×7 stride 2, L6 16×25×25 → 21×21
 by 5×5; at batch 32, and L4 also at batch 1 (and 128 on CUDA); forward, and forward+backward (all
-three gradients; the weight's is compared). The peer materialises every patch (B·C·kh·kw·oH·oW
-values: 500 MB for L4 at batch 32), hence the peak memory columns."""
+three gradients; the weight's is compared); and a whole DeepFace forward. The peer materialises
+every patch (B·C·kh·kw·oH·oW values: 500 MB for L4 at batch 32), hence the peak memory columns."""
 
 import math
+from unittest import mock
 
 import torch
 
 import cvops
+import cvops.nn.local
 import reference.local as ref
 from benchmarks.cases import Case
 
@@ -80,10 +82,37 @@ def local_case(layer, B, device, backward):
     )
 
 
+def deepface_case(device, B=8):
+    """A random-init DeepFace's embedding of B faces (eval mode, no_grad): the peer is the same network
+    with its L4–L6 running the unfold + einsum layer, swapped in where LocallyConnected2d.forward
+    looks up locally_connected2d, so the whole model's time and peak memory show what L4–L6 cost."""
+    from cvops.models.deepface import DeepFace
+
+    def build():
+        torch.manual_seed(0)
+        model = DeepFace(4030).to(device).eval()
+        x = torch.randn(B, 3, DeepFace.INPUT_SIZE, DeepFace.INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+        x = x.to(device)
+
+        def forward():
+            with torch.no_grad():
+                return model.embed(x)
+
+        def peer():
+            with mock.patch.object(cvops.nn.local, "locally_connected2d", ref.locally_connected2d):
+                return forward()
+
+        return peer, forward
+
+    return Case(
+        "DeepFace forward", f"embed {B}x3x152x152", device, "same, unfold + einsum L4-L6", build, peak_memory=True
+    )
+
+
 def cases(device):
     return [
         local_case(layer, B, device, backward)
         for layer, B in SHAPES
         if device == "cuda" or (layer, B) not in CUDA_ONLY
         for backward in (False, True)
-    ]
+    ] + [deepface_case(device)]

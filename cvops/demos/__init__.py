@@ -3,4 +3,6 @@
 style_transfer   train a multi-style TransformerNet briefly on synthetic images, save a grid
 siamfc           track a target through a generated sequence of real pictures, save the success plot
                  and a strip of frames
+deepface         train DeepFace's embedding with triplets on scikit-image's LFW faces, evaluate
+                 verification with the LFW protocol, save the ROC plot and the measures
 """
