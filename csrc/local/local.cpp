@@ -98,14 +98,14 @@ at::Tensor locally_connected2d(const at::Tensor& x, const at::Tensor& weight,
     const auto input = x.to(dtype).contiguous();
     const auto w = location_weights(weight, p, dtype);
     const int64_t chunk = chunk_locations(p);
-    auto patches = at::empty({std::min(chunk, L), p.B, p.taps}, input.options());
+    auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, input.options());
     for (int64_t l0 = 0; l0 < L; l0 += chunk) {
       const int64_t l1 = std::min(L, l0 + chunk);
-      auto rows = patches.narrow(0, 0, l1 - l0);
-      loops.gather_patches(input, p.window, p.out_w, l0, l1, rows);
-      // [n, B, taps] · [n, taps, O] → [n, B, O]: one GEMM per location.
+      auto columns = patches.narrow(0, 0, l1 - l0);
+      loops.gather_patches(input, p.window, p.out_w, l0, l1, columns);
+      // [n, O, taps] · [n, taps, B] → [n, O, B]: one GEMM per location.
       out.narrow(2, l0, l1 - l0)
-          .copy_(at::bmm(rows, w.narrow(0, l0, l1 - l0).transpose(1, 2)).permute({1, 2, 0}));
+          .copy_(at::bmm(w.narrow(0, l0, l1 - l0), columns).permute({2, 1, 0}));
     }
   }
   auto result = out.view({p.B, p.O, p.out_h, p.out_w});
@@ -135,16 +135,16 @@ std::tuple<at::Tensor, at::Tensor> locally_connected2d_backward(
     const auto w = location_weights(weight, p, dtype);
     const auto g = grad.to(dtype).reshape({p.B, p.O, L});
     const int64_t chunk = chunk_locations(p);
-    auto patches = at::empty({std::min(chunk, L), p.B, p.taps}, input.options());
+    auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, input.options());
     for (int64_t l0 = 0; l0 < L; l0 += chunk) {
       const int64_t l1 = std::min(L, l0 + chunk), n = l1 - l0;
-      auto rows = patches.narrow(0, 0, n);
-      loops.gather_patches(input, p.window, p.out_w, l0, l1, rows);
-      const auto gl = g.narrow(2, l0, n).permute({2, 1, 0});  // [n, O, B]
-      // dW_l = dY_lᵀ·P_l, reduced over the batch by the GEMM; dP_l = dY_l·W_l, scattered back.
-      grad_w.narrow(0, l0, n).copy_(at::bmm(gl, rows));
-      const auto grad_rows = at::bmm(gl.transpose(1, 2), w.narrow(0, l0, n)).contiguous();
-      loops.scatter_patches(grad_rows, p.window, p.out_w, l0, l1, grad_x);
+      auto columns = patches.narrow(0, 0, n);
+      loops.gather_patches(input, p.window, p.out_w, l0, l1, columns);
+      const auto gl = g.narrow(2, l0, n).permute({2, 1, 0}).contiguous();  // [n, O, B]
+      // dW_l = dY_l·P_lᵀ, reduced over the batch by the GEMM; dP_l = W_lᵀ·dY_l, scattered back.
+      grad_w.narrow(0, l0, n).copy_(at::bmm(gl, columns.transpose(1, 2)));
+      const auto grad_columns = at::bmm(w.narrow(0, l0, n).transpose(1, 2), gl).contiguous();
+      loops.scatter_patches(grad_columns, p.window, p.out_w, l0, l1, grad_x);
     }
   }
   return {grad_x.to(x.scalar_type()), grad_w.view(weight.sizes()).to(weight.scalar_type())};

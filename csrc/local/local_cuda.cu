@@ -25,8 +25,9 @@ __global__ void gather_patches_kernel(const T* __restrict__ x, Taps t, Window2d 
   const int64_t kh = window.h.kernel, kw = window.w.kernel, row = t.C * kh * kw;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t v = e % kw, u = (e / kw) % kh, c = (e / (kw * kh)) % t.C;
-    const int64_t r = e / row, b = r % t.B, l = l0 + r / t.B;
+    // [l, (c, u, v), b]: consecutive threads take consecutive samples (coalesced writes).
+    const int64_t b = e % t.B, tap = (e / t.B) % row, l = l0 + e / (t.B * row);
+    const int64_t v = tap % kw, u = (tap / kw) % kh, c = tap / (kw * kh);
     const int64_t y = window_input_index(l / out_w, u, window.h);
     const int64_t xx = window_input_index(l % out_w, v, window.w);
     patches[e] =
@@ -54,7 +55,7 @@ __global__ void scatter_patches_kernel(const T* __restrict__ grad_patches, Taps 
         if (ox < 0 || ox % window.w.stride != 0 || ox / window.w.stride >= out_w) continue;
         const int64_t l = (oy / window.h.stride) * out_w + ox / window.w.stride;
         if (l < l0 || l >= l1) continue;
-        acc += grad_patches[((l - l0) * t.B + b) * row + (c * kh + u) * kw + v];
+        acc += grad_patches[((l - l0) * row + (c * kh + u) * kw + v) * t.B + b];
       }
     }
     grad_x[e] += acc;
