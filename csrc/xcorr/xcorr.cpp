@@ -139,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> xcorr_backward(
     grad_scale = (g * corr).sum(reduced).sum_to_size(scale->sizes()).to(scale->dtype());
   const auto grad_corr = (scale.has_value() ? g * per_channel(*scale, p, opmath) : g).contiguous();
   const auto xp = padded(x, padding, opmath);
-  auto grad_xp = at::zeros(xp.sizes(), xp.options());
+  auto grad_xp = at::empty(xp.sizes(), xp.options());  // every element written by the loops
   auto grad_z = at::zeros(z.sizes(), xp.options());
   if (grad_corr.numel() > 0) {
     xcorr_loops()(op, x).backward(grad_corr, xp, z.to(opmath).contiguous(), mode, grad_xp, grad_z);

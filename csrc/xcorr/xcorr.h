@@ -15,10 +15,10 @@ enum class XcorrMode { kFull, kDepthwise };
 // The device loops, called with B·C > 0 and contiguous opmath tensors: xp [B, C, Hp, Wp] is the
 // padded search, z [Bz, C, h, w]. Results do not depend on the thread count (fixed-order sums).
 struct Loops {
-  // out [B, Cout, Hp − h + 1, Wp − w + 1], Cout = 1 (full) or C (depthwise).
+  // out [B, Cout, Hp − h + 1, Wp − w + 1], Cout = 1 (full) or C (depthwise), every element written.
   void (*forward)(const at::Tensor& xp, const at::Tensor& z, XcorrMode mode, at::Tensor& out);
-  // grad_xp [B, C, Hp, Wp] and grad_z [Bz, C, h, w] (summed over the batch when Bz = 1) from the
-  // gradient of out, grad [B, Cout, H', W'].
+  // grad_xp [B, C, Hp, Wp] (every element written) and grad_z [Bz, C, h, w] (zeroed by the op
+  // body; summed over the batch when Bz = 1) from the gradient of out, grad [B, Cout, H', W'].
   void (*backward)(const at::Tensor& grad, const at::Tensor& xp, const at::Tensor& z,
                    XcorrMode mode, at::Tensor& grad_xp, at::Tensor& grad_z);
 };

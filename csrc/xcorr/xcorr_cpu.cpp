@@ -6,8 +6,8 @@
 // template; dz sums each tap over the output plane and the batch in a fixed order.
 #include <ATen/Parallel.h>
 #include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/flip.h>
-#include <ATen/ops/zeros.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -46,7 +46,7 @@ void forward_cpu(const at::Tensor& xp, const at::Tensor& z, XcorrMode mode, at::
     T* o = out.data_ptr<T>();
     const int64_t plane = p.Hp * p.Wp, tplane = p.h * p.w, oplane = p.Ho * p.Wo;
     const auto correlate = CVOPS_CPU_SELECT(correlate_planes<T>);
-    // Channels c0..c1 of sample b, summed into acc.
+    // Channels c0..c1 of sample b, their sum written to acc.
     auto add_channels = [&](int64_t b, int64_t c0, int64_t c1, T* acc) {
       correlate(x + (b * p.C + c0) * plane, plane, p.Wp, t + (p.template_of(b) * p.C + c0) * tplane,
                 tplane, p.h, p.w, c1 - c0, acc, p.Ho, p.Wo);
@@ -54,15 +54,13 @@ void forward_cpu(const at::Tensor& xp, const at::Tensor& z, XcorrMode mode, at::
     if (mode == XcorrMode::kDepthwise) {
       at::parallel_for(0, p.B * p.C, 1, [&](int64_t begin, int64_t end) {
         for (int64_t task = begin; task < end; ++task) {
-          T* acc = o + task * oplane;
-          std::fill(acc, acc + oplane, T(0));
-          add_channels(task / p.C, task % p.C, task % p.C + 1, acc);
+          add_channels(task / p.C, task % p.C, task % p.C + 1, o + task * oplane);
         }
       });
       return;
     }
     const int64_t blocks = (p.C + kChannelBlock - 1) / kChannelBlock;
-    auto partial = at::zeros({p.B, blocks, oplane}, out.options());
+    auto partial = at::empty({p.B, blocks, oplane}, out.options());
     T* part = partial.data_ptr<T>();
     at::parallel_for(0, p.B * blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {

@@ -63,24 +63,21 @@ C10_ALWAYS_INLINE void tile_sums(const T* x, int64_t x_stride, int64_t Wp, const
 }
 
 // Rows i..i+R of acc (Wo >= one vector): two-vector tiles, one-vector tiles, and for the ragged end
-// one more vector tile ending at Wo, of which only the columns not yet done are added.
+// one more vector tile ending at Wo, of which only the columns not yet done are stored.
 template <int R, typename T>
 C10_ALWAYS_INLINE void correlate_rows(const T* x, int64_t x_stride, int64_t Wp, const T* z,
                                       int64_t z_stride, int64_t h, int64_t w, int64_t planes,
                                       T* acc, int64_t Wo, int64_t i) {
   using V = typename Vec32<T>::type;
   constexpr int kLanes = sizeof(V) / sizeof(T);
-  // Adds lanes first_lane.. of sums to acc at (i + r, j).
+  // Stores lanes first_lane.. of sums at (i + r, j).
   auto add = [&](int r, int64_t j, const V& sums, int first_lane) {
     T* dst = acc + (i + r) * Wo + j;
     if (first_lane > 0) {
-      for (int q = first_lane; q < kLanes; ++q) dst[q] += sums[q];
+      for (int q = first_lane; q < kLanes; ++q) dst[q] = sums[q];
       return;
     }
-    V old;
-    __builtin_memcpy(&old, dst, sizeof(V));
-    old += sums;
-    __builtin_memcpy(dst, &old, sizeof(V));
+    __builtin_memcpy(dst, &sums, sizeof(V));
   };
   int64_t j = 0;
   for (; j + 2 * kLanes <= Wo; j += 2 * kLanes) {
@@ -115,12 +112,13 @@ void correlate_elements(const T* x, int64_t x_stride, int64_t Wp, const T* z, in
         for (int64_t u = 0; u < h; ++u)
           for (int64_t v = 0; v < w; ++v) sum = std::fma(zk[u * w + v], xk[u * Wp + v], sum);
       }
-      acc[i * Wo + j] += sum;
+      acc[i * Wo + j] = sum;
     }
   }
 }
 
-// acc[i, j] += Σ_k Σ_{u<h, v<w} z_k[u, v] · x_k[i + u, j + v] over `planes` pairs of planes
+// acc[i, j] = Σ_k Σ_{u<h, v<w} z_k[u, v] · x_k[i + u, j + v] over `planes` pairs of planes
+// (written, not added: no pass zeroes the output first)
 // (x_k = x + k·x_stride with row stride Wp, z_k = z + k·z_stride). Every element sums over
 // (k, u, v) in that order, whichever tile computes it, so the bits are the same on every path and
 // CPU level.
