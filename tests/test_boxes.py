@@ -506,3 +506,15 @@ def test_cuda_aligned(kind):
     torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12)
     for g, w in zip(torch.autograd.grad(got.sum(), leaves), torch.autograd.grad(want.sum(), cpu_leaves)):
         torch.testing.assert_close(g.cpu(), w, rtol=1e-10, atol=1e-12)
+
+
+def test_pairwise_backward_of_strided_boxes():
+    base = boxes_like("uniform", 24).view(4, 6, 4).transpose(0, 1)  # [6, 4, 4], strided
+    a = base.clone().requires_grad_()
+    strided = base.detach().clone().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    b = boxes_like("clustered", 5)
+    assert not strided.is_contiguous()
+    for leaf in (a, strided):
+        cvops.box_iou(leaf, b, kind="giou").sum().backward()
+    torch.testing.assert_close(strided.grad, a.grad, rtol=0, atol=0)
+    assert strided.grad.shape == (6, 4, 4)

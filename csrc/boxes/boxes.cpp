@@ -8,7 +8,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/stack.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/accumulate.h>
 #include <torch/library.h>
 
@@ -131,14 +131,15 @@ std::vector<int64_t> appended(std::vector<int64_t> shape, std::initializer_list<
   return shape;
 }
 
-// One set of boxes broadcast to the batch and flattened: [sets, n, 4] (set_dims = 2) or
-// [pairs, 4] (set_dims = 1), contiguous, in `dtype`.
+// One set of boxes broadcast to the batch and flattened, in `dtype`: [sets, n, 4] (set_dims = 2)
+// or [pairs, 4] (set_dims = 1, contiguous for the element-wise loops).
 at::Tensor flat_boxes(const at::Tensor& boxes, const std::vector<int64_t>& batch, int64_t set_dims,
                       at::ScalarType dtype) {
   const int64_t rows = c10::multiply_integers(batch);
   if (set_dims == 2) {
     const int64_t n = boxes.size(-2);
-    return boxes.to(dtype).expand(appended(batch, {n, 4})).reshape({rows, n, 4}).contiguous();
+    // A view where the broadcast allows one: box_fields and the backward's blocks copy anyway.
+    return boxes.to(dtype).expand(appended(batch, {n, 4})).reshape({rows, n, 4});
   }
   return boxes.to(dtype).expand(appended(batch, {4})).reshape({rows, 4}).contiguous();
 }
@@ -203,7 +204,7 @@ std::tuple<at::Tensor, at::Tensor> box_iou_backward(const at::Tensor& grad,
   const auto a = flat_boxes(boxes1, batch, 2, dtype), b = flat_boxes(boxes2, batch, 2, dtype);
   const int64_t sets = a.size(0);
   const auto g = grad.reshape({sets, N, M});
-  auto grad_a = at::zeros_like(a), grad_b = at::zeros_like(b);
+  auto grad_a = at::zeros(a.sizes(), options), grad_b = at::zeros(b.sizes(), options);
   const IouEps e = iou_eps(kind, eps, false);
   // Sets s0..s1, rows r0..r1 of set 1 against all of set 2.
   auto block = [&](int64_t s0, int64_t s1, int64_t r0, int64_t r1) {

@@ -20,7 +20,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from cvops.ops._validate import check_bool, check_choice, check_int, check_module_input, check_output_size
+from cvops.ops._validate import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_int_pair,
+    check_module_input,
+    check_output_size,
+)
 from cvops.ops.local import locally_connected2d
 
 __all__ = [
@@ -34,14 +41,6 @@ __all__ = [
 
 KERAS_FORMATS = ("channels_last", "channels_first")
 OWNER = "LocallyConnected2d"
-
-
-def _pair(owner, name, value, minimum):
-    """An int or a pair (h, w) of ints, each >= minimum → (h, w)."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < minimum for n in items):
-        raise ValueError(f"cvops.{owner}: {name} must be an int >= {minimum} or a pair (h, w) of them, got {value!r}")
-    return items
 
 
 def _output_size(owner, input_size, kernel_size, stride, padding, dilation):
@@ -61,11 +60,11 @@ def output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
     owner = OWNER
     return _output_size(
         owner,
-        _pair(owner, "input_size", input_size, 1),
-        _pair(owner, "kernel_size", kernel_size, 1),
-        _pair(owner, "stride", stride, 1),
-        _pair(owner, "padding", padding, 0),
-        _pair(owner, "dilation", dilation, 1),
+        check_int_pair(owner, "input_size", input_size, 1),
+        check_int_pair(owner, "kernel_size", kernel_size, 1),
+        check_int_pair(owner, "stride", stride, 1),
+        check_int_pair(owner, "padding", padding, 0),
+        check_int_pair(owner, "dilation", dilation, 1),
     )
 
 
@@ -112,7 +111,10 @@ def from_keras_kernel(kernel, bias=None, *, output_size, kernel_size, data_forma
     Keras layer's (output_row, output_col)."""
     owner = f"{OWNER}.from_keras"
     check_choice(owner, "data_format", data_format, KERAS_FORMATS)
-    (out_h, out_w), (kh, kw) = _pair(owner, "output_size", output_size, 1), _pair(owner, "kernel_size", kernel_size, 1)
+    (out_h, out_w), (kh, kw) = (
+        check_int_pair(owner, "output_size", output_size, 1),
+        check_int_pair(owner, "kernel_size", kernel_size, 1),
+    )
     kernel = _as_tensor(owner, "kernel", kernel)
     channels = _kernel_channels(owner, "kernel", kernel, out_h * out_w, (kh, kw), "[oH·oW, kh·kw·C, O]", 1)
     filters = kernel.shape[2]
@@ -153,7 +155,10 @@ def from_unfold_weight(weight, bias=None, *, output_size, kernel_size):
     """An unfold + einsum layer's weight [oH·oW, O, C·kh·kw] and bias [O, oH·oW] or [O, oH, oW] (or
     None) → cvops' (weight [oH, oW, O, C, kh, kw], bias [O, oH, oW] or None)."""
     owner = f"{OWNER}.from_unfold"
-    (out_h, out_w), (kh, kw) = _pair(owner, "output_size", output_size, 1), _pair(owner, "kernel_size", kernel_size, 1)
+    (out_h, out_w), (kh, kw) = (
+        check_int_pair(owner, "output_size", output_size, 1),
+        check_int_pair(owner, "kernel_size", kernel_size, 1),
+    )
     weight = _as_tensor(owner, "weight", weight)
     channels = _kernel_channels(owner, "weight", weight, out_h * out_w, (kh, kw), "[oH·oW, O, C·kh·kw]", 2)
     filters = weight.shape[1]
@@ -205,11 +210,11 @@ class LocallyConnected2d(nn.Module):
         super().__init__()
         self.in_channels = check_int(OWNER, "in_channels", in_channels)
         self.out_channels = check_int(OWNER, "out_channels", out_channels)
-        self.input_size = _pair(OWNER, "input_size", input_size, 1)
-        self.kernel_size = _pair(OWNER, "kernel_size", kernel_size, 1)
-        self.stride = _pair(OWNER, "stride", stride, 1)
-        self.padding = _pair(OWNER, "padding", padding, 0)
-        self.dilation = _pair(OWNER, "dilation", dilation, 1)
+        self.input_size = check_int_pair(OWNER, "input_size", input_size, 1)
+        self.kernel_size = check_int_pair(OWNER, "kernel_size", kernel_size, 1)
+        self.stride = check_int_pair(OWNER, "stride", stride, 1)
+        self.padding = check_int_pair(OWNER, "padding", padding, 0)
+        self.dilation = check_int_pair(OWNER, "dilation", dilation, 1)
         check_bool(OWNER, "bias", bias)
         self.output_size = _output_size(
             OWNER, self.input_size, self.kernel_size, self.stride, self.padding, self.dilation
@@ -289,9 +294,9 @@ class LocallyConnected2d(nn.Module):
         get_weights(); bias None without use_bias), on NCHW inputs: with channels_last Keras data,
         layer(x_nhwc.permute(0, 3, 1, 2)) == keras(x_nhwc).permute(0, 3, 1, 2). input_size (H, W)."""
         owner = f"{OWNER}.from_keras"
-        input_size = _pair(owner, "input_size", input_size, 1)
-        kernel_size = _pair(owner, "kernel_size", kernel_size, 1)
-        strides = _pair(owner, "strides", strides, 1)
+        input_size = check_int_pair(owner, "input_size", input_size, 1)
+        kernel_size = check_int_pair(owner, "kernel_size", kernel_size, 1)
+        strides = check_int_pair(owner, "strides", strides, 1)
         out = _output_size(owner, input_size, kernel_size, strides, (0, 0), (1, 1))
         weight, bias = from_keras_kernel(
             kernel, bias, output_size=out, kernel_size=kernel_size, data_format=data_format
@@ -304,11 +309,11 @@ class LocallyConnected2d(nn.Module):
         stride), weight) (+ bias) reshaped to [B, O, oH, oW]: weight [oH·oW, O, C·kh·kw], bias
         [O, oH·oW], [O, oH, oW] or None."""
         owner = f"{OWNER}.from_unfold"
-        input_size = _pair(owner, "input_size", input_size, 1)
-        kernel_size = _pair(owner, "kernel_size", kernel_size, 1)
-        stride = _pair(owner, "stride", stride, 1)
-        padding = _pair(owner, "padding", padding, 0)
-        dilation = _pair(owner, "dilation", dilation, 1)
+        input_size = check_int_pair(owner, "input_size", input_size, 1)
+        kernel_size = check_int_pair(owner, "kernel_size", kernel_size, 1)
+        stride = check_int_pair(owner, "stride", stride, 1)
+        padding = check_int_pair(owner, "padding", padding, 0)
+        dilation = check_int_pair(owner, "dilation", dilation, 1)
         out = _output_size(owner, input_size, kernel_size, stride, padding, dilation)
         weight, bias = from_unfold_weight(weight, bias, output_size=out, kernel_size=kernel_size)
         return cls._with_weights(weight, bias, input_size, kernel_size, stride, padding, dilation)

@@ -31,6 +31,15 @@ def check_int(op, name, value, minimum=1, maximum=None):
     return value
 
 
+def check_int_pair(op, name, value, minimum):
+    """An int or a pair (h, w) of ints, each >= minimum → (h, w): the window arguments of the
+    convolution-like ops."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < minimum for n in items):
+        raise ValueError(f"cvops.{op}: {name} must be an int >= {minimum} or a pair (h, w) of them, got {value!r}")
+    return items
+
+
 def check_bool(op, name, value):
     # bool() would take any object (a string, a tensor, None) as a flag.
     if not isinstance(value, bool):

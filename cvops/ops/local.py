@@ -14,21 +14,9 @@ import torch
 from torch import Tensor
 
 from cvops.ops._registration import autocast_float32, grads, register_fake
-from cvops.ops._validate import check_tensor
+from cvops.ops._validate import check_int_pair, check_tensor
 
 __all__ = ["locally_connected2d"]
-
-
-def _pair(op, name, value, minimum):
-    """An int or a pair of ints (h, w), each >= minimum."""
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair)
-    ):
-        raise ValueError(f"cvops.{op}: {name} must be an int >= {minimum} or a pair of them (h, w), got {value!r}")
-    return list(pair)
 
 
 def locally_connected2d(x: Tensor, weight: Tensor, bias: Tensor = None, *, stride=1, padding=0, dilation=1) -> Tensor:
@@ -42,9 +30,9 @@ def locally_connected2d(x: Tensor, weight: Tensor, bias: Tensor = None, *, strid
         x,
         weight,
         bias,
-        _pair(op, "stride", stride, 1),
-        _pair(op, "padding", padding, 0),
-        _pair(op, "dilation", dilation, 1),
+        list(check_int_pair(op, "stride", stride, 1)),
+        list(check_int_pair(op, "padding", padding, 0)),
+        list(check_int_pair(op, "dilation", dilation, 1)),
     )
 
 
