@@ -12,8 +12,9 @@
 //
 // A helper defined outside the bodies that takes a body's lambda must be C10_ALWAYS_INLINE: a
 // default-target function cannot inline code compiled for a higher level (common/cpu_reduce.h).
-// Inside a body `__AVX2__` / `__AVX512F__` / `__AVX512VPOPCNTDQ__` say which level is being
-// compiled, for intrinsics. The build turns floating-point contraction off (-ffp-contract=off), so
+// Inside a body `#if CVOPS_CPU_AVX2` / `#if CVOPS_CPU_AVX512` (AVX-512 F/BW/VL/DQ/VPOPCNTDQ) say
+// which level is being compiled, for intrinsics (never __AVX2__: g++ fixes the predefined macros
+// before it reads the target pragmas). The build turns floating-point contraction off (-ffp-contract=off), so
 // every level computes the same bits; tests force each level in a subprocess with
 // CVOPS_CPU_LEVEL=baseline|avx2|avx512 (it can only lower the level, never raise it past the CPU).
 #include <cstdint>

@@ -16,7 +16,7 @@ void mirror_upper_to_lower(T* g, int64_t C) {
   }
 }
 
-#if defined(__AVX2__)
+#if CVOPS_CPU_AVX2
 // dst[j, i] = src[i, j] for an 8 × 8 float block (the classic unpack/shuffle/permute transpose).
 inline void transpose_8x8(const float* src, float* dst, int64_t ld) {
   __m256 r[8], t[8];
@@ -54,7 +54,7 @@ inline void mirror_upper_to_lower_avx2(float* g, int64_t C) {
 // One plane's mirror: 8 × 8 AVX transposes for float where the level has AVX2.
 template <typename T>
 void mirror_plane(T* g, int64_t C) {
-#if defined(__AVX2__)
+#if CVOPS_CPU_AVX2
   if constexpr (std::is_same_v<T, float>) return mirror_upper_to_lower_avx2(g, C);
 #endif
   mirror_upper_to_lower(g, C);

@@ -20,7 +20,7 @@ struct Vec32<double> {
 // every path (vector tile or single element) gives the same bits.
 template <typename T, typename V = typename Vec32<T>::type>
 C10_ALWAYS_INLINE V fused_multiply_add(T a, V b, V c) {
-#if defined(__FMA__)
+#if CVOPS_CPU_AVX2
   if constexpr (sizeof(T) == 4) {
     return reinterpret_cast<V>(_mm256_fmadd_ps(_mm256_set1_ps(a), reinterpret_cast<__m256>(b),
                                                reinterpret_cast<__m256>(c)));
