@@ -1,5 +1,7 @@
 #include "common/window.h"
 
+#include <utility>
+
 #include "common/checks.h"
 
 namespace cvops {
@@ -21,6 +23,16 @@ WindowOutput check_window(const char* op, int64_t input_h, int64_t input_w,
               w.dilation * (w.kernel - 1) + 1, " with dilation) is larger than the padded input (",
               input_h + 2 * h.padding, " x ", input_w + 2 * w.padding, ")");
   return out;
+}
+
+Window2d window_of(const char* op, int64_t kernel_h, int64_t kernel_w, c10::IntArrayRef stride,
+                   c10::IntArrayRef padding, c10::IntArrayRef dilation) {
+  for (const auto& [name, values] : {std::pair<const char*, c10::IntArrayRef>{"stride", stride},
+                                     {"padding", padding},
+                                     {"dilation", dilation}})
+    CVOPS_CHECK(values.size() == 2, op, name, " must be an int or a pair (h, w), got ", values);
+  return {{kernel_h, stride[0], padding[0], dilation[0]},
+          {kernel_w, stride[1], padding[1], dilation[1]}};
 }
 
 }  // namespace cvops

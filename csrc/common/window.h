@@ -4,6 +4,7 @@
 // a window tap reads in the padded input, and one set of checks with one error text. Host and
 // device code share the arithmetic.
 #include <c10/macros/Macros.h>
+#include <c10/util/ArrayRef.h>
 
 #include <cstdint>
 
@@ -38,5 +39,10 @@ C10_HOST_DEVICE inline int64_t window_input_index(int64_t i, int64_t u, const Wi
 // input_h × input_w and returns the output size, >= 1 in each dimension; errors name the op and
 // the argument: "cvops.<op>: stride must be >= 1, got (0, 1)".
 WindowOutput check_window(const char* op, int64_t input_h, int64_t input_w, const Window2d& window);
+
+// The window of a kernel_h × kernel_w kernel from an op schema's int[2] stride, padding and
+// dilation, each of which must hold two values (h, w).
+Window2d window_of(const char* op, int64_t kernel_h, int64_t kernel_w, c10::IntArrayRef stride,
+                   c10::IntArrayRef padding, c10::IntArrayRef dilation);
 
 }  // namespace cvops

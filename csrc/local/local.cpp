@@ -50,12 +50,7 @@ Problem check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weig
   check_dim(op, "weight", weight, 6, "[oH, oW, O, C, kh, kw]");
   check_same_dtype(op, "weight", weight, "x", x);
   check_same_device(op, "weight", weight, "x", x);
-  for (const auto& [name, values] : {std::pair<const char*, at::IntArrayRef>{"stride", stride},
-                                     {"padding", padding},
-                                     {"dilation", dilation}})
-    CVOPS_CHECK(values.size() == 2, op, name, " must be an int or a pair (h, w), got ", values);
-  const Window2d window{{weight.size(4), stride[0], padding[0], dilation[0]},
-                        {weight.size(5), stride[1], padding[1], dilation[1]}};
+  const Window2d window = window_of(op, weight.size(4), weight.size(5), stride, padding, dilation);
   const auto out = check_window(op, x.size(2), x.size(3), window);
   const int64_t C = x.size(1), O = weight.size(2);
   CVOPS_CHECK(weight.size(3) == C, op, "weight must have x's ", C,
