@@ -392,6 +392,44 @@ def _local_backward(s):
     return dict(grad=torch.randn_like(out), x=args["x"], weight=args["weight"], **LOCAL_RAW)
 
 
+def _binary(s):
+    """x [b, c, h + 2, w + 2] by a 3×3 binary weight [d, c, 3, 3], padding 1."""
+    return dict(x=rand(s, s.b, s.c, s.h + 2, s.w + 2), weight=rand(s, s.d, s.c, 3, 3))
+
+
+BINARY_OPTIONS = dict(stride=1, padding=1, dilation=(1, 2), pad_value=1.0, scaling="alpha_k", weight_grad="xnor")
+BINARY_ARGS = dict(
+    x=T(FLOATING, rank=4),
+    weight=T(FLOATING, rank=4),
+    bias=T(FLOATING, rank=1, optional=True),
+    stride=N("int_pair"),
+    padding=N("int_pair"),
+    dilation=N("int_pair"),
+    pad_value=N("float"),
+    scaling=N("choice"),
+    weight_grad=N("choice"),
+)
+
+
+def _xnor_raw(s):
+    args = _binary(s)
+    x, weight = args["x"], args["weight"]
+    scale = weight.abs().mean((1, 2, 3)).to(torch.float64 if s.dtype == torch.float64 else torch.float32)
+    k_map = torch.rand(s.b, 1, s.h + 2, s.w, dtype=scale.dtype)
+    return dict(
+        x_bits=torch.ops.cvops._pack_bits(x),
+        weight_bits=torch.ops.cvops._pack_bits(weight),
+        scale=scale,
+        k_map=k_map,
+        bias=torch.randn(s.d, dtype=scale.dtype),
+        channels=s.c,
+        stride=[1, 1],
+        padding=[1, 1],
+        dilation=[1, 2],
+        pad_value=0,
+    )
+
+
 def _lowrank_classifier_spec(image, **options):
     """LowRankBilinearClassifier on features [b, c, *spatial] or images [b, c, h, w] (with a reduction)."""
     init = ("in_channels", "num_classes", *options)
@@ -1076,5 +1114,128 @@ SPECS = [
         raw("_locally_connected2d_backward"),
         _local_backward,
         dict(grad=T(FLOATING, rank=4), x=T(FLOATING, rank=4), weight=T(FLOATING, rank=6), **LOCAL_PAIRS),
+    ),
+    # ------------------------------------------------------------------ binary
+    spec("pack_bits", public("pack_bits"), lambda s: dict(x=features(s, s.c)), dict(x=T(FLOATING, rank=(2, None)))),
+    spec(
+        "unpack_bits",
+        public("unpack_bits"),
+        lambda s: dict(bits=cvops.pack_bits(features(s, s.c)), channels=s.c),
+        dict(bits=T(INDEX, rank=(2, None)), channels=N("int")),
+    ),
+    spec(
+        "pack_binary_weight",
+        public("pack_binary_weight"),
+        lambda s: dict(weight=rand(s, s.d, s.c, 3, 3)),
+        dict(weight=T(FLOATING, rank=4)),
+    ),
+    spec(
+        "xnor_conv2d",
+        public("xnor_conv2d"),
+        lambda s: dict(_binary(s), bias=rand(s, s.d), **BINARY_OPTIONS),
+        BINARY_ARGS,
+    ),
+    spec(
+        "xnor_linear",
+        public("xnor_linear"),
+        lambda s: dict(
+            x=rand(s, s.b, s.c), weight=rand(s, s.d, s.c), bias=rand(s, s.d), scaling="alpha_k", weight_grad="ste"
+        ),
+        dict(
+            x=T(FLOATING, rank=2),
+            weight=T(FLOATING, rank=2),
+            bias=T(FLOATING, rank=1, optional=True),
+            scaling=N("choice"),
+            weight_grad=N("choice"),
+        ),
+    ),
+    spec(
+        "XNORConv2d",
+        module(
+            cvops.nn.XNORConv2d,
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "bias",
+            "pad_value",
+            "scaling",
+            "weight_grad",
+        ),
+        lambda s: dict(
+            in_channels=s.c,
+            out_channels=s.d,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            dilation=(1, 2),
+            bias=True,
+            pad_value=-1.0,
+            scaling="alpha",
+            weight_grad="ste",
+            x=rand(s, s.b, s.c, s.h + 2, s.w + 4, dtype=torch.float32),
+        ),
+        dict(
+            in_channels=N("int"),
+            out_channels=N("int"),
+            kernel_size=N("int_pair"),
+            stride=N("int_pair"),
+            padding=N("int_pair"),
+            dilation=N("int_pair"),
+            bias=N("bool"),
+            pad_value=N("float"),
+            scaling=N("choice"),
+            weight_grad=N("choice"),
+            x=T(FLOATING, rank=4),
+        ),
+        names=("xnor_conv2d",),
+        holds_tensors=True,
+    ),
+    spec(
+        "XNORLinear",
+        module(cvops.nn.XNORLinear, "in_features", "out_features", "bias", "scaling", "weight_grad"),
+        lambda s: dict(
+            in_features=s.c,
+            out_features=s.d,
+            bias=True,
+            scaling="alpha_k",
+            weight_grad="xnor",
+            x=rand(s, s.b, s.c, dtype=torch.float32),
+        ),
+        dict(
+            in_features=N("int"),
+            out_features=N("int"),
+            bias=N("bool"),
+            scaling=N("choice"),
+            weight_grad=N("choice"),
+            x=T(FLOATING, rank=2),
+        ),
+        names=("xnor_linear",),
+        holds_tensors=True,
+    ),
+    spec(
+        "pack_bits",
+        raw("_pack_bits"),
+        lambda s: dict(x=features(s, s.c), clip=1.0),
+        dict(x=T(FLOATING, rank=(2, None)), clip=N("float", optional=True)),
+    ),
+    spec(
+        "xnor_conv2d",
+        raw("_xnor_conv2d"),
+        _xnor_raw,
+        dict(
+            x_bits=T(INDEX, rank=4),
+            weight_bits=T(INDEX, rank=4),
+            scale=T(FLOATING, rank=1),
+            k_map=T(FLOATING, rank=4, optional=True),
+            bias=T(FLOATING, rank=1, optional=True),
+            channels=N("int"),
+            stride=N("int_pair"),
+            padding=N("int_pair"),
+            dilation=N("int_pair"),
+            pad_value=N("int"),
+        ),
     ),
 ]

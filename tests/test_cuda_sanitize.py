@@ -133,3 +133,32 @@ def test_local_kernels():
             rand(oh, ow, 4, 5, 3, 3),
             rand(4, oh, ow),
         )
+
+
+def _binary_checks():
+    for C, pad_value, scaling in [(3, 0.0, "alpha"), (70, 1.0, "alpha_k"), (130, -1.0, "none")]:
+        x, w = rand(3, C, 11, 9), rand(37, C, 3, 3)
+        options = dict(padding=1, dilation=(1, 2), pad_value=pad_value, scaling=scaling)
+        for dtype in (torch.float32, torch.float64):
+            cpu = cvops.xnor_conv2d(x.to(dtype), w.to(dtype), **options)
+            assert torch.equal(cvops.xnor_conv2d(x.to(dtype).cuda(), w.to(dtype).cuda(), **options).cpu(), cpu)
+        assert torch.equal(cvops.pack_bits(x.cuda()).cpu(), cvops.pack_bits(x))
+        assert torch.equal(torch.ops.cvops._pack_bits(x.cuda(), 1.0).cpu(), torch.ops.cvops._pack_bits(x, 1.0))
+    both(lambda x, w: cvops.xnor_conv2d(x, w, padding=1, scaling="alpha_k"), rand(2, 40, 7, 6), rand(5, 40, 3, 3))
+    both(lambda x, w: cvops.xnor_linear(x, w), rand(9, 300), rand(17, 300))
+
+
+def test_binary_kernels():
+    """Packing and the 1-bit tensor-core XNOR path: the CPU's bits, and the straight-through backward."""
+    _binary_checks()
+
+
+def test_binary_popc_kernels():
+    """The LOP3/POPC path, which CVOPS_CUDA_BMMA=0 selects (once per process: in a child process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; sys.path.insert(0, 'tests'); import test_cuda_sanitize as t; t._binary_checks()"
+    env = dict(os.environ, CVOPS_CUDA_BMMA="0")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)

@@ -26,7 +26,7 @@ def test_every_op_has_a_cpu_kernel_and_a_cuda_kernel_in_a_cuda_build():
 
 def test_loop_tables_name_every_op_that_dispatches_through_them():
     tables = {t["family"]: t for t in cvops._C.loop_tables()}
-    assert set(tables) == {"bilinear", "boxes", "gram", "instance_norm", "local", "nms", "xcorr"}
+    assert set(tables) == {"bilinear", "binary", "boxes", "gram", "instance_norm", "local", "nms", "xcorr"}
     want = ["CPU", "CUDA"] if cvops._C.with_cuda() else ["CPU"]
     for family, table in tables.items():
         assert table["devices"] == want, family
@@ -42,7 +42,7 @@ def test_loop_tables_name_every_op_that_dispatches_through_them():
 
 
 # Each CPU level runs the multiversioned loops (box rows, NMS suppression, instance norm planes and
-# channel blocks, the Gram mirror, the xcorr planes) in a child process; the results must be the same bits.
+# channel blocks, the Gram mirror, the xcorr planes, bit packing and the XNOR tiles) in a child process; the results must be the same bits.
 _PROGRAM = r"""
 import sys, torch, cvops
 torch.manual_seed(0)
@@ -63,6 +63,13 @@ out["xcorr_full"] = cvops.xcorr(search, template)
 out["xcorr_depthwise"] = cvops.xcorr(search, template, mode="depthwise")
 out["cin_cl"] = cvops.conditional_instance_norm(x.to(memory_format=torch.channels_last), w, bias, torch.tensor([1, 2]))
 out["gram"] = cvops.gram_matrix(torch.randn(2, 67, 5, 7))
+xb, wb = torch.randn(3, 130, 9, 8), torch.randn(21, 130, 3, 3)
+out["pack_bits"] = cvops.pack_bits(xb)
+out["pack_bits_cl"] = cvops.pack_bits(xb.contiguous(memory_format=torch.channels_last))
+out["pack_clip"] = torch.ops.cvops._pack_bits(xb.double(), 1.0)
+for pad in (0.0, 1.0):
+    out[f"xnor{pad}"] = cvops.xnor_conv2d(xb, wb, padding=1, dilation=(1, 2), pad_value=pad, scaling="alpha_k")
+out["xnor64"] = cvops.xnor_conv2d(xb.double(), wb.double(), stride=2, bias=torch.randn(21).double())
 torch.save(out, sys.argv[1])
 """
 

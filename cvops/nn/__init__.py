@@ -8,6 +8,7 @@ from cvops.nn.bilinear import (
     CompactBilinearPool,
     LowRankBilinearClassifier,
 )
+from cvops.nn.binary import XNORConv2d, XNORLinear
 from cvops.nn.gram import GramMatrix, StyleLoss
 from cvops.nn.instance_norm import ConditionalInstanceNorm2d
 from cvops.nn.local import LocallyConnected2d
@@ -25,4 +26,6 @@ __all__ = [
     "MLB",
     "StyleLoss",
     "XCorr",
+    "XNORConv2d",
+    "XNORLinear",
 ]

@@ -7,6 +7,14 @@ from cvops.ops.bilinear import (
     factorized_bilinear_pool,
     lowrank_bilinear_score,
 )
+from cvops.ops.binary import (
+    PackedBinaryWeight,
+    pack_binary_weight,
+    pack_bits,
+    unpack_bits,
+    xnor_conv2d,
+    xnor_linear,
+)
 from cvops.ops.boxes import (
     box_area,
     box_convert,
@@ -28,6 +36,7 @@ from cvops.ops.nms import batched_nms, multiclass_nms, nms, soft_nms
 from cvops.ops.xcorr import xcorr
 
 __all__ = [
+    "PackedBinaryWeight",
     "batched_nms",
     "bilinear_pool",
     "box_area",
@@ -50,8 +59,13 @@ __all__ = [
     "lowrank_bilinear_score",
     "multiclass_nms",
     "nms",
+    "pack_binary_weight",
+    "pack_bits",
     "remove_small_boxes",
     "soft_nms",
     "style_loss",
+    "unpack_bits",
     "xcorr",
+    "xnor_conv2d",
+    "xnor_linear",
 ]

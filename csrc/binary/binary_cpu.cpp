@@ -1,0 +1,119 @@
+// CPU loops of the binary family: packing by comparison masks, and the XNOR convolution as an
+// implicit GEMM over the packed words (no im2col): pixel × filter tiles of popcount(x ^ w) held in
+// vector registers over every tap (binary_cpu_bodies.h, at the CPU level chosen at load), then the
+// float epilogue per output.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "binary/binary.h"
+#include "common/cpu_levels.h"
+#include "common/loop_table.h"
+
+namespace cvops::binary {
+namespace {
+
+// The walk of a tile over the taps: `rows` kernel rows, each `segs` runs of `len` words.
+struct Walk {
+  int64_t rows, x_row, w_row, segs, x_seg, w_seg, len;
+};
+
+template <typename T>
+struct XnorArgs {
+  const uint64_t* x;             // padded bits [B, Hp, Wp, Cw]
+  const int64_t* w;              // filter vectors [ceil(O / lanes), kh·kw·Cw, lanes]
+  const int64_t* tap_popcount;  // the same vectors of [O, kh·kw] tap popcounts (zero pad), or null
+  const T* scale;  // [ceil(O / lanes) · lanes], the tail 0
+  const T* k_map;  // [B, OH·OW] or null
+  const T* bias;  // like scale, or null
+  T* out;  // [B, O, OH·OW]
+  Geometry g;
+  Walk walk;
+};
+
+#define CVOPS_CPU_BODIES "binary/binary_cpu_bodies.h"
+#include "common/cpu_levels_compile.h"
+
+void pack_cpu(const at::Tensor& x, std::optional<double> clip, at::Tensor& bits) {
+  const int64_t N = x.size(0), C = x.size(1), S = x.size(2);
+  // Channels-last memory packs pixel by pixel (movemask over contiguous channels); otherwise
+  // sample by sample, a block of pixels at a time.
+  const bool channels_contiguous = x.stride(1) == 1 && C > 1 && x.stride(2) != 1;
+  auto* dst = reinterpret_cast<uint64_t*>(bits.data_ptr<int64_t>());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_pack_bits_cpu", [&] {
+    using T = scalar_t;
+    const T clip_value = clip.has_value() ? static_cast<T>(*clip) : T(0);
+    const T* clip_ptr = clip.has_value() ? &clip_value : nullptr;
+    const auto pack = CVOPS_CPU_SELECT(pack_rows<T>);
+    const int64_t rows = channels_contiguous ? N * S : N;
+    at::parallel_for(0, rows, channels_contiguous ? 256 : 1, [&](int64_t begin, int64_t end) {
+      pack(x.const_data_ptr<T>(), C, S, x.stride(0), x.stride(1), x.stride(2), channels_contiguous,
+           clip_ptr, begin, end, dst);
+    });
+  });
+}
+
+void xnor_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
+              const at::Tensor& scale, const std::optional<at::Tensor>& k_map,
+              const std::optional<at::Tensor>& bias, at::Tensor& out) {
+  const int64_t Cw = g.words, O = g.out_channels, kw = g.kernel_w;
+  const int64_t taps = g.kernel_h * kw, M = g.batch * g.out_h * g.out_w;
+  const auto* w = weight.const_data_ptr<int64_t>();
+  // A kernel row is one run of kw·Cw words at dilation 1, else kw runs of Cw words.
+  const bool one_run = g.dilation_w == 1;
+  const Walk walk{
+      g.kernel_h, g.dilation_h * g.padded_w * Cw, kw * Cw, one_run ? 1 : kw, g.dilation_w * Cw,
+      Cw,         one_run ? kw * Cw : Cw};
+  const int64_t lanes = CVOPS_CPU_SELECT(lanes)(), padded_o = (O + lanes - 1) / lanes * lanes;
+  const auto transpose = CVOPS_CPU_SELECT(transpose_filters);
+  std::vector<int64_t> filters(padded_o * taps * Cw);
+  transpose(w, O, taps * Cw, filters.data());
+  // A zero pad leaves its taps out: their zero words were counted as −1s, which the epilogue
+  // takes back with the filter's per-tap popcounts.
+  std::vector<int64_t> tap_popcount;
+  if (g.pad_value == PadValue::kZero && (g.pad_h > 0 || g.pad_w > 0)) {
+    std::vector<int64_t> per_filter(O * taps);
+    for (int64_t i = 0; i < O * taps; ++i) {
+      for (int64_t k = 0; k < Cw; ++k) per_filter[i] += __builtin_popcountll(w[i * Cw + k]);
+    }
+    tap_popcount.resize(padded_o * taps);
+    transpose(per_filter.data(), O, taps, tap_popcount.data());
+  }
+  AT_DISPATCH_FLOATING_TYPES(scale.scalar_type(), "cvops_xnor_cpu", [&] {
+    using T = scalar_t;
+    // Per-filter values padded to whole vectors.
+    auto padded = [&](const at::Tensor& t) {
+      std::vector<T> v(padded_o, T(0));
+      std::copy(t.const_data_ptr<T>(), t.const_data_ptr<T>() + O, v.begin());
+      return v;
+    };
+    const std::vector<T> scale_v = padded(scale);
+    const std::vector<T> bias_v = bias.has_value() ? padded(*bias) : std::vector<T>();
+    const XnorArgs<T> args{reinterpret_cast<const uint64_t*>(xp.const_data_ptr<int64_t>()),
+                           filters.data(),
+                           tap_popcount.empty() ? nullptr : tap_popcount.data(),
+                           scale_v.data(),
+                           k_map.has_value() ? k_map->const_data_ptr<T>() : nullptr,
+                           bias.has_value() ? bias_v.data() : nullptr,
+                           out.data_ptr<T>(),
+                           g,
+                           walk};
+    const auto pixels = CVOPS_CPU_SELECT(xnor_pixels<T>);
+    // Blocks of pixels per task; each output is written once, so results do not depend on the
+    // thread count.
+    at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) { pixels(args, begin, end); });
+  });
+}
+
+constexpr Loops kCpuLoops{&pack_cpu, &xnor_cpu};
+
+}  // namespace
+
+CVOPS_REGISTER_LOOPS(binary_loops, kCpu, kCpuLoops);
+
+}  // namespace cvops::binary

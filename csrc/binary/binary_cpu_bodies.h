@@ -1,0 +1,294 @@
+// The bit loops of the binary CPU kernels, compiled once per CPU level (common/cpu_levels.h):
+// included by binary_cpu.cpp only, inside its namespace. The XNOR tile counts popcount(x ^ w) with
+// VPOPCNTQ at the AVX-512 level, a nibble-table popcount (VPSHUFB, VPSADBW) at AVX2, and scalar
+// popcounts at baseline; packing turns comparisons into bits with mask registers / movemask.
+namespace CVOPS_CPU_NS {
+
+// sign(v) = +1 (bit 1) where v >= 0: an ordered comparison, so −0.0 gives 1 and NaN gives 0.
+template <typename T>
+struct SignBit {
+  C10_ALWAYS_INLINE bool operator()(T v) const { return v >= T(0); }
+#if CVOPS_CPU_AVX2
+  C10_ALWAYS_INLINE unsigned mask8(__m256 v) const {
+    return _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ));
+  }
+#endif
+#if CVOPS_CPU_AVX512
+  C10_ALWAYS_INLINE unsigned mask16(__m512 v) const {
+    return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ);
+  }
+#endif
+};
+
+// The straight-through estimator's mask: bit 1 where |v| <= clip (NaN gives 0).
+template <typename T>
+struct ClipBit {
+  T clip;
+  C10_ALWAYS_INLINE bool operator()(T v) const { return std::abs(v) <= clip; }
+#if CVOPS_CPU_AVX2
+  C10_ALWAYS_INLINE unsigned mask8(__m256 v) const {
+    const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+    return _mm256_movemask_ps(_mm256_cmp_ps(magnitude, _mm256_set1_ps(float(clip)), _CMP_LE_OQ));
+  }
+#endif
+#if CVOPS_CPU_AVX512
+  C10_ALWAYS_INLINE unsigned mask16(__m512 v) const {
+    return _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(float(clip)), _CMP_LE_OQ);
+  }
+#endif
+};
+
+// The bits of x[c * stride], c < n (n <= 64), as one word: pred(x) gives bit c.
+template <typename T, typename Pred>
+C10_ALWAYS_INLINE uint64_t pack_word(const T* x, int64_t stride, int64_t n, Pred pred) {
+  uint64_t word = 0;
+  int64_t c = 0;
+#if CVOPS_CPU_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    if (stride == 1) {
+#if CVOPS_CPU_AVX512
+      for (; c + 16 <= n; c += 16) {
+        word |= uint64_t(pred.mask16(_mm512_loadu_ps(x + c))) << c;
+      }
+#endif
+      for (; c + 8 <= n; c += 8) {
+        word |= uint64_t(pred.mask8(_mm256_loadu_ps(x + c))) << c;
+      }
+    }
+  }
+#endif
+  for (; c < n; ++c) word |= uint64_t(pred(x[c * stride])) << c;
+  return word;
+}
+
+// x [C, S] with pixels contiguous (stride 1) and channels `cstride` apart: bits [S, words].
+// Pixels go in blocks whose words are built channel by channel (the loop over pixels vectorises).
+template <typename T, typename Pred>
+void pack_channels_strided(const T* x, int64_t C, int64_t S, int64_t cstride, Pred pred,
+                           uint64_t* bits) {
+  constexpr int64_t kBlock = 256;
+  const int64_t words = (C + 63) / 64;
+  uint64_t acc[kBlock];
+  for (int64_t s0 = 0; s0 < S; s0 += kBlock) {
+    const int64_t n = std::min(kBlock, S - s0);
+    for (int64_t k = 0; k < words; ++k) {
+      for (int64_t q = 0; q < n; ++q) acc[q] = 0;
+      const int64_t c1 = std::min<int64_t>(64, C - 64 * k);
+      for (int64_t c = 0; c < c1; ++c) {
+        const T* row = x + (64 * k + c) * cstride + s0;
+        for (int64_t q = 0; q < n; ++q) acc[q] |= uint64_t(pred(row[q])) << c;
+      }
+      for (int64_t q = 0; q < n; ++q) bits[(s0 + q) * words + k] = acc[q];
+    }
+  }
+}
+
+// x [S, C] with channels contiguous: bits [S, words].
+template <typename T, typename Pred>
+void pack_channels_contiguous(const T* x, int64_t C, int64_t S, int64_t sstride, Pred pred,
+                              uint64_t* bits) {
+  const int64_t words = (C + 63) / 64;
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t k = 0; k < words; ++k) {
+      bits[s * words + k] =
+          pack_word(x + s * sstride + 64 * k, 1, std::min<int64_t>(64, C - 64 * k), pred);
+    }
+  }
+}
+
+// The XNOR tiles run across filters: a vector holds one word of kLanes filters (the weight is
+// transposed to [O / kLanes, kh·kw·Cw, kLanes]), each pixel's word is broadcast against it, and the
+// popcounts accumulate lane by lane, so a tile of NP pixels × NV·kLanes filters needs no horizontal
+// sums. popcount(v) per 64-bit lane: VPOPCNTQ (AVX-512), a nibble table summed by VPSADBW (AVX2),
+// or scalar popcounts (baseline).
+#if CVOPS_CPU_AVX512
+constexpr int kLanes = 8, kTilePixels = 6, kTileVectors = 2;
+typedef int64_t Lanes __attribute__((vector_size(64)));
+C10_ALWAYS_INLINE Lanes popcount(Lanes v) { return (Lanes)_mm512_popcnt_epi64((__m512i)v); }
+#elif CVOPS_CPU_AVX2
+constexpr int kLanes = 4, kTilePixels = 3, kTileVectors = 2;
+typedef int64_t Lanes __attribute__((vector_size(32)));
+C10_ALWAYS_INLINE Lanes popcount(Lanes v) {
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i lo = _mm256_and_si256((__m256i)v, low);
+  const __m256i hi = _mm256_and_si256(_mm256_srli_epi16((__m256i)v, 4), low);
+  const __m256i bytes =
+      _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
+  return (Lanes)_mm256_sad_epu8(bytes, _mm256_setzero_si256());
+}
+#else
+constexpr int kLanes = 2, kTilePixels = 2, kTileVectors = 2;
+typedef int64_t Lanes __attribute__((vector_size(16)));
+C10_ALWAYS_INLINE Lanes popcount(Lanes v) {
+  Lanes out;
+  for (int l = 0; l < kLanes; ++l) out[l] = __builtin_popcountll(static_cast<uint64_t>(v[l]));
+  return out;
+}
+#endif
+
+int lanes() { return kLanes; }
+
+// count[p][v] = Σ_{r < rows, s < segs, q < len} popcount(x[p][r·xr + s·xs + q] ^ w[v][...]) over
+// the tile's NP pixels and NV filter vectors, held in registers across every tap.
+template <int NP, int NV>
+C10_ALWAYS_INLINE void tile_counts(const uint64_t* const (&x)[NP], const int64_t* const (&w)[NV],
+                                   const Walk& k, Lanes (&count)[NP][NV]) {
+  Lanes acc[NP][NV];
+  for (int p = 0; p < NP; ++p)
+    for (int v = 0; v < NV; ++v) acc[p][v] = Lanes{};
+  for (int64_t r = 0; r < k.rows; ++r) {
+    for (int64_t s = 0; s < k.segs; ++s) {
+      const int64_t xo = r * k.x_row + s * k.x_seg, wo = r * k.w_row + s * k.w_seg;
+      for (int64_t q = 0; q < k.len; ++q) {
+        Lanes wv[NV];
+        for (int v = 0; v < NV; ++v)
+          __builtin_memcpy(&wv[v], w[v] + (wo + q) * kLanes, sizeof(Lanes));
+        for (int p = 0; p < NP; ++p) {
+          const int64_t xw = static_cast<int64_t>(x[p][xo + q]);
+          for (int v = 0; v < NV; ++v) acc[p][v] += popcount(wv[v] ^ xw);
+        }
+      }
+    }
+  }
+  for (int p = 0; p < NP; ++p)
+    for (int v = 0; v < NV; ++v) count[p][v] = acc[p][v];
+}
+
+// Packs rows [r0, r1) of x [N, C, S] into bits [N·S, words]: rows are samples when pixels are
+// contiguous (x.stride(2) == 1), else pixels (flattened n, s) with contiguous channels.
+template <typename T>
+void pack_rows(const T* x, int64_t C, int64_t S, int64_t xn, int64_t xc, int64_t xs,
+               bool channels_contiguous, const T* clip, int64_t r0, int64_t r1, uint64_t* bits) {
+  const int64_t words = (C + 63) / 64;
+  auto run = [&](auto pred) {
+    if (!channels_contiguous) {
+      for (int64_t n = r0; n < r1; ++n)
+        pack_channels_strided(x + n * xn, C, S, xc, pred, bits + n * S * words);
+      return;
+    }
+    for (int64_t m = r0; m < r1;) {
+      const int64_t n = m / S, s = m % S, count = std::min(r1 - m, S - s);
+      pack_channels_contiguous(x + n * xn + s * xs, C, count, xs, pred, bits + m * words);
+      m += count;
+    }
+  };
+  if (clip != nullptr) {
+    run(ClipBit<T>{*clip});
+  } else {
+    run(SignBit<T>{});
+  }
+}
+
+// The outputs of pixels [m0, m1) (flattened b, oh, ow) for every filter: the tile counts, then
+// dot = taps·C − 2·count (less the taps in a zero pad) and out = dot · scale (· k) (+ bias).
+
+template <typename T>
+void xnor_pixels(const XnorArgs<T>& a, int64_t m0, int64_t m1) {
+  constexpr int NP = kTilePixels;
+  const Geometry& g = a.g;
+  const int64_t Cw = g.words, O = g.out_channels, P = g.out_h * g.out_w;
+  const int64_t taps = g.kernel_h * g.kernel_w, full_dot = taps * g.channels;
+  const int64_t H = g.padded_h - 2 * g.pad_h, W = g.padded_w - 2 * g.pad_w;
+  const int64_t groups = (O + kLanes - 1) / kLanes;
+  // One output pixel of the tile: where its words start, where its outputs go, its K-map value,
+  // and whether its window reaches into a zero pad.
+  struct Pixel {
+    const uint64_t* x;
+    T* out;
+    T k;
+    int64_t i, j;
+    bool border;
+  };
+  auto pixel_of = [&](int64_t m) {
+    const int64_t b = m / P, q = m % P, i = q / g.out_w, j = q % g.out_w;
+    const int64_t top = i * g.stride_h, left = j * g.stride_w;
+    const bool border = a.tap_popcount != nullptr &&
+                        (top < g.pad_h || top + (g.kernel_h - 1) * g.dilation_h >= g.pad_h + H ||
+                         left < g.pad_w || left + (g.kernel_w - 1) * g.dilation_w >= g.pad_w + W);
+    return Pixel{a.x + ((b * g.padded_h + top) * g.padded_w + left) * Cw,
+                 a.out + b * O * P + q,
+                 a.k_map != nullptr ? a.k_map[b * P + q] : T(1),
+                 i,
+                 j,
+                 border};
+  };
+  // The epilogue, kLanes filters at a time: each product rounded in the reference's order.
+  typedef T Values __attribute__((vector_size(sizeof(T) * kLanes)));
+  const Lanes full = Lanes{} + full_dot;
+  auto emit = [&](const Pixel& px, int64_t group, Lanes count) {
+    Lanes dot = full - 2 * count;
+    if (px.border) {
+      const int64_t* pc = a.tap_popcount + group * taps * kLanes;
+      for (int64_t u = 0; u < g.kernel_h; ++u) {
+        const bool row_out = in_padding(px.i * g.stride_h + u * g.dilation_h, g.pad_h, H);
+        for (int64_t v = 0; v < g.kernel_w; ++v) {
+          if (row_out || in_padding(px.j * g.stride_w + v * g.dilation_w, g.pad_w, W)) {
+            Lanes tap;
+            __builtin_memcpy(&tap, pc + (u * g.kernel_w + v) * kLanes, sizeof(Lanes));
+            dot -= g.channels - 2 * tap;
+          }
+        }
+      }
+    }
+    Values scale, value = __builtin_convertvector(dot, Values);
+    __builtin_memcpy(&scale, a.scale + group * kLanes, sizeof(Values));
+    value = value * scale;
+    if (a.k_map != nullptr) value = value * px.k;
+    if (a.bias != nullptr) {
+      Values bias;
+      __builtin_memcpy(&bias, a.bias + group * kLanes, sizeof(Values));
+      value = value + bias;
+    }
+    const int64_t o0 = group * kLanes, valid = std::min<int64_t>(kLanes, O - o0);
+    T* out = px.out + o0 * P;
+    for (int l = 0; l < valid; ++l) out[l * P] = value[l];
+  };
+  auto run = [&](auto vectors, const Pixel(&px)[NP], int64_t real, int64_t group) {
+    constexpr int NV = decltype(vectors)::value;
+    const uint64_t* x[NP];
+    for (int p = 0; p < NP; ++p) x[p] = px[p].x;
+    const int64_t* w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = a.w + (group + v) * taps * Cw * kLanes;
+    Lanes count[NP][NV];
+    tile_counts<NP, NV>(x, w, a.walk, count);
+    for (int p = 0; p < real; ++p)
+      for (int v = 0; v < NV; ++v) emit(px[p], group + v, count[p][v]);
+  };
+  // Blocks of pixels × filter vectors small enough for L1 (the block's words of x and w, about
+  // 32 KiB at C = 256, 3 × 3), swept tile by tile.
+  constexpr int64_t kBlockTiles = 8, kBlockVectors = 4 * kTileVectors;
+  for (int64_t mb = m0; mb < m1; mb += kBlockTiles * NP) {
+    const int64_t mb1 = std::min(m1, mb + kBlockTiles * NP), tiles = (mb1 - mb + NP - 1) / NP;
+    // A short last tile repeats its last pixel and emits only the real ones.
+    Pixel px[kBlockTiles][NP];
+    for (int64_t t = 0; t < tiles; ++t)
+      for (int p = 0; p < NP; ++p) px[t][p] = pixel_of(std::min(mb + t * NP + p, mb1 - 1));
+    for (int64_t gb = 0; gb < groups; gb += kBlockVectors) {
+      const int64_t gb1 = std::min(groups, gb + kBlockVectors);
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t real = std::min<int64_t>(NP, mb1 - mb - t * NP);
+        int64_t group = gb;
+        for (; group + kTileVectors <= gb1; group += kTileVectors) {
+          run(std::integral_constant<int, kTileVectors>{}, px[t], real, group);
+        }
+        for (; group < gb1; ++group) run(std::integral_constant<int, 1>{}, px[t], real, group);
+      }
+    }
+  }
+}
+
+// Per-filter rows [O, K] (the weight's K = kh·kw·Cw words, or its kh·kw tap popcounts) as this
+// level's filter vectors [ceil(O / kLanes), K, kLanes], the missing filters of the last vector 0.
+void transpose_filters(const int64_t* w, int64_t O, int64_t K, int64_t* out) {
+  const int64_t groups = (O + kLanes - 1) / kLanes;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t k = 0; k < K; ++k)
+      for (int l = 0; l < kLanes; ++l) {
+        const int64_t o = g * kLanes + l;
+        out[(g * K + k) * kLanes + l] = o < O ? w[o * K + k] : 0;
+      }
+}
+
+}  // namespace CVOPS_CPU_NS
