@@ -379,3 +379,17 @@ def test_unpack_bits_validates():
         cvops.unpack_bits(bits.int(), 10)
     x = torch.randn(3, 130, 5)
     assert torch.equal(cvops.unpack_bits(cvops.pack_bits(x), 130, torch.float64), ref.sign(x.double()))
+
+
+def test_state_dict_forms_load_into_any_module():
+    """A training checkpoint loads into an evaluated (cached) module, and a latent state into a
+    packed-only one: the state decides the form."""
+    source = cvops.nn.XNORConv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 5, 5)
+    cached = cvops.nn.XNORConv2d(4, 4, 3, padding=1).eval()
+    cached(x)
+    cached.load_state_dict(source.state_dict())
+    assert cached.packed_bits is None and torch.equal(cached(x), source.eval()(x))
+    packed_only = cvops.nn.XNORConv2d(4, 4, 3, padding=1).pack(keep_latent=False)
+    packed_only.load_state_dict(source.state_dict())
+    assert isinstance(packed_only.weight, torch.nn.Parameter) and torch.equal(packed_only.eval()(x), source(x))

@@ -68,21 +68,21 @@ class _PackedWeightMixin:
             return self.weight
         return self.packed_weight()
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):
-        # The packed buffers exist only once packed: take their shapes from the state_dict.
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # The state decides the form: packed buffers (their shapes from the state) and/or a latent
+        # weight. A latent-only state clears a cached packing; a packed-only one drops the latent.
+        has_weight, has_packed = prefix + "weight" in state_dict, prefix + "packed_bits" in state_dict
+        held = self.weight if self.weight is not None else self.packed_alpha
+        device = held.device if held is not None else None
         for name in _PACKED:
             key = prefix + name
-            if key in state_dict:
-                held = self.weight if self.weight is not None else self.bias
-                device = held.device if held is not None else state_dict[key].device
-                setattr(self, name, torch.empty_like(state_dict[key], device=device))
-        if prefix + "weight" not in state_dict and self.weight is not None and prefix + "packed_bits" in state_dict:
-            self.weight = None  # a packed-only state: the module becomes packed-only too
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+            setattr(self, name, torch.empty_like(state_dict[key], device=device) if key in state_dict else None)
+        if has_weight and self.weight is None:
+            self.weight = nn.Parameter(torch.empty_like(state_dict[prefix + "weight"], device=device))
+        elif has_packed and not has_weight:
+            self.weight = None
+        self._packed_version = None
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
         if self.weight is not None and self.packed_bits is not None:
             # Loaded latent and packed weights agree as saved; record the version they belong to.
             self._packed_version = self._weight_version()
