@@ -5,4 +5,6 @@ siamfc           track a target through a generated sequence of real pictures, s
                  and a strip of frames
 deepface         train DeepFace's embedding with triplets on scikit-image's LFW faces, evaluate
                  verification with the LFW protocol, save the ROC plot and the measures
+xnor_digits      train a small binary (XNOR) CNN on scikit-learn's 8×8 digits, report held-out
+                 accuracy of the packed model
 """
