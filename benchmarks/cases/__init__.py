@@ -54,6 +54,6 @@ def all_cases(devices):
 
 
 # Imported last: the family modules import Case from this package.
-from benchmarks.cases import bilinear, boxes, gram, instance_norm, local, nms, xcorr  # noqa: E402
+from benchmarks.cases import bilinear, binary, boxes, gram, instance_norm, local, nms, xcorr  # noqa: E402
 
-FAMILIES = [gram, instance_norm, boxes, nms, bilinear, xcorr, local]
+FAMILIES = [gram, instance_norm, boxes, nms, bilinear, xcorr, local, binary]
