@@ -68,7 +68,9 @@ class _PackedWeightMixin:
             return self.weight
         return self.packed_weight()
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # The state decides the form: packed buffers (their shapes from the state) and/or a latent
         # weight. A latent-only state clears a cached packing; a packed-only one drops the latent.
         has_weight, has_packed = prefix + "weight" in state_dict, prefix + "packed_bits" in state_dict
@@ -82,7 +84,9 @@ class _PackedWeightMixin:
         elif has_packed and not has_weight:
             self.weight = None
         self._packed_version = None
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         if self.weight is not None and self.packed_bits is not None:
             # Loaded latent and packed weights agree as saved; record the version they belong to.
             self._packed_version = self._weight_version()
