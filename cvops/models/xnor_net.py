@@ -17,6 +17,7 @@ keep_latent=False) then drops the latent float weights, leaving what inference n
 smaller for the binary layers), and that state_dict loads into a freshly built model.
 """
 
+import torch
 from torch import Tensor, nn
 
 from cvops.nn.binary import XNORConv2d, XNORLinear
@@ -119,7 +120,9 @@ class XNORResNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.stem(x)
+        # The real-valued stem runs channels-last (oneDNN's convolution and a max-pool ten times
+        # faster than on NCHW); the binary layers pack either layout and return NCHW.
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.head(x).flatten(1))
 

@@ -80,12 +80,13 @@ def unpack_bits(bits: Tensor, channels: int, dtype=torch.float32) -> Tensor:
 
 
 def _unpack_bool(bits, channels):
-    """The bits as bool [N, channels, *spatial]: byte c // 8 of a little-endian word row holds
-    channels c..c + 7, so the words are read as bytes and shifted by 0..7 (1 byte a value)."""
-    shifts = torch.arange(8, device=bits.device, dtype=torch.uint8)
-    as_bytes = bits.contiguous().view(torch.uint8)  # [N, *spatial, 8·Cw]
-    set_bits = (as_bytes.unsqueeze(-1) >> shifts) & 1  # [N, *spatial, 8·Cw, 8]
-    return set_bits.flatten(-2)[..., :channels].movedim(-1, 1).bool()
+    """The bits as bool [N, channels, *spatial], one byte a value: each word split into its 8 bytes
+    (channels 8j..8j + 7 in byte j), each byte into its 8 bits."""
+    byte_shifts = torch.arange(0, 64, 8, device=bits.device, dtype=torch.int64)
+    as_bytes = ((bits.unsqueeze(-1) >> byte_shifts) & 255).to(torch.uint8)  # [N, *spatial, Cw, 8]
+    bit_shifts = torch.arange(8, device=bits.device, dtype=torch.uint8)
+    set_bits = (as_bytes.unsqueeze(-1) >> bit_shifts) & 1  # [N, *spatial, Cw, 8, 8]
+    return set_bits.flatten(-3)[..., :channels].movedim(-1, 1).bool()
 
 
 def _unpack(bits, channels, dtype):
@@ -178,23 +179,34 @@ def _k_map(x, kernel_size, stride, padding, dilation):
     return F.conv2d(a, ones, stride=stride, padding=padding, dilation=dilation) / (kh * kw)
 
 
+def _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling):
+    """The packed forward: (out, x in the compute dtype, x's sign bits, scale, K map or None)."""
+    stride, padding, dilation = geometry
+    compute = opmath(x.dtype)
+    xc = x.to(compute)
+    x_bits = torch.ops.cvops._pack_bits(xc)
+    scale = alpha.to(compute) if scaling != "none" else torch.ones_like(alpha, dtype=compute)
+    kernel_size = tuple(weight_bits.shape[1:3])
+    k = _k_map(xc, kernel_size, stride, padding, dilation) if scaling == "alpha_k" else None
+    b = None if bias is None else bias.to(compute)
+    out = torch.ops.cvops._xnor_conv2d(
+        x_bits, weight_bits, scale, k, b, x.shape[1], list(stride), list(padding), list(dilation), pad_value
+    )
+    return out, xc, x_bits, scale, k
+
+
+def _apply(x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad):
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _XNORConv2d.apply(x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad)
+    return _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling)[0]  # inference: no autograd node
+
+
 class _XNORConv2d(torch.autograd.Function):
     """The packed forward and the straight-through backward (module docstring)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad):
-        stride, padding, dilation = geometry
-        compute = opmath(x.dtype)
-        xc = x.to(compute)
-        channels = x.shape[1]
-        x_bits = torch.ops.cvops._pack_bits(xc)
-        scale = alpha.to(compute) if scaling != "none" else torch.ones_like(alpha, dtype=compute)
-        kernel_size = tuple(weight_bits.shape[1:3])
-        k = _k_map(xc, kernel_size, stride, padding, dilation) if scaling == "alpha_k" else None
-        b = None if bias is None else bias.to(compute)
-        out = torch.ops.cvops._xnor_conv2d(
-            x_bits, weight_bits, scale, k, b, channels, list(stride), list(padding), list(dilation), pad_value
-        )
+        out, xc, x_bits, scale, k = _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling)
         if any(ctx.needs_input_grad[:3]):
             mask_bits = torch.ops.cvops._pack_bits(xc, 1.0)
             ctx.save_for_backward(x_bits, mask_bits, weight, weight_bits, scale, k)
@@ -318,7 +330,7 @@ def xnor_conv2d(
     pad = _check_pad_value(op, pad_value)
     check_choice(op, "scaling", scaling, SCALINGS)
     check_choice(op, "weight_grad", weight_grad, WEIGHT_GRADS)
-    return _XNORConv2d.apply(x, latent, bias, packed.bits, packed.alpha, geometry, pad, scaling, weight_grad)
+    return _apply(x, latent, bias, packed.bits, packed.alpha, geometry, pad, scaling, weight_grad)
 
 
 def xnor_linear(x: Tensor, weight, *, bias: Tensor = None, scaling="alpha", weight_grad="ste") -> Tensor:
