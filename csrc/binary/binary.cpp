@@ -113,7 +113,11 @@ at::Tensor xnor_conv2d(const at::Tensor& x_bits, const at::Tensor& weight_bits,
   CVOPS_CHECK(scale.scalar_type() == at::kDouble || taps * channels <= (int64_t{1} << 24), op,
               "C·kh·kw = ", taps * channels,
               " exceeds the integers float32 holds exactly (2^24); use float64");
-  auto out = empty_output(op, "x_bits and weight_bits", {B, O, size.h, size.w}, scale.options());
+  // Channels-last output: the loops compute a pixel's filters together (and the next binary
+  // layer packs channels-last input fastest).
+  const std::vector<int64_t> out_shape{B, O, size.h, size.w};
+  check_output_fits(op, "x_bits and weight_bits", out_shape, scale.options());
+  auto out = at::empty(out_shape, scale.options(), at::MemoryFormat::ChannelsLast);
   if (out.numel() == 0) return out;
 
   // Bits past the last channel must not count: clear them in both operands.

@@ -47,7 +47,7 @@ struct Loops {
   // bits [N, S, Cw] from x [N, C, S] (any float dtype, contiguous): the sign bits, or with clip the
   // bits of |x| <= clip (the straight-through estimator's mask; NaN gives 0).
   void (*pack)(const at::Tensor& x, std::optional<double> clip, at::Tensor& bits);
-  // out [B, O, OH, OW] (scale's dtype): out = dot · scale[o] (· k_map[b, 0, oh, ow]) (+ bias[o]),
+  // out [B, O, OH, OW] (scale's dtype), channels-last in memory ([B, OH, OW, O]): out = dot · scale[o] (· k_map[b, 0, oh, ow]) (+ bias[o]),
   // each product rounded in that order, from the padded bits xp [B, Hp, Wp, Cw] (pad words already
   // written for ±1; zero words for a zero pad, whose taps the loops leave out of the dot).
   void (*xnor)(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,

@@ -31,7 +31,7 @@ struct XnorArgs {
   const T* scale;  // [ceil(O / lanes) · lanes], the tail 0
   const T* k_map;  // [B, OH·OW] or null
   const T* bias;  // like scale, or null
-  T* out;  // [B, O, OH·OW]
+  T* out;  // [B, OH·OW, O] (channels-last)
   Geometry g;
   Walk walk;
 };

@@ -208,7 +208,7 @@ void xnor_pixels(const XnorArgs<T>& a, int64_t m0, int64_t m1) {
                         (top < g.pad_h || top + (g.kernel_h - 1) * g.dilation_h >= g.pad_h + H ||
                          left < g.pad_w || left + (g.kernel_w - 1) * g.dilation_w >= g.pad_w + W);
     return Pixel{a.x + ((b * g.padded_h + top) * g.padded_w + left) * Cw,
-                 a.out + b * O * P + q,
+                 a.out + (b * P + q) * O,
                  a.k_map != nullptr ? a.k_map[b * P + q] : T(1),
                  i,
                  j,
@@ -242,8 +242,12 @@ void xnor_pixels(const XnorArgs<T>& a, int64_t m0, int64_t m1) {
       value = value + bias;
     }
     const int64_t o0 = group * kLanes, valid = std::min<int64_t>(kLanes, O - o0);
-    T* out = px.out + o0 * P;
-    for (int l = 0; l < valid; ++l) out[l * P] = value[l];
+    T* out = px.out + o0;  // a pixel's filters are contiguous (channels-last)
+    if (valid == kLanes) {
+      __builtin_memcpy(out, &value, sizeof(Values));
+    } else {
+      for (int l = 0; l < valid; ++l) out[l] = value[l];
+    }
   };
   auto run = [&](auto vectors, const Pixel(&px)[NP], int64_t real, int64_t group) {
     constexpr int NV = decltype(vectors)::value;

@@ -114,11 +114,12 @@ struct Epilogue {
     T value = static_cast<T>(dot) * scale[o];
     if (k_map != nullptr) value = value * k_map[p.b * P + p.q];
     if (bias != nullptr) value = value + bias[o];
-    out[(p.b * g.out_channels + o) * P + p.q] = value;
+    out[(p.b * P + p.q) * g.out_channels + o] = value;  // channels-last
   }
 };
 
-// One output per thread, pixels fastest (coalesced stores): popc(a ^ b) over every tap word.
+// One output per thread, filters fastest (coalesced channels-last stores): popc(a ^ b) over every
+// tap word.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     xnor_popc_kernel(const uint64_t* __restrict__ xp, const uint64_t* __restrict__ w, Geometry g,
@@ -127,7 +128,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t taps = g.kernel_h * g.kernel_w, tap_words = taps * g.words;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t q = e % P, o = (e / P) % g.out_channels, b = e / (P * g.out_channels);
+    const int64_t o = e % g.out_channels, q = (e / g.out_channels) % P,
+                  b = e / (P * g.out_channels);
     const PixelPosition p = pixel_position(g, b * P + q);
     const uint64_t* w_o = w + o * tap_words;
     int64_t count = 0;

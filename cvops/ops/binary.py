@@ -16,7 +16,8 @@ the last word are 0; each pixel's words are contiguous (channels last). The dot 
 packed pixels is C − 2·popcount(a ^ b), summed over their words and the kernel taps: the counts
 are exact integers, and the epilogue multiplies count · alpha · K (+ bias) in that order, so
 float32 and float64 outputs equal the float reference bit for bit. float16/bfloat16 inputs give
-float32 outputs.
+float32 outputs. The output [B, O, H', W'] is channels-last in memory (a pixel's filters are
+computed together), as F.conv2d's is for channels-last input.
 
 Training: the straight-through estimator. The input gradient passes where |x| <= 1; the weight
 gradient, from dW̃ = ∂L/∂W̃ with W̃ = s · sign(W) the weight the convolution sees, is
@@ -371,7 +372,8 @@ def _xnor_conv2d_fake(x_bits, weight_bits, scale, k_map, bias, channels, stride,
     out_channels, kh, kw = weight_bits.shape[:3]
     out_h = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    return scale.new_empty((B, out_channels, out_h, out_w))
+    shape = (B, out_channels, out_h, out_w)
+    return torch.empty(shape, dtype=scale.dtype, device=scale.device, memory_format=torch.channels_last)
 
 
 def _setup(ctx, inputs, output):
