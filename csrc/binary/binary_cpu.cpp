@@ -14,6 +14,7 @@
 #include "binary/binary.h"
 #include "common/cpu_levels.h"
 #include "common/loop_table.h"
+#include "common/window.h"
 
 namespace cvops::binary {
 namespace {
@@ -27,7 +28,12 @@ template <typename T>
 struct XnorArgs {
   const uint64_t* x;             // padded bits [B, Hp, Wp, Cw]
   const int64_t* w;              // filter vectors [ceil(O / lanes), kh·kw·Cw, lanes]
-  const int64_t* tap_popcount;  // the same vectors of [O, kh·kw] tap popcounts (zero pad), or null
+  // A zero pad: per (row pattern, column pattern) of padded taps, Σ over them of C − 2·popc(w_tap)
+  // for each filter [patterns, ceil(O / lanes) · lanes]; pattern 0 is the image's inside. Else null.
+  const int64_t* correction;
+  const int32_t* row_pattern;  // [OH]
+  const int32_t* col_pattern;  // [OW]
+  int64_t col_patterns;
   const T* scale;  // [ceil(O / lanes) · lanes], the tail 0
   const T* k_map;  // [B, OH·OW] or null
   const T* bias;  // like scale, or null
@@ -74,15 +80,49 @@ void xnor_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
   std::vector<int64_t> filters(padded_o * taps * Cw);
   transpose(w, O, taps * Cw, filters.data());
   // A zero pad leaves its taps out: their zero words were counted as −1s, which the epilogue
-  // takes back with the filter's per-tap popcounts.
-  std::vector<int64_t> tap_popcount;
+  // takes back. Which taps of a window are padding depends only on its row's and its column's
+  // pattern, so the corrections are tabled per pair of patterns.
+  std::vector<int64_t> correction;
+  std::vector<int32_t> row_pattern(g.out_h), col_pattern(g.out_w);
+  int64_t col_patterns = 0;
   if (g.pad_value == PadValue::kZero && (g.pad_h > 0 || g.pad_w > 0)) {
-    std::vector<int64_t> per_filter(O * taps);
-    for (int64_t i = 0; i < O * taps; ++i) {
-      for (int64_t k = 0; k < Cw; ++k) per_filter[i] += __builtin_popcountll(w[i * Cw + k]);
+    const int64_t H = g.padded_h - 2 * g.pad_h, W = g.padded_w - 2 * g.pad_w;
+    // Distinct patterns of taps in the padding along one axis; the empty pattern first.
+    auto patterns_of = [](int64_t outputs, int64_t kernel, const Window1d& win, int64_t size,
+                          std::vector<int32_t>& index) {
+      std::vector<std::vector<bool>> found{std::vector<bool>(kernel, false)};
+      for (int64_t i = 0; i < outputs; ++i) {
+        std::vector<bool> out(kernel);
+        for (int64_t u = 0; u < kernel; ++u)
+          out[u] = in_padding(i * win.stride + u * win.dilation, win.padding, size);
+        auto it = std::find(found.begin(), found.end(), out);
+        index[i] = static_cast<int32_t>(it - found.begin());
+        if (it == found.end()) found.push_back(out);
+      }
+      return found;
+    };
+    const auto rows = patterns_of(g.out_h, g.kernel_h,
+                                  {g.kernel_h, g.stride_h, g.pad_h, g.dilation_h}, H, row_pattern);
+    const auto cols =
+        patterns_of(g.out_w, kw, {kw, g.stride_w, g.pad_w, g.dilation_w}, W, col_pattern);
+    col_patterns = static_cast<int64_t>(cols.size());
+    correction.assign(rows.size() * cols.size() * padded_o, 0);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      for (size_t c = 0; c < cols.size(); ++c) {
+        int64_t* table = correction.data() + (r * cols.size() + c) * padded_o;
+        for (int64_t u = 0; u < g.kernel_h; ++u) {
+          for (int64_t v = 0; v < kw; ++v) {
+            if (!rows[r][u] && !cols[c][v]) continue;
+            for (int64_t o = 0; o < O; ++o) {
+              int64_t pc = 0;
+              for (int64_t k = 0; k < Cw; ++k)
+                pc += __builtin_popcountll(w[(o * taps + u * kw + v) * Cw + k]);
+              table[o] += g.channels - 2 * pc;
+            }
+          }
+        }
+      }
     }
-    tap_popcount.resize(padded_o * taps);
-    transpose(per_filter.data(), O, taps, tap_popcount.data());
   }
   AT_DISPATCH_FLOATING_TYPES(scale.scalar_type(), "cvops_xnor_cpu", [&] {
     using T = scalar_t;
@@ -96,7 +136,10 @@ void xnor_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
     const std::vector<T> bias_v = bias.has_value() ? padded(*bias) : std::vector<T>();
     const XnorArgs<T> args{reinterpret_cast<const uint64_t*>(xp.const_data_ptr<int64_t>()),
                            filters.data(),
-                           tap_popcount.empty() ? nullptr : tap_popcount.data(),
+                           correction.empty() ? nullptr : correction.data(),
+                           row_pattern.data(),
+                           col_pattern.data(),
+                           col_patterns,
                            scale_v.data(),
                            k_map.has_value() ? k_map->const_data_ptr<T>() : nullptr,
                            bias.has_value() ? bias_v.data() : nullptr,

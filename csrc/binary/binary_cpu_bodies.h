@@ -190,47 +190,35 @@ void xnor_pixels(const XnorArgs<T>& a, int64_t m0, int64_t m1) {
   const Geometry& g = a.g;
   const int64_t Cw = g.words, O = g.out_channels, P = g.out_h * g.out_w;
   const int64_t taps = g.kernel_h * g.kernel_w, full_dot = taps * g.channels;
-  const int64_t H = g.padded_h - 2 * g.pad_h, W = g.padded_w - 2 * g.pad_w;
   const int64_t groups = (O + kLanes - 1) / kLanes;
   // One output pixel of the tile: where its words start, where its outputs go, its K-map value,
-  // and whether its window reaches into a zero pad.
+  // and the zero pad's correction of its dots (null inside the image).
   struct Pixel {
     const uint64_t* x;
     T* out;
     T k;
-    int64_t i, j;
-    bool border;
+    const int64_t* correction;
   };
   auto pixel_of = [&](int64_t m) {
     const int64_t b = m / P, q = m % P, i = q / g.out_w, j = q % g.out_w;
     const int64_t top = i * g.stride_h, left = j * g.stride_w;
-    const bool border = a.tap_popcount != nullptr &&
-                        (top < g.pad_h || top + (g.kernel_h - 1) * g.dilation_h >= g.pad_h + H ||
-                         left < g.pad_w || left + (g.kernel_w - 1) * g.dilation_w >= g.pad_w + W);
-    return Pixel{a.x + ((b * g.padded_h + top) * g.padded_w + left) * Cw,
-                 a.out + (b * P + q) * O,
-                 a.k_map != nullptr ? a.k_map[b * P + q] : T(1),
-                 i,
-                 j,
-                 border};
+    const int64_t* correction = nullptr;
+    if (a.correction != nullptr) {
+      const int64_t pattern = a.row_pattern[i] * a.col_patterns + a.col_pattern[j];
+      if (pattern != 0) correction = a.correction + pattern * groups * kLanes;
+    }
+    return Pixel{a.x + ((b * g.padded_h + top) * g.padded_w + left) * Cw, a.out + (b * P + q) * O,
+                 a.k_map != nullptr ? a.k_map[b * P + q] : T(1), correction};
   };
   // The epilogue, kLanes filters at a time: each product rounded in the reference's order.
   typedef T Values __attribute__((vector_size(sizeof(T) * kLanes)));
   const Lanes full = Lanes{} + full_dot;
   auto emit = [&](const Pixel& px, int64_t group, Lanes count) {
     Lanes dot = full - 2 * count;
-    if (px.border) {
-      const int64_t* pc = a.tap_popcount + group * taps * kLanes;
-      for (int64_t u = 0; u < g.kernel_h; ++u) {
-        const bool row_out = in_padding(px.i * g.stride_h + u * g.dilation_h, g.pad_h, H);
-        for (int64_t v = 0; v < g.kernel_w; ++v) {
-          if (row_out || in_padding(px.j * g.stride_w + v * g.dilation_w, g.pad_w, W)) {
-            Lanes tap;
-            __builtin_memcpy(&tap, pc + (u * g.kernel_w + v) * kLanes, sizeof(Lanes));
-            dot -= g.channels - 2 * tap;
-          }
-        }
-      }
+    if (px.correction != nullptr) {
+      Lanes correction;
+      __builtin_memcpy(&correction, px.correction + group * kLanes, sizeof(Lanes));
+      dot -= correction;
     }
     Values scale, value = __builtin_convertvector(dot, Values);
     __builtin_memcpy(&scale, a.scale + group * kLanes, sizeof(Values));
