@@ -248,17 +248,21 @@ void xnor_pixels(const XnorArgs<T>& a, int64_t m0, int64_t m1) {
     for (int p = 0; p < real; ++p)
       for (int v = 0; v < NV; ++v) emit(px[p], group + v, count[p][v]);
   };
-  // Blocks of pixels × filter vectors small enough for L1 (the block's words of x and w, about
-  // 32 KiB at C = 256, 3 × 3), swept tile by tile.
-  constexpr int64_t kBlockTiles = 8, kBlockVectors = 4 * kTileVectors;
-  for (int64_t mb = m0; mb < m1; mb += kBlockTiles * NP) {
-    const int64_t mb1 = std::min(m1, mb + kBlockTiles * NP), tiles = (mb1 - mb + NP - 1) / NP;
+  // Blocks of pixels × filter vectors sized for L1: about 16 KiB of x words and 24 KiB of w
+  // words (K words per pixel or filter), swept tile by tile.
+  constexpr int64_t kMaxBlockTiles = 32;
+  const int64_t K = taps * Cw;
+  const int64_t block_tiles = std::clamp<int64_t>(16384 / (NP * K * 8), 1, kMaxBlockTiles);
+  const int64_t block_vectors =
+      std::max<int64_t>(1, 24576 / (K * 8 * kLanes) / kTileVectors) * kTileVectors;
+  for (int64_t mb = m0; mb < m1; mb += block_tiles * NP) {
+    const int64_t mb1 = std::min(m1, mb + block_tiles * NP), tiles = (mb1 - mb + NP - 1) / NP;
     // A short last tile repeats its last pixel and emits only the real ones.
-    Pixel px[kBlockTiles][NP];
+    Pixel px[kMaxBlockTiles][NP];
     for (int64_t t = 0; t < tiles; ++t)
       for (int p = 0; p < NP; ++p) px[t][p] = pixel_of(std::min(mb + t * NP + p, mb1 - 1));
-    for (int64_t gb = 0; gb < groups; gb += kBlockVectors) {
-      const int64_t gb1 = std::min(groups, gb + kBlockVectors);
+    for (int64_t gb = 0; gb < groups; gb += block_vectors) {
+      const int64_t gb1 = std::min(groups, gb + block_vectors);
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t real = std::min<int64_t>(NP, mb1 - mb - t * NP);
         int64_t group = gb;
