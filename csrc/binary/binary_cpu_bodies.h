@@ -17,6 +17,9 @@ struct SignBit {
   C10_ALWAYS_INLINE unsigned mask16(__m512 v) const {
     return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ);
   }
+  C10_ALWAYS_INLINE __mmask8 kmask8(__m256 v) const {
+    return _mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_GE_OQ);
+  }
 #endif
 };
 
@@ -34,6 +37,10 @@ struct ClipBit {
 #if CVOPS_CPU_AVX512
   C10_ALWAYS_INLINE unsigned mask16(__m512 v) const {
     return _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(float(clip)), _CMP_LE_OQ);
+  }
+  C10_ALWAYS_INLINE __mmask8 kmask8(__m256 v) const {
+    const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+    return _mm256_cmp_ps_mask(magnitude, _mm256_set1_ps(float(clip)), _CMP_LE_OQ);
   }
 #endif
 };
@@ -68,8 +75,39 @@ void pack_channels_strided(const T* x, int64_t C, int64_t S, int64_t cstride, Pr
                            uint64_t* bits) {
   constexpr int64_t kBlock = 256;
   const int64_t words = (C + 63) / 64;
+  int64_t s0 = 0;
+#if CVOPS_CPU_AVX512
+  // 64 pixels at a time, their words in 8 registers: per channel, 8 comparisons into mask
+  // registers and 8 masked ORs of the channel's bit.
+  if constexpr (std::is_same_v<T, float>) {
+    for (; s0 + 64 <= S; s0 += 64) {
+      for (int64_t k = 0; k < words; ++k) {
+        __m512i acc[8];
+        for (int v = 0; v < 8; ++v) acc[v] = _mm512_setzero_si512();
+        const int64_t c1 = std::min<int64_t>(64, C - 64 * k);
+        for (int64_t c = 0; c < c1; ++c) {
+          const __m512i bit = _mm512_set1_epi64(static_cast<int64_t>(uint64_t{1} << c));
+          const float* row = x + (64 * k + c) * cstride + s0;
+          for (int v = 0; v < 8; ++v) {
+            acc[v] = _mm512_mask_or_epi64(acc[v], pred.kmask8(_mm256_loadu_ps(row + 8 * v)), acc[v],
+                                          bit);
+          }
+        }
+        if (words == 1) {
+          for (int v = 0; v < 8; ++v) _mm512_storeu_si512(bits + s0 + 8 * v, acc[v]);
+        } else {
+          alignas(64) uint64_t lanes[8];
+          for (int v = 0; v < 8; ++v) {
+            _mm512_store_si512(lanes, acc[v]);
+            for (int l = 0; l < 8; ++l) bits[(s0 + 8 * v + l) * words + k] = lanes[l];
+          }
+        }
+      }
+    }
+  }
+#endif
   uint64_t acc[kBlock];
-  for (int64_t s0 = 0; s0 < S; s0 += kBlock) {
+  for (; s0 < S; s0 += kBlock) {
     const int64_t n = std::min(kBlock, S - s0);
     for (int64_t k = 0; k < words; ++k) {
       for (int64_t q = 0; q < n; ++q) acc[q] = 0;
