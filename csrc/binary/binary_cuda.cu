@@ -11,6 +11,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -153,6 +154,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     xnor_bmma_kernel(const uint32_t* __restrict__ xp, const uint32_t* __restrict__ w, Geometry g,
                      bool zero_pad, Epilogue<T> epilogue) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  // Each (tap, word) position's offset from a window's first word, computed once per block.
+  extern __shared__ int32_t tap_offsets[];
+  for (int64_t kk = threadIdx.x; kk < g.kernel_h * g.kernel_w * g.words; kk += blockDim.x) {
+    tap_offsets[kk] = static_cast<int32_t>(tap_word_offset(g, kk));
+  }
+  __syncthreads();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int group = lane / 4, t = lane % 4;
   const int64_t M = g.batch * g.out_h * g.out_w;
@@ -165,7 +172,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   // The 32-bit word k of a pixel's (tap, word) sequence (low half first), 0 past its end.
   auto a_word = [&](int r, int64_t k) -> uint32_t {
     if (rows[r] >= M || k >= k32) return 0;
-    return xp[2 * (pos[r].base + tap_word_offset(g, k / 2)) + (k % 2)];
+    return xp[2 * (pos[r].base + tap_offsets[k >> 1]) + (k & 1)];
   };
   auto b_word = [&](int64_t o, int64_t k) -> uint32_t {
     return (o < g.out_channels && k < k32) ? w[o * 2 * tap_words + k] : 0;
@@ -224,13 +231,22 @@ __global__ void __launch_bounds__(kWarps * 32)
 #endif
 }
 
-// The tensor-core path on sm_80+, unless CVOPS_CUDA_BMMA=0 (read once) asks for the LOP3/POPC one.
-bool use_tensor_cores() {
+constexpr int64_t kMaxTapWords =
+    12288;  // the tensor-core kernel's offset table: 48 KiB of shared memory
+
+// The tensor-core path on sm_80+ when its table of tap offsets fits (shared memory, int32), unless
+// CVOPS_CUDA_BMMA=0 (read once) asks for the LOP3/POPC one.
+bool use_tensor_cores(const Geometry& g) {
   static const bool allowed = [] {
     const char* v = std::getenv("CVOPS_CUDA_BMMA");
     return v == nullptr || std::strcmp(v, "0") != 0;
   }();
-  return allowed && at::cuda::getCurrentDeviceProperties()->major >= 8;
+  const int64_t tap_words = g.kernel_h * g.kernel_w * g.words;
+  const int64_t last_offset =
+      ((g.kernel_h - 1) * g.dilation_h * g.padded_w + (g.kernel_w - 1) * g.dilation_w + 1) *
+      g.words;
+  return allowed && at::cuda::getCurrentDeviceProperties()->major >= 8 &&
+         tap_words <= kMaxTapWords && last_offset <= INT32_MAX;
 }
 
 void xnor_cuda(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
@@ -240,7 +256,7 @@ void xnor_cuda(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g
   auto stream = at::cuda::getCurrentCUDAStream();
   const bool zero_pad = g.pad_value == PadValue::kZero && (g.pad_h > 0 || g.pad_w > 0);
   const int64_t M = g.batch * g.out_h * g.out_w;
-  const bool tensor_cores = use_tensor_cores();
+  const bool tensor_cores = use_tensor_cores(g);
   AT_DISPATCH_FLOATING_TYPES(scale.scalar_type(), "cvops_xnor_cuda", [&] {
     using T = scalar_t;
     const Epilogue<T> epilogue{
@@ -251,7 +267,8 @@ void xnor_cuda(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g
                       static_cast<unsigned>(ceil_div<int64_t>(g.out_channels, kTileN)));
       CVOPS_CHECK(grid.y <= 65535, "xnor_conv2d", "the CUDA kernel takes at most ", 65535 * kTileN,
                   " filters, got ", g.out_channels);
-      xnor_bmma_kernel<T><<<grid, kWarps * 32, 0, stream>>>(
+      const size_t table_bytes = sizeof(int32_t) * g.kernel_h * g.kernel_w * g.words;
+      xnor_bmma_kernel<T><<<grid, kWarps * 32, table_bytes, stream>>>(
           reinterpret_cast<const uint32_t*>(xp.const_data_ptr<int64_t>()),
           reinterpret_cast<const uint32_t*>(weight.const_data_ptr<int64_t>()), g, zero_pad,
           epilogue);
