@@ -140,7 +140,9 @@ void pack_channels_contiguous(const T* x, int64_t C, int64_t S, int64_t sstride,
 // sums. popcount(v) per 64-bit lane: VPOPCNTQ (AVX-512), a nibble table summed by VPSADBW (AVX2),
 // or scalar popcounts (baseline).
 #if CVOPS_CPU_AVX512
-constexpr int kLanes = 8, kTilePixels = 6, kTileVectors = 2;
+// 4 pixels × 32 filters: 16 accumulators, and per word 4 filter-vector loads and 4 broadcasts for
+// 16 XOR-popcount-adds.
+constexpr int kLanes = 8, kTilePixels = 4, kTileVectors = 4;
 typedef int64_t Lanes __attribute__((vector_size(64)));
 C10_ALWAYS_INLINE Lanes popcount(Lanes v) { return (Lanes)_mm512_popcnt_epi64((__m512i)v); }
 #elif CVOPS_CPU_AVX2
