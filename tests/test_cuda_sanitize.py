@@ -162,3 +162,20 @@ def test_binary_popc_kernels():
     code = "import sys; sys.path.insert(0, 'tests'); import test_cuda_sanitize as t; t._binary_checks()"
     env = dict(os.environ, CVOPS_CUDA_BMMA="0")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+
+
+def test_binary_kernels_capture_in_a_cuda_graph():
+    """No host copies or synchronisations inside the ops: a CUDA graph replays them."""
+    x, w = rand(3, 70, 9, 9).float().cuda(), rand(11, 70, 3, 3).float().cuda()
+    packed = cvops.pack_binary_weight(w)
+    want = cvops.xnor_conv2d(x, packed, padding=1, pad_value=1.0)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        cvops.xnor_conv2d(x, packed, padding=1, pad_value=1.0)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = cvops.xnor_conv2d(x, packed, padding=1, pad_value=1.0)
+    graph.replay()
+    assert torch.equal(out, want)

@@ -12,12 +12,14 @@
 - xnor_conv2d fwd+bwd: a training step (forward and backward of a weighted sum) of
   cvops.nn.XNORConv2d against the simulated float layer every PyTorch XNOR-Net runs
   (reference.binary.simulated_xnor_conv2d), 16×256×14² 3×3, with the CPU memory of one step. The
-  input gradients are compared: both pass ∂L/∂sign(x) where |x| <= 1. The weight gradients differ by
-  design: the simulated layer differentiates alpha · sign(W) with alpha detached (dW = alpha · dW̃ ·
-  1[|W| <= 1]), cvops's weight_grad="ste" leaves alpha out (dW = dW̃ · 1[|W| <= 1]).
+  input gradients are compared: both pass ∂L/∂sign(x) where |x| <= 1 (the weight gradients agree
+  too: weight_grad="ste" is the simulated layer's alpha · dW̃ · 1[|W| <= 1]).
 - XNOR-Net ResNet-18 inference (cvops.models.xnor_net, packed, eval) against torchvision's float
   ResNet-18, batch 8 at 224²: different models, so this row compares time only (both closures
   return the logits' shape).
+
+On CUDA the layer rows run as CUDA graphs (batch 16 is launch-bound there: a few microseconds of
+work per kernel), peer and cvops alike.
 
 The bytes autograd saves for backward, which run.py's table has no column for, and the float
 against packed weight sizes: `python -m benchmarks.cases.binary` prints them (saved_activation_bytes,
@@ -59,17 +61,46 @@ def conv_inputs(B, C, H, device, dtype, seed=0):
     return x.to(device, dtype), w.to(device, dtype)
 
 
+def graphed(fn, device):
+    """On CUDA, fn captured once in a CUDA graph and replayed (its output is the graph's static
+    output); on the CPU, fn itself."""
+    if device != "cuda":
+        return fn
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):  # warm-up outside the capture (allocator, cuBLAS/cuDNN handles)
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay():
+        graph.replay()
+        return out
+
+    return replay
+
+
+def timed_peer(fn, expected, device):
+    """The peer row: fn timed (graphed on CUDA), the float reference returned for the check."""
+    run = graphed(fn, device)
+
+    def peer():
+        run()
+        return expected
+
+    return peer
+
+
 def conv_case(C, H, B, device, dtype):
     def build():
         x, w = conv_inputs(B, C, H, device, dtype)
         packed = cvops.pack_binary_weight(w)
         expected = ref.xnor_conv2d(x.cpu(), w.cpu(), padding=1).to(device)
-
-        def peer():
-            F.conv2d(x, w, padding=1)
-            return expected
-
-        return peer, lambda: cvops.xnor_conv2d(x, packed, padding=1)
+        peer = timed_peer(lambda: F.conv2d(x, w, padding=1), expected, device)
+        return peer, graphed(lambda: cvops.xnor_conv2d(x, packed, padding=1), device)
 
     packed_bytes = C * 9 * ((C + 63) // 64) * 8 + C * 4
     suffix = "" if dtype == torch.float32 else f" {dtype_name(dtype)}"
@@ -96,12 +127,9 @@ def linear_case(device, dtype):
         w = (torch.rand(D, C, generator=gen) * 2 - 1).to(device, dtype)
         packed = cvops.pack_binary_weight(w)
         expected = ref.xnor_linear(x.cpu(), w.cpu()).to(device)
-
-        def peer():
-            F.linear(x, w)
-            return expected
-
-        return peer, lambda: cvops.xnor_linear(x, packed)
+        return timed_peer(lambda: F.linear(x, w), expected, device), graphed(
+            lambda: cvops.xnor_linear(x, packed), device
+        )
 
     suffix = "" if dtype == torch.float32 else f" {dtype_name(dtype)}"
     return Case(

@@ -6,7 +6,7 @@
 #include <ATen/ops/bitwise_and.h>
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/tensor.h>
+#include <ATen/ops/full.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -31,13 +31,16 @@ using OptTensor = std::optional<at::Tensor>;
 
 int64_t words_of(int64_t channels) { return (channels + 63) / 64; }
 
-// [Cw] int64: the words' valid channel bits (all ones but the last word's tail).
+// [Cw] int64: the words' valid channel bits (all ones but the last word's tail), made on the
+// device by fills (no host copy: the op stays capturable in a CUDA graph).
 at::Tensor channel_masks(int64_t channels, const at::Device& device) {
-  std::vector<int64_t> masks(words_of(channels));
-  for (size_t k = 0; k < masks.size(); ++k) {
-    masks[k] = static_cast<int64_t>(channel_word_mask(static_cast<int64_t>(k), channels));
+  const int64_t words = words_of(channels);
+  auto masks = at::full({words}, -1, at::TensorOptions().dtype(at::kLong).device(device));
+  if (channels % 64 != 0) {
+    masks.narrow(0, words - 1, 1)
+        .fill_(static_cast<int64_t>(channel_word_mask(words - 1, channels)));
   }
-  return at::tensor(masks, at::TensorOptions().dtype(at::kLong)).to(device);
+  return masks;
 }
 
 void check_bits(const char* op, const char* name, const at::Tensor& bits, const char* layout,
