@@ -68,6 +68,7 @@ WRONG_VALUES = {
     "gram_normalize": [(None, False), (True, False), ([1.0], False)],  # a choice or a positive number
     "params": [(3, False), ([1, 2], False)],  # compact_bilinear_pool's tuple of tensors
     "device": [(2.5, False), (["cpu"], False)],
+    "dtype": [(2.5, False), ("float32", False)],  # a ScalarType: the dispatcher refuses the rest
     "size": [(3, False), ((1.0,), False), (("a", "b"), False), (None, False)],  # (height, width)
     "int_pair": [(2.5, False), ((1, 2, 3), False), ((1.5, 1), False), (None, False)],  # an int or (int, int)
 }
@@ -1220,6 +1221,26 @@ SPECS = [
         raw("_pack_bits"),
         lambda s: dict(x=features(s, s.c), clip=1.0),
         dict(x=T(FLOATING, rank=(2, None)), clip=N("float", optional=True)),
+    ),
+    spec(
+        "unpack_bits",
+        raw("_unpack_bits"),
+        lambda s: dict(
+            bits=cvops.pack_bits(rand(s, s.b, s.c, s.h, s.w)),
+            channels=s.c,
+            dtype=s.dtype,
+            low=0.0,
+            padding=[1, 2],
+            pad_value=-1.0,
+        ),
+        dict(
+            bits=T(INDEX, rank=4),
+            channels=N("int"),
+            dtype=N("dtype"),
+            low=N("float"),
+            padding=N("int_pair"),
+            pad_value=N("float"),
+        ),
     ),
     spec(
         "xnor_conv2d",

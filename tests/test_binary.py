@@ -138,6 +138,20 @@ def test_pack_bits_layout():
     assert cvops.pack_bits(torch.randn(5, 130)).shape == (5, 3)
 
 
+def test_raw_unpack_pads_and_maps_values():
+    x = torch.randn(2, 70, 5, 4, dtype=torch.float64)
+    bits = cvops.pack_bits(x)
+    for dtype in (torch.float32, torch.float64):
+        for low, padding, pad_value in [(-1.0, (0, 0), 0.0), (0.0, (1, 2), -1.0), (-1.0, (2, 0), 1.0)]:
+            got = torch.ops.cvops._unpack_bits(bits, 70, dtype, low, list(padding), pad_value)
+            values = torch.where(x >= 0, 1.0, low).to(dtype)
+            want = torch.nn.functional.pad(values, (padding[1], padding[1], padding[0], padding[0]), value=pad_value)
+            assert got.dtype == dtype and torch.equal(got, want)
+    opcheck(torch.ops.cvops._unpack_bits.default, (bits, 70, torch.float32, 0.0, [1, 1], -1.0))
+    with pytest.raises(RuntimeError, match="dtype must be float32 or float64"):
+        torch.ops.cvops._unpack_bits(bits, 70, torch.float16, -1.0, [0, 0], 0.0)
+
+
 def test_clip_bits_are_the_ste_mask():
     x = torch.tensor([[[-1.0, 1.0, 1.5, -2.0, float("nan"), 0.0, -0.0]]]).transpose(1, 2)  # [1, 7, 1]
     mask = torch.ops.cvops._pack_bits(x, 1.0)

@@ -20,6 +20,9 @@
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
   m.def("_pack_bits(Tensor x, float? clip=None) -> Tensor");
   m.def(
+      "_unpack_bits(Tensor bits, int channels, ScalarType dtype, float low, int[2] padding, "
+      "float pad_value) -> Tensor");
+  m.def(
       "_xnor_conv2d(Tensor x_bits, Tensor weight_bits, Tensor scale, Tensor? k_map, Tensor? bias, "
       "int channels, int[2] stride, int[2] padding, int[2] dilation, int pad_value) -> Tensor");
 }
@@ -87,6 +90,25 @@ at::Tensor pack_bits(const at::Tensor& x, std::optional<double> clip) {
   if (xs.stride(2) != 1 && xs.stride(1) != 1) xs = xs.contiguous();
   binary_loops()(op, x).pack(xs, clip, bits);
   return bits;
+}
+
+at::Tensor unpack_bits(const at::Tensor& bits, int64_t channels, at::ScalarType dtype, double low,
+                       at::IntArrayRef padding, double pad_value) {
+  constexpr const char* op = "unpack_bits";
+  CVOPS_CHECK(channels >= 1, op, "channels must be >= 1, got ", channels);
+  check_bits(op, "bits", bits, "[N, H, W, Cw]", channels);
+  CVOPS_CHECK(dtype == at::kFloat || dtype == at::kDouble, op,
+              "dtype must be float32 or float64, got ", dtype);
+  CVOPS_CHECK(padding.size() == 2 && padding[0] >= 0 && padding[1] >= 0, op,
+              "padding must be a pair (h, w) of ints >= 0, got ", padding);
+  const int64_t N = bits.size(0), H = bits.size(1), W = bits.size(2);
+  const std::vector<int64_t> shape{N, channels, H + 2 * padding[0], W + 2 * padding[1]};
+  check_output_fits(op, "bits and padding", shape, bits.options().dtype(dtype));
+  auto out = at::empty(shape, bits.options().dtype(dtype));
+  if (out.numel() == 0) return out;
+  binary_loops()(op, bits).unpack(bits.contiguous(), channels, low, padding[0], padding[1],
+                                  pad_value, out);
+  return out;
 }
 
 at::Tensor xnor_conv2d(const at::Tensor& x_bits, const at::Tensor& weight_bits,
@@ -170,7 +192,9 @@ at::Tensor xnor_conv2d(const at::Tensor& x_bits, const at::Tensor& weight_bits,
 CVOPS_LOOP_TABLE(binary_loops, "binary")
 
 CVOPS_FAMILY_OPS(binary_loops, ops) {
-  ops.impl("_pack_bits", &pack_bits).impl("_xnor_conv2d", &xnor_conv2d);
+  ops.impl("_pack_bits", &pack_bits)
+      .impl("_unpack_bits", &unpack_bits)
+      .impl("_xnor_conv2d", &xnor_conv2d);
 }
 
 }  // namespace cvops::binary

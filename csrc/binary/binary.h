@@ -53,6 +53,10 @@ struct Loops {
   void (*xnor)(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
                const at::Tensor& scale, const std::optional<at::Tensor>& k_map,
                const std::optional<at::Tensor>& bias, at::Tensor& out);
+  // out [N, C, H + 2·pad_h, W + 2·pad_w] (float or double, contiguous) from bits [N, H, W, Cw]:
+  // 1 where a bit is set, `low` where not, pad_value in the border.
+  void (*unpack)(const at::Tensor& bits, int64_t channels, double low, int64_t pad_h, int64_t pad_w,
+                 double pad_value, at::Tensor& out);
 };
 
 LoopTable<Loops>& binary_loops();

@@ -153,7 +153,49 @@ void xnor_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
   });
 }
 
-constexpr Loops kCpuLoops{&pack_cpu, &xnor_cpu};
+// One task per (sample, word): rows of up to 16 pixels' words, each shifted by channel c into
+// row c's contiguous outputs (the inner loop vectorises); then the border of each plane.
+void unpack_cpu(const at::Tensor& bits, int64_t channels, double low, int64_t pad_h, int64_t pad_w,
+                double pad_value, at::Tensor& out) {
+  const int64_t N = bits.size(0), H = bits.size(1), W = bits.size(2), Cw = bits.size(3);
+  const int64_t Hp = H + 2 * pad_h, Wp = W + 2 * pad_w;
+  const auto* src = reinterpret_cast<const uint64_t*>(bits.const_data_ptr<int64_t>());
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_unpack_bits_cpu", [&] {
+    using T = scalar_t;
+    T* dst = out.data_ptr<T>();
+    const T one = T(1), zero = static_cast<T>(low), border = static_cast<T>(pad_value);
+    at::parallel_for(0, N * Cw, 1, [&](int64_t begin, int64_t end) {
+      constexpr int64_t kRun = 16;
+      uint64_t words[kRun];
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / Cw, k = task % Cw, c0 = 64 * k;
+        const int64_t c1 = std::min<int64_t>(64, channels - c0);
+        for (int64_t h = 0; h < H; ++h) {
+          for (int64_t w0 = 0; w0 < W; w0 += kRun) {
+            const int64_t run = std::min(kRun, W - w0);
+            for (int64_t q = 0; q < run; ++q) words[q] = src[((n * H + h) * W + w0 + q) * Cw + k];
+            for (int64_t c = 0; c < c1; ++c) {
+              T* row = dst + ((n * channels + c0 + c) * Hp + h + pad_h) * Wp + pad_w + w0;
+              for (int64_t q = 0; q < run; ++q) row[q] = (words[q] >> c) & 1 ? one : zero;
+            }
+          }
+        }
+        if (pad_h == 0 && pad_w == 0) continue;
+        for (int64_t c = c0; c < c0 + c1; ++c) {
+          T* plane = dst + (n * channels + c) * Hp * Wp;
+          std::fill(plane, plane + pad_h * Wp, border);
+          std::fill(plane + (pad_h + H) * Wp, plane + Hp * Wp, border);
+          for (int64_t h = pad_h; h < pad_h + H; ++h) {
+            std::fill(plane + h * Wp, plane + h * Wp + pad_w, border);
+            std::fill(plane + h * Wp + pad_w + W, plane + (h + 1) * Wp, border);
+          }
+        }
+      }
+    });
+  });
+}
+
+constexpr Loops kCpuLoops{&pack_cpu, &xnor_cpu, &unpack_cpu};
 
 }  // namespace
 

@@ -282,7 +282,40 @@ void xnor_cuda(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g
   });
 }
 
-constexpr Loops kCudaLoops{&pack_cuda, &xnor_cuda};
+// One thread per output element, columns fastest (coalesced stores).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    unpack_kernel(const uint64_t* __restrict__ bits, int64_t N, int64_t C, int64_t H, int64_t W,
+                  int64_t Cw, int64_t pad_h, int64_t pad_w, T low, T pad_value,
+                  T* __restrict__ out) {
+  const int64_t Hp = H + 2 * pad_h, Wp = W + 2 * pad_w, total = N * C * Hp * Wp;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t w = e % Wp - pad_w, h = (e / Wp) % Hp - pad_h, c = (e / (Wp * Hp)) % C;
+    const int64_t n = e / (Wp * Hp * C);
+    T value = pad_value;
+    if (h >= 0 && h < H && w >= 0 && w < W) {
+      value = (bits[((n * H + h) * W + w) * Cw + c / 64] >> (c % 64)) & 1 ? T(1) : low;
+    }
+    out[e] = value;
+  }
+}
+
+void unpack_cuda(const at::Tensor& bits, int64_t channels, double low, int64_t pad_h, int64_t pad_w,
+                 double pad_value, at::Tensor& out) {
+  c10::cuda::CUDAGuard guard(out.device());
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_unpack_bits_cuda", [&] {
+    using T = scalar_t;
+    unpack_kernel<T><<<grid_stride_blocks(out.numel(), kThreads), kThreads, 0, stream>>>(
+        reinterpret_cast<const uint64_t*>(bits.const_data_ptr<int64_t>()), bits.size(0), channels,
+        bits.size(1), bits.size(2), bits.size(3), pad_h, pad_w, static_cast<T>(low),
+        static_cast<T>(pad_value), out.data_ptr<T>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+constexpr Loops kCudaLoops{&pack_cuda, &xnor_cuda, &unpack_cuda};
 
 }  // namespace
 

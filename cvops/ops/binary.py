@@ -77,22 +77,12 @@ def unpack_bits(bits: Tensor, channels: int, dtype=torch.float32) -> Tensor:
         raise ValueError(
             f"cvops.{op}: channels must be an int in [1, {64 * bits.shape[-1]}] for {bits.shape[-1]} words, got {channels!r}"
         )
-    return _unpack(bits, channels, dtype)
-
-
-def _unpack_bool(bits, channels):
-    """The bits as bool [N, channels, *spatial], one byte a value: each word split into its 8 bytes
-    (channels 8j..8j + 7 in byte j), each byte into its 8 bits."""
-    byte_shifts = torch.arange(0, 64, 8, device=bits.device, dtype=torch.int64)
-    as_bytes = ((bits.unsqueeze(-1) >> byte_shifts) & 255).to(torch.uint8)  # [N, *spatial, Cw, 8]
-    bit_shifts = torch.arange(8, device=bits.device, dtype=torch.uint8)
-    set_bits = (as_bytes.unsqueeze(-1) >> bit_shifts) & 1  # [N, *spatial, Cw, 8, 8]
-    return set_bits.flatten(-3)[..., :channels].movedim(-1, 1).bool()
-
-
-def _unpack(bits, channels, dtype):
-    values = torch.where(_unpack_bool(bits, channels), 1.0, -1.0).to(dtype)
-    return values.contiguous()
+    # The C++ loop unpacks [N, H, W, Cw]: any spatial rank goes through as [N, S, 1, Cw].
+    spatial = tuple(bits.shape[1:-1])
+    flat = bits.reshape(bits.shape[0], -1, 1, bits.shape[-1])
+    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    values = torch.ops.cvops._unpack_bits(flat, channels, compute, -1.0, [0, 0], 0.0)
+    return values.reshape(bits.shape[0], channels, *spatial).to(dtype)
 
 
 @dataclasses.dataclass
@@ -223,12 +213,9 @@ class _XNORConv2d(torch.autograd.Function):
         channels = ctx.shape[1]
         dtype = grad.dtype
         grad_x = grad_weight = grad_bias = None
-        sign_x = _unpack(x_bits, channels, dtype)
-        sign_w = _unpack(weight_bits, channels, dtype)
-        if ctx.pad_value != 0 or ph or pw:
-            sign_x_padded = F.pad(sign_x, (pw, pw, ph, ph), value=float(ctx.pad_value))
-        else:
-            sign_x_padded = sign_x
+        sign_x_padded = torch.ops.cvops._unpack_bits(x_bits, channels, dtype, -1.0, [ph, pw], float(ctx.pad_value))
+        sign_x = sign_x_padded[:, :, ph : ph + ctx.shape[2], pw : pw + ctx.shape[3]]
+        sign_w = torch.ops.cvops._unpack_bits(weight_bits, channels, dtype, -1.0, [0, 0], 0.0)
         grad_k = grad if k is None else grad * k  # ∂L/∂(conv(sx, W̃))
         if ctx.needs_input_grad[0]:
             effective = sign_w * scale.view(-1, 1, 1, 1)
@@ -236,7 +223,7 @@ class _XNORConv2d(torch.autograd.Function):
                 sign_x_padded.shape, effective, grad_k, stride=stride, padding=0, dilation=dilation
             )
             grad_sx = grad_sx[:, :, ph : ph + ctx.shape[2], pw : pw + ctx.shape[3]]
-            grad_x = torch.where(_unpack_bool(mask_bits, channels), grad_sx, 0.0)
+            grad_x = grad_sx * torch.ops.cvops._unpack_bits(mask_bits, channels, dtype, 0.0, [0, 0], 0.0)
             if k is not None:
                 # The K map's exact derivative: d mean_c |x| / dx = sign(x) / C.
                 count = F.conv2d(sign_x_padded, sign_w, stride=stride, dilation=dilation)
@@ -364,6 +351,13 @@ def xnor_linear(x: Tensor, weight, *, bias: Tensor = None, scaling="alpha", weig
 def _pack_bits_fake(x, clip=None):
     torch._check(x.dim() >= 2, lambda: "cvops.pack_bits: x must have at least 2 dimensions [N, C, *spatial]")
     return x.new_empty((x.shape[0], *x.shape[2:], _words(x.shape[1])), dtype=torch.int64)
+
+
+@register_fake("cvops::_unpack_bits")
+def _unpack_bits_fake(bits, channels, dtype, low, padding, pad_value):
+    torch._check(bits.dim() == 4, lambda: "cvops.unpack_bits: bits must have 4 dimensions [N, H, W, Cw]")
+    N, H, W = bits.shape[:3]
+    return bits.new_empty((N, channels, H + 2 * padding[0], W + 2 * padding[1]), dtype=dtype)
 
 
 @register_fake("cvops::_xnor_conv2d")
