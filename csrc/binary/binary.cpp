@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/dispatch.h"
 #include "common/loop_table.h"
 #include "common/window.h"
 
@@ -85,8 +86,7 @@ at::Tensor pack_bits(const at::Tensor& x, std::optional<double> clip) {
   shape.push_back(words_of(C));
   auto bits = at::empty(shape, x.options().dtype(at::kLong));
   if (bits.numel() == 0) return bits;
-  auto xs = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16 ? x.to(at::kFloat) : x;
-  xs = xs.reshape({N, C, S});
+  auto xs = x.to(opmath_dtype(x.scalar_type())).reshape({N, C, S});
   if (xs.stride(2) != 1 && xs.stride(1) != 1) xs = xs.contiguous();
   binary_loops()(op, x).pack(xs, clip, bits);
   return bits;

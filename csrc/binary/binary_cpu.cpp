@@ -106,6 +106,9 @@ void xnor_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
     const auto cols =
         patterns_of(g.out_w, kw, {kw, g.stride_w, g.pad_w, g.dilation_w}, W, col_pattern);
     col_patterns = static_cast<int64_t>(cols.size());
+    std::vector<int64_t> tap_popcount(O * taps);  // [O, kh·kw]
+    for (int64_t i = 0; i < O * taps; ++i)
+      for (int64_t k = 0; k < Cw; ++k) tap_popcount[i] += __builtin_popcountll(w[i * Cw + k]);
     correction.assign(rows.size() * cols.size() * padded_o, 0);
     for (size_t r = 0; r < rows.size(); ++r) {
       for (size_t c = 0; c < cols.size(); ++c) {
@@ -113,12 +116,8 @@ void xnor_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
         for (int64_t u = 0; u < g.kernel_h; ++u) {
           for (int64_t v = 0; v < kw; ++v) {
             if (!rows[r][u] && !cols[c][v]) continue;
-            for (int64_t o = 0; o < O; ++o) {
-              int64_t pc = 0;
-              for (int64_t k = 0; k < Cw; ++k)
-                pc += __builtin_popcountll(w[(o * taps + u * kw + v) * Cw + k]);
-              table[o] += g.channels - 2 * pc;
-            }
+            for (int64_t o = 0; o < O; ++o)
+              table[o] += g.channels - 2 * tap_popcount[o * taps + u * kw + v];
           }
         }
       }

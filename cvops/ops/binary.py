@@ -171,19 +171,19 @@ def _k_map(x, kernel_size, stride, padding, dilation):
 
 
 def _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling):
-    """The packed forward: (out, x in the compute dtype, x's sign bits, scale, K map or None)."""
+    """The packed forward: (out, x's sign bits, scale, K map or None). _pack_bits reads half x
+    itself: only the K map needs x in the compute dtype."""
     stride, padding, dilation = geometry
     compute = opmath(x.dtype)
-    xc = x.to(compute)
-    x_bits = torch.ops.cvops._pack_bits(xc)
+    x_bits = torch.ops.cvops._pack_bits(x)
     scale = alpha.to(compute) if scaling != "none" else torch.ones_like(alpha, dtype=compute)
     kernel_size = tuple(weight_bits.shape[1:3])
-    k = _k_map(xc, kernel_size, stride, padding, dilation) if scaling == "alpha_k" else None
+    k = _k_map(x.to(compute), kernel_size, stride, padding, dilation) if scaling == "alpha_k" else None
     b = None if bias is None else bias.to(compute)
     out = torch.ops.cvops._xnor_conv2d(
         x_bits, weight_bits, scale, k, b, x.shape[1], list(stride), list(padding), list(dilation), pad_value
     )
-    return out, xc, x_bits, scale, k
+    return out, x_bits, scale, k
 
 
 def _apply(x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad):
@@ -197,9 +197,9 @@ class _XNORConv2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad):
-        out, xc, x_bits, scale, k = _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling)
+        out, x_bits, scale, k = _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling)
         if any(ctx.needs_input_grad[:3]):
-            mask_bits = torch.ops.cvops._pack_bits(xc, 1.0)
+            mask_bits = torch.ops.cvops._pack_bits(x, 1.0)
             ctx.save_for_backward(x_bits, mask_bits, weight, weight_bits, scale, k)
         ctx.shape, ctx.x_dtype = tuple(x.shape), x.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -226,7 +226,18 @@ class _XNORConv2d(torch.autograd.Function):
             grad_x = grad_sx * torch.ops.cvops._unpack_bits(mask_bits, channels, dtype, 0.0, [0, 0], 0.0)
             if k is not None:
                 # The K map's exact derivative: d mean_c |x| / dx = sign(x) / C.
-                count = F.conv2d(sign_x_padded, sign_w, stride=stride, dilation=dilation)
+                count = torch.ops.cvops._xnor_conv2d(
+                    x_bits,
+                    weight_bits,
+                    torch.ones_like(scale),
+                    None,
+                    None,
+                    channels,
+                    list(stride),
+                    [ph, pw],
+                    list(dilation),
+                    ctx.pad_value,
+                )
                 grad_kmap = (grad * count * scale.view(1, -1, 1, 1)).sum(1, keepdim=True)
                 kh, kw = sign_w.shape[2:]
                 box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=dtype, device=grad.device)
@@ -247,9 +258,8 @@ class _XNORConv2d(torch.autograd.Function):
             w = weight.to(dtype)
             inside = (w.abs() <= 1).to(dtype)
             if ctx.weight_grad == "xnor":
-                n = w[0].numel()
-                alpha = w.abs().mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)
-                grad_weight = grad_effective * (1.0 / n + alpha * inside)
+                alpha = _alpha(weight).to(dtype).view(-1, 1, 1, 1)
+                grad_weight = grad_effective * (1.0 / w[0].numel() + alpha * inside)
             else:
                 grad_weight = grad_effective * scale.view(-1, 1, 1, 1) * inside
             grad_weight = grad_weight.to(weight.dtype)
