@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cvops.models._outputs import output_type
 from cvops.nn.local import LocallyConnected2d
 from cvops.ops._validate import REDUCTIONS, check_bool, check_choice, check_eps, check_int, check_positive_number
 
@@ -44,9 +45,15 @@ HEADS = ("chi2", "weighted_l1", "distance")
 MINING = ("all", "hard", "semihard")
 VALUE_KINDS = ("score", "distance")
 
-Verification = namedtuple("Verification", ["same", "score"])
-Verification.__doc__ = """SiameseVerifier.decide / verify: same (bool tensor) and score — the logit for the logistic heads
-(same ⇔ logit > 0), the squared distance for head "distance" (same ⇔ distance < threshold)."""
+
+@output_type
+class Verification:
+    """SiameseVerifier.decide / verify: same (bool tensor) and score — the logit for the logistic heads
+    (same ⇔ logit > 0), the squared distance for head "distance" (same ⇔ distance < threshold)."""
+
+    same: Tensor
+    score: Tensor
+
 
 GalleryVerification = namedtuple("GalleryVerification", ["same", "distance"])
 GalleryVerification.__doc__ = """FaceGallery.verify: same (bool, or a bool tensor [Q]) and the squared distance to the identity's
@@ -57,10 +64,16 @@ Identification.__doc__ = """FaceGallery.identify: the nearest identity's name, o
 threshold (or nothing is enrolled), and its squared distance (inf for an empty gallery); a list of
 names and a tensor [Q] for a batch of queries."""
 
-BatchTripletLoss = namedtuple("BatchTripletLoss", ["loss", "fraction_active"])
-BatchTripletLoss.__doc__ = """batch_triplet_loss: the loss (a scalar with a gradient path) and the fraction of the triplets it
-averages over whose loss is > 0 (detached; 0 when there is none) — the quantity to watch, since the
-mean falls as easy triplets pile up even when the hard ones are not learned."""
+
+@output_type
+class BatchTripletLoss:
+    """batch_triplet_loss: the loss (a scalar with a gradient path) and the fraction of the triplets it
+    averages over whose loss is > 0 (detached; 0 when there is none) — the quantity to watch, since the
+    mean falls as easy triplets pile up even when the hard ones are not learned."""
+
+    loss: Tensor
+    fraction_active: Tensor
+
 
 ROC = namedtuple("ROC", ["fpr", "tpr", "thresholds"])
 ROC.__doc__ = (

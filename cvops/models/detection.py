@@ -17,13 +17,13 @@ Scores are YOLOv3's independent (multi-label) probabilities: score[c] = sigmoid(
 """
 
 import math
-from collections import namedtuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import cvops
+from cvops.models._outputs import output_type
 from cvops.ops._validate import check_int
 
 __all__ = [
@@ -41,15 +41,30 @@ __all__ = [
 
 MAX_LOG_SCALE = math.log(1000.0 / 16)
 
-Detections = namedtuple("Detections", ["boxes", "scores", "classes", "indices", "num_valid"])
-Detections.__doc__ = """DetectionPostprocess's output, per image b: boxes [B, K, 4] xyxy, scores [B, K], classes [B, K]
-int64, indices [B, K] int64 (the anchor index), num_valid [B] int64; slots past num_valid[b] hold
-boxes 0, scores 0, classes −1, indices −1 (K = max_total)."""
 
-AssignedTargets = namedtuple("AssignedTargets", ["labels", "matched_gt", "matched_boxes", "box_targets"])
-AssignedTargets.__doc__ = """assign_targets's output, per anchor: labels int64 (class id if positive, −1 negative, −2
-ignore), matched_gt int64 (the gt index if positive, else −1), matched_boxes (the gt box if positive,
-else 0) and box_targets (encode(gt box, anchor) if positive, else 0)."""
+@output_type
+class Detections:
+    """DetectionPostprocess's output, per image b: boxes [B, K, 4] xyxy, scores [B, K], classes [B, K]
+    int64, indices [B, K] int64 (the anchor index), num_valid [B] int64; slots past num_valid[b] hold
+    boxes 0, scores 0, classes −1, indices −1 (K = max_total)."""
+
+    boxes: Tensor
+    scores: Tensor
+    classes: Tensor
+    indices: Tensor
+    num_valid: Tensor
+
+
+@output_type
+class AssignedTargets:
+    """assign_targets's output, per anchor: labels int64 (class id if positive, −1 negative, −2
+    ignore), matched_gt int64 (the gt index if positive, else −1), matched_boxes (the gt box if
+    positive, else 0) and box_targets (encode(gt box, anchor) if positive, else 0)."""
+
+    labels: Tensor
+    matched_gt: Tensor
+    matched_boxes: Tensor
+    box_targets: Tensor
 
 
 # ---------------------------------------------------------------------------- checks

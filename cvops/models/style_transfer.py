@@ -10,13 +10,12 @@ unless given a torchvision vgg16 state_dict (see VGGFeatures.from_torchvision_st
 A demo that trains the network on synthetic images: python -m cvops.demos.style_transfer OUT.png.
 """
 
-from collections import namedtuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import cvops
+from cvops.models._outputs import output_type
 from cvops.models.vgg import VGG16_BLOCKS, load_torchvision_vgg16, vgg16_features
 from cvops.nn import ConditionalInstanceNorm2d, StyleLoss
 from cvops.ops._validate import broadcast_style, check_int
@@ -33,7 +32,17 @@ __all__ = [
 ]
 
 FEATURE_NAMES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-VGGOutputs = namedtuple("VGGOutputs", FEATURE_NAMES)
+
+
+@output_type
+class VGGOutputs:
+    """VGGFeatures's output: the activations after relu1_2, relu2_2, relu3_3 and relu4_3."""
+
+    relu1_2: Tensor
+    relu2_2: Tensor
+    relu3_3: Tensor
+    relu4_3: Tensor
+
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
