@@ -591,6 +591,12 @@ def test_deepface_sizes_parameters_and_embedding():
         emb = model.embed(x)
     assert emb.shape == (2, 4096) and (emb >= 0).all()
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+    with torch.no_grad():
+        logits, both_emb = model(x, return_embedding=True)
+    torch.testing.assert_close(logits, model(x))
+    torch.testing.assert_close(both_emb, emb)
+    with pytest.raises(ValueError, match="DeepFace: return_embedding must be True or False"):
+        model(x, return_embedding=1)
 
 
 def test_deepface_trains_through_the_locally_connected_layers():

@@ -192,8 +192,15 @@ class DeepFace(nn.Module):
         x = F.relu(self.l6(F.relu(self.l5(F.relu(self.l4(x))))))
         return F.relu(self.f7(x.flatten(1)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.f8(self.dropout(self.features(x)))
+    def forward(self, x: Tensor, *, return_embedding: bool = False):
+        """Class logits [B, num_classes]; return_embedding=True: (logits, embed(x)) from one pass, for
+        objectives that combine the softmax with a metric loss on the embedding (a data-parallel
+        wrapper such as DDP sees only what forward computes)."""
+        features = self.features(x)
+        logits = self.f8(self.dropout(features))
+        if check_bool("DeepFace", "return_embedding", return_embedding):
+            return logits, F.normalize(features, dim=1)
+        return logits
 
     def embed(self, x: Tensor) -> Tensor:
         """The L2-normalised F7 descriptor [B, 4096] (non-negative)."""
