@@ -7,4 +7,6 @@ deepface         train DeepFace's embedding with triplets on scikit-image's LFW 
                  verification with the LFW protocol, save the ROC plot and the measures
 xnor_digits      train a small binary (XNOR) CNN on scikit-learn's 8×8 digits, report held-out
                  accuracy of the packed model
+train_ddp        train any cvops model on synthetic data across processes (DDP or FSDP2; --nproc N
+                 or torchrun), with a progress bar, and save a checkpoint one process loads
 """
