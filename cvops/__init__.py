@@ -6,8 +6,14 @@ from cvops import _extension
 
 _C = _extension.load()
 
-from cvops import nn, ops  # noqa: E402
+# After the ops: the models register their output types with torch.export, which loading a saved
+# program that returns them needs (so `import cvops` is all a loading side imports).
+from cvops import (  # noqa: E402
+    models,  # noqa: E402
+    nn,
+    ops,
+)
 from cvops.ops import *  # noqa: E402,F401,F403
 
 __version__ = "0.2.0"
-__all__ = ["nn", "ops", *ops.__all__]
+__all__ = ["models", "nn", "ops", *ops.__all__]
