@@ -6,13 +6,9 @@ from cvops import _extension
 
 _C = _extension.load()
 
-# After the ops: the models register their output types with torch.export, which loading a saved
-# program that returns them needs (so `import cvops` is all a loading side imports).
-from cvops import (  # noqa: E402
-    models,  # noqa: E402
-    nn,
-    ops,
-)
+# models registers the output types (Detections, …) with torch.export, which loading a saved
+# program that returns them needs: `import cvops` is all a loading side imports.
+from cvops import models, nn, ops  # noqa: E402
 from cvops.ops import *  # noqa: E402,F401,F403
 
 __version__ = "0.2.0"

@@ -53,11 +53,9 @@ def _train(task, module, rank_of_batches):
     for step in range(STEPS):
         optimizer.zero_grad(set_to_none=True)
         for rank in rank_of_batches:
-            batch = rank_batch(task.data, step, rank, WORLD_SIZE, BATCH_SIZE)
-            task.loss(module, tuple(t.to(device) for t in batch)).backward()
-        if len(rank_of_batches) > 1:
-            for parameter in module.parameters():
-                parameter.grad /= len(rank_of_batches)
+            task.loss(module, rank_batch(task.data, step, rank, WORLD_SIZE, BATCH_SIZE, device)).backward()
+        for parameter in module.parameters():
+            parameter.grad /= len(rank_of_batches)
         optimizer.step()
 
 

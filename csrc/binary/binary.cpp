@@ -103,8 +103,7 @@ at::Tensor unpack_bits(const at::Tensor& bits, int64_t channels, at::ScalarType 
               "padding must be a pair (h, w) of ints >= 0, got ", padding);
   const int64_t N = bits.size(0), H = bits.size(1), W = bits.size(2);
   const std::vector<int64_t> shape{N, channels, H + 2 * padding[0], W + 2 * padding[1]};
-  check_output_fits(op, "bits and padding", shape, bits.options().dtype(dtype));
-  auto out = at::empty(shape, bits.options().dtype(dtype));
+  auto out = empty_output(op, "bits and padding", shape, bits.options().dtype(dtype));
   if (out.numel() == 0) return out;
   binary_loops()(op, bits).unpack(bits.contiguous(), channels, low, padding[0], padding[1],
                                   pad_value, out);
@@ -140,9 +139,8 @@ at::Tensor xnor_conv2d(const at::Tensor& x_bits, const at::Tensor& weight_bits,
               " exceeds the integers float32 holds exactly (2^24); use float64");
   // Channels-last output: the loops compute a pixel's filters together (and the next binary
   // layer packs channels-last input fastest).
-  const std::vector<int64_t> out_shape{B, O, size.h, size.w};
-  check_output_fits(op, "x_bits and weight_bits", out_shape, scale.options());
-  auto out = at::empty(out_shape, scale.options(), at::MemoryFormat::ChannelsLast);
+  auto out = empty_output(op, "x_bits and weight_bits", {B, O, size.h, size.w}, scale.options(),
+                          at::MemoryFormat::ChannelsLast);
   if (out.numel() == 0) return out;
 
   // Bits past the last channel must not count: clear them in both operands.

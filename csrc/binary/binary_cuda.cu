@@ -231,8 +231,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 #endif
 }
 
-constexpr int64_t kMaxTapWords =
-    12288;  // the tensor-core kernel's offset table: 48 KiB of shared memory
+// The tensor-core kernel's table of tap offsets: at most 48 KiB of shared memory.
+constexpr int64_t kMaxTapWords = 12288;
 
 // The tensor-core path on sm_80+ when its table of tap offsets fits (shared memory, int32), unless
 // CVOPS_CUDA_BMMA=0 (read once) asks for the LOP3/POPC one.

@@ -64,11 +64,11 @@ void check_output_fits(const char* op, const std::string& asked_by, at::IntArray
 }
 
 at::Tensor empty_output(const char* op, const std::string& asked_by, at::IntArrayRef sizes,
-                        const at::TensorOptions& options) {
+                        const at::TensorOptions& options, at::MemoryFormat format) {
   check_output_fits(op, asked_by, sizes, options);
   const double bytes = output_bytes(sizes, options);
   try {
-    return at::empty(sizes, options);
+    return at::empty(sizes, options, format);
   } catch (const c10::OutOfMemoryError& e) {
     TORCH_CHECK_WITH(OutOfMemoryError, false, "cvops.", op, ": ", asked_by, " asks for a ", sizes,
                      " output (", gib(bytes), " GiB) that does not fit in ", options.device(),

@@ -63,9 +63,10 @@ void check_eps(const char* op, double eps, at::ScalarType compute_dtype);
 // at::empty(sizes, options) for an output whose size `asked_by` ("max_total = 4096") chose. It
 // must fit in the device's memory: Linux over-commits, so a CPU allocation beyond it would succeed
 // and the process be killed at first touch. CPU: the machine's physical memory is the limit; CUDA:
-// the allocator's out-of-memory error, reworded to name the argument.
+// the allocator's out-of-memory error, reworded to name the argument. `format` lays it out in memory.
 at::Tensor empty_output(const char* op, const std::string& asked_by, at::IntArrayRef sizes,
-                        const at::TensorOptions& options);
+                        const at::TensorOptions& options,
+                        at::MemoryFormat format = at::MemoryFormat::Contiguous);
 
 // The CPU memory check of empty_output alone, for outputs allocated elsewhere: `what` (an output
 // of `bytes` bytes, or several) on `device`.

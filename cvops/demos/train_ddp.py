@@ -41,7 +41,17 @@ from cvops.models.siamfc import SiamFC, SiamFCLoss
 from cvops.models.style_transfer import StyleTransferLoss, TransformerNet, VGGFeatures
 from cvops.models.xnor_net import xnor_resnet18
 
-__all__ = ["TASKS", "Task", "build_task", "full_state_dict", "main", "rank_batch", "train", "wrap"]
+__all__ = [
+    "TASKS",
+    "Task",
+    "build_task",
+    "full_state_dict",
+    "init_process_group",
+    "main",
+    "rank_batch",
+    "train",
+    "wrap",
+]
 
 TIMEOUT = datetime.timedelta(seconds=120)  # a collective waiting longer than this fails instead of hanging
 
@@ -159,13 +169,13 @@ def build_task(name: str, *, small: bool = False, samples: int = 64, seed: int =
         return TASKS[name](generator, samples, small)
 
 
-def rank_batch(data: tuple, step: int, rank: int, world_size: int, batch_size: int) -> tuple:
+def rank_batch(data: tuple, step: int, rank: int, world_size: int, batch_size: int, device="cpu") -> tuple:
     """Rank's slice [rank·b, (rank+1)·b) of the step-th global batch of world_size·b samples (the
-    data set read in order, wrapping around)."""
+    data set read in order, wrapping around), on device."""
     samples = data[0].shape[0]
     start = (step * world_size + rank) * batch_size
     index = torch.arange(start, start + batch_size) % samples
-    return tuple(tensor[index] for tensor in data)
+    return tuple(tensor[index].to(device) for tensor in data)
 
 
 def wrap(task: Task, fsdp: bool, device: torch.device) -> nn.Module:
@@ -223,7 +233,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, store_path=None)
         bar = tqdm(range(args.steps), desc=f"{args.model} ×{world_size}", disable=rank != 0, unit="step")
         start = time.perf_counter()
         for step in bar:
-            batch = tuple(t.to(device) for t in rank_batch(task.data, step, rank, world_size, args.batch_size))
+            batch = rank_batch(task.data, step, rank, world_size, args.batch_size, device)
             optimizer.zero_grad(set_to_none=True)
             loss = task.loss(module, batch)
             loss.backward()
