@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Compile one .cu file of cvops as the build does (sm_90), to check it without a full rebuild:
+# Compile one .cu file of cvops as the build does (sm_90), to check it without a full rebuild;
+# flags after the file go to nvcc (e.g. -Xptxas -v for registers and spills):
 #   bash scripts/nvcc_check.sh csrc/boxes/nms_cuda.cu
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +12,4 @@ exec /usr/local/cuda/bin/nvcc -c "$1" -o /tmp/$(basename "$1").o -Icsrc -I"$TORC
   -I"$TORCH/include/torch/csrc/api/include" $(ls -d "$SITE"/nvidia/cu*/include 2>/dev/null | sed 's/^/-I/') \
   -std=c++20 -O3 --expt-relaxed-constexpr -gencode arch=compute_90,code=sm_90 \
   -D_GLIBCXX_USE_CXX11_ABI=$ABI -DCVOPS_WITH_CUDA -Xcompiler -fPIC -D__CUDA_NO_HALF_OPERATORS__ \
-  -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__
+  -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ "${@:2}"

@@ -133,6 +133,14 @@ def test_local_kernels():
             rand(oh, ow, 4, 5, 3, 3),
             rand(4, oh, ow),
         )
+    # batches of the weight-streaming kernel and of the 32- and 64-sample tiles; 17 channels, 45 taps
+    for batch in (3, 20, 40):
+        both(
+            lambda x, w, b: cvops.locally_connected2d(x, w, b, padding=1),
+            rand(batch, 5, 7, 6),
+            rand(7, 6, 17, 5, 3, 3),
+            rand(17, 7, 6),
+        )
 
 
 def _binary_checks():

@@ -591,3 +591,54 @@ def test_cuda_matches_cpu():
             assert half.dtype == dtype
             tol = cuda_rtol(dtype)
             torch.testing.assert_close(half.cpu().double(), exact, rtol=tol, atol=tol * exact.abs().max().item())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch", [1, 2, 3, 8, 9, 33, 70, 130])
+def test_cuda_batch_paths(batch):
+    """Every CUDA forward path (weight streaming up to 8 samples; register tiles of 32, 64 and 128 samples,
+    several tiles past 128) and the backward against the CPU, in float64 and float32: 17 output channels (a
+    partial channel tile), 45 taps (a partial tap chunk), padding at the borders."""
+    x, weight, bias, options = inputs(batch, 5, 17, (11, 10), (3, 3), 1, 1, 1)
+    for dtype in (torch.float64, torch.float32):
+        cpu_leaves = [t.to(dtype).requires_grad_() for t in (x, weight, bias)]
+        leaves = [t.detach().cuda().requires_grad_() for t in cpu_leaves]
+        got, want = cvops.locally_connected2d(*leaves, **options), cvops.locally_connected2d(*cpu_leaves, **options)
+        tol = 1e-12 if dtype == torch.float64 else cuda_rtol(dtype)
+        torch.testing.assert_close(got.cpu(), want, rtol=tol, atol=tol * want.abs().max().item())
+        w = torch.randn(want.shape, dtype=dtype)
+        grads = torch.autograd.grad((got * w.cuda()).sum(), leaves)
+        for g, c in zip(grads, torch.autograd.grad((want * w).sum(), cpu_leaves), strict=True):
+            torch.testing.assert_close(g.cpu(), c, rtol=tol, atol=tol * c.abs().max().item())
+
+
+def _round_to_tf32(t):
+    """float32 rounded to TF32's 10 mantissa bits, to nearest with ties away from zero (cvt.rna.tf32.f32)."""
+    bits = t.float().contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch", [9, 33, 70, 130])
+def test_cuda_tensor_cores(batch):
+    """Past 8 samples, float16/bfloat16 inputs run on TF32 tensor cores (their values are exact in TF32, the
+    sums float32), and so does float32 where torch.backends.cuda.matmul.allow_tf32 allows: then the result is
+    the float64 sum of the TF32-rounded inputs, to float32 accuracy."""
+    x, weight, bias, options = inputs(batch, 5, 17, (11, 10), (3, 3), 1, 1, 1, dtype=torch.float32)
+    for dtype in (torch.float16, torch.bfloat16):
+        low = [t.to(dtype) for t in (x, weight, bias)]
+        got = cvops.locally_connected2d(*[t.cuda() for t in low], **options)
+        exact = cvops.locally_connected2d(*[t.double() for t in low], **options)
+        tol = cuda_rtol(dtype)
+        torch.testing.assert_close(got.cpu().double(), exact, rtol=tol, atol=tol * exact.abs().max().item())
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        got = cvops.locally_connected2d(x.cuda(), weight.cuda(), bias.cuda(), **options)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+    rounded = cvops.locally_connected2d(
+        _round_to_tf32(x).double(), _round_to_tf32(weight).double(), bias.double(), **options
+    )
+    tol = cuda_rtol(torch.float32)
+    torch.testing.assert_close(got.cpu().double(), rounded, rtol=tol, atol=tol * rounded.abs().max().item())

@@ -2,7 +2,8 @@
 (reference/local.py), on DeepFace's three locally connected layers (Taigman et al. 2014; 16 channels
 in and out): L4 16×63×63 → 55×55 by 9×9, L5 16×55×55 → 25×25 by 7×7 stride 2, L6 16×25×25 → 21×21
 by 5×5; at batch 32, and L4 also at batches 1 and 128 (forward only on the CPU); forward, and
-forward+backward (all three gradients; the weight's is compared); and a whole DeepFace forward. The peer materialises
+forward+backward (all three gradients; the weight's is compared); on CUDA also L4 at batch 128 in
+float16 (the tensor-core path); and a whole DeepFace forward. The peer materialises
 every patch (B·C·kh·kw·oH·oW values: 500 MB for L4 at batch 32), hence the peak memory columns."""
 
 import math
@@ -32,7 +33,7 @@ def output_size(H, kernel, stride):
     return (H - kernel) // stride + 1
 
 
-def inputs(C, D, H, kernel, stride, B, device, grad):
+def inputs(C, D, H, kernel, stride, B, device, grad, dtype=torch.float32):
     """x, and weight and bias at nn.Conv2d's scale (1/√fan_in) so outputs are O(1)."""
     gen = torch.Generator().manual_seed(B + H + kernel)
     out = output_size(H, kernel, stride)
@@ -40,7 +41,7 @@ def inputs(C, D, H, kernel, stride, B, device, grad):
     x = torch.randn(B, C, H, H, generator=gen)
     weight = torch.randn(out, out, D, C, kernel, kernel, generator=gen) * scale
     bias = torch.randn(D, out, out, generator=gen) * scale
-    return [t.to(device).requires_grad_(grad) for t in (x, weight, bias)]
+    return [t.to(device, dtype).requires_grad_(grad) for t in (x, weight, bias)]
 
 
 def step(fn, x, weight, bias, stride, backward):
@@ -59,27 +60,30 @@ def step(fn, x, weight, bias, stride, backward):
     return fwd_bwd
 
 
-def local_case(layer, B, device, backward):
+def local_case(layer, B, device, backward, dtype=torch.float32):
     C, D, H, kernel, stride = LAYERS[layer]
     out = output_size(H, kernel, stride)
 
     def build():
-        x, weight, bias = inputs(C, D, H, kernel, stride, B, device, backward)
+        x, weight, bias = inputs(C, D, H, kernel, stride, B, device, backward, dtype)
         return step(ref.locally_connected2d, x, weight, bias, stride, backward), step(
             cvops.locally_connected2d, x, weight, bias, stride, backward
         )
 
     weight_numel = out * out * D * C * kernel * kernel
+    size = dtype.itemsize
     return Case(
         f"locally_connected2d{' fwd+bwd' if backward else ''}",
-        f"DeepFace {layer} {B}x{C}x{H}x{H} -> {D}x{out}x{out} k{kernel}" + (f" s{stride}" if stride > 1 else ""),
+        f"DeepFace {layer} {B}x{C}x{H}x{H} -> {D}x{out}x{out} k{kernel}"
+        + (f" s{stride}" if stride > 1 else "")
+        + ("" if dtype == torch.float32 else f" {str(dtype).removeprefix('torch.')}"),
         device,
         "unfold + einsum",
         build,
         peak_memory=True,
         quick=(layer, B) == QUICK and not backward,
         # forward: x, weight and bias read, the output written once
-        bytes_moved=0 if backward else 4 * (B * C * H * H + weight_numel + D * out * out + B * D * out * out),
+        bytes_moved=0 if backward else size * (B * C * H * H + weight_numel + D * out * out + B * D * out * out),
     )
 
 
@@ -111,9 +115,16 @@ def deepface_case(device, B=8):
 
 
 def cases(device):
-    return [
-        local_case(layer, B, device, backward)
-        for layer, B in SHAPES
-        for backward in (False, True)
-        if device == "cuda" or not (backward and (layer, B) in CPU_FORWARD_ONLY)
-    ] + [deepface_case(device)]
+    return (
+        [
+            local_case(layer, B, device, backward)
+            for layer, B in SHAPES
+            for backward in (False, True)
+            if device == "cuda" or not (backward and (layer, B) in CPU_FORWARD_ONLY)
+        ]
+        + (
+            # float16 runs cvops's tensor-core tiles (TF32 mma, float32 sums) and the peer's cuBLAS HMMA
+            [local_case("L4", 128, device, False, torch.float16)] if device == "cuda" else []
+        )
+        + [deepface_case(device)]
+    )

@@ -1,10 +1,9 @@
-// Schemas of the local family and its op bodies: validation (common/window.h), dtypes, and the
-// per-location GEMMs over chunks of locations (at::bmm), for every device; the devices gather the
-// patches of a chunk and scatter their gradient (local.h).
+// Schemas of the local family and its op bodies: validation (common/window.h), dtypes and the
+// [L, O, B] layout of the per-location GEMMs, for every device; the devices run them (local.h).
 #include "local/local.h"
 
+#include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -31,15 +30,6 @@ namespace cvops::local {
 namespace {
 
 constexpr const char* kOp = "locally_connected2d";
-// Patch values per chunk of locations (B · C·kh·kw each): 8 MB of float32, so the chunk's patches
-// stay in the last-level cache next to its weights.
-constexpr int64_t kChunkValues = int64_t(1) << 21;
-
-struct Problem {
-  Window2d window;
-  int64_t B, C, O, out_h, out_w, taps;  // taps = C·kh·kw
-  int64_t locations() const { return out_h * out_w; }
-};
 
 // x [B, C, H, W] and weight [oH, oW, O, C, kh, kw], floating, one dtype and device, the weight's
 // locations matching the output size the window gives.
@@ -59,19 +49,22 @@ Problem check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weig
               "weight must hold one filter per output location [oH, oW] = [", out.h, ", ", out.w,
               "] (the output size of x with this kernel, stride, padding and dilation), got shape ",
               weight.sizes());
-  return {window, x.size(0), C, O, out.h, out.w, C * weight.size(4) * weight.size(5)};
-}
-
-int64_t chunk_locations(const Problem& p) {
-  return std::max<int64_t>(1, kChunkValues / std::max<int64_t>(1, p.B * p.taps));
+  return {window,    x.size(0), C,
+          x.size(2), x.size(3), O,
+          out.h,     out.w,     C * weight.size(4) * weight.size(5)};
 }
 
 // The weights as [L, O, taps] in the compute dtype.
 at::Tensor location_weights(const at::Tensor& weight, const Problem& p, at::ScalarType dtype) {
-  return weight.to(dtype).reshape({p.locations(), p.O, p.taps});
+  return weight.to(dtype).reshape({p.locations(), p.O, p.taps}).contiguous();
 }
 
 }  // namespace
+
+int64_t chunk_locations(const Problem& p) {
+  constexpr int64_t kChunkValues = int64_t(1) << 21;
+  return std::max<int64_t>(1, kChunkValues / std::max<int64_t>(1, p.B * p.taps));
+}
 
 at::Tensor locally_connected2d(const at::Tensor& x, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -87,23 +80,17 @@ at::Tensor locally_connected2d(const at::Tensor& x, const at::Tensor& weight,
   }
   const auto dtype = opmath_dtype(x.scalar_type());
   const int64_t L = p.locations();
-  auto out = at::empty({p.B, p.O, L}, x.options().dtype(dtype));
+  // [L, O, B]: each location's GEMM writes one contiguous block; one transpose makes it NCHW.
+  auto out = at::empty({L, p.O, p.B}, x.options().dtype(dtype));
   if (out.numel() > 0) {
-    const auto& loops = local_loops()(kOp, x);
-    const auto input = x.to(dtype).contiguous();
-    const auto w = location_weights(weight, p, dtype);
-    const int64_t chunk = chunk_locations(p);
-    auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, input.options());
-    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
-      const int64_t l1 = std::min(L, l0 + chunk);
-      auto columns = patches.narrow(0, 0, l1 - l0);
-      loops.gather_patches(input, p.window, p.out_w, l0, l1, columns);
-      // [n, O, taps] · [n, taps, B] → [n, O, B]: one GEMM per location.
-      out.narrow(2, l0, l1 - l0)
-          .copy_(at::bmm(w.narrow(0, l0, l1 - l0), columns).permute({2, 1, 0}));
-    }
+    // Half inputs are exact in TF32, so their products may run on tensor cores; float32 inputs
+    // only where torch's matmuls may (torch.backends.cuda.matmul.allow_tf32).
+    const bool tf32 =
+        x.scalar_type() != dtype || (dtype == at::kFloat && at::globalContext().allowTF32CuBLAS());
+    local_loops()(kOp, x).forward(x.to(dtype).contiguous(), location_weights(weight, p, dtype), p,
+                                  tf32, out);
   }
-  auto result = out.view({p.B, p.O, p.out_h, p.out_w});
+  auto result = out.permute({2, 1, 0}).contiguous().view({p.B, p.O, p.out_h, p.out_w});
   if (bias.has_value()) result = result + bias->to(dtype).unsqueeze(0);
   return result.to(x.scalar_type());
 }
@@ -121,26 +108,13 @@ std::tuple<at::Tensor, at::Tensor> locally_connected2d_backward(
   const auto dtype = opmath_dtype(x.scalar_type());
   const int64_t L = p.locations();
   auto grad_x = at::zeros(x.sizes(), x.options().dtype(dtype));
-  // Every location's dW is written by its chunk's GEMM (zeros only for an empty batch).
+  // Every location's dW is written by the loops (zeros only for an empty batch).
   auto grad_w = p.B > 0 ? at::empty({L, p.O, p.taps}, x.options().dtype(dtype))
                         : at::zeros({L, p.O, p.taps}, x.options().dtype(dtype));
   if (p.B > 0) {
-    const auto& loops = local_loops()(op, x);
-    const auto input = x.to(dtype).contiguous();
-    const auto w = location_weights(weight, p, dtype);
-    const auto g = grad.to(dtype).reshape({p.B, p.O, L});
-    const int64_t chunk = chunk_locations(p);
-    auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, input.options());
-    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
-      const int64_t l1 = std::min(L, l0 + chunk), n = l1 - l0;
-      auto columns = patches.narrow(0, 0, n);
-      loops.gather_patches(input, p.window, p.out_w, l0, l1, columns);
-      const auto gl = g.narrow(2, l0, n).permute({2, 1, 0}).contiguous();  // [n, O, B]
-      // dW_l = dY_l·P_lᵀ, reduced over the batch by the GEMM; dP_l = W_lᵀ·dY_l, scattered back.
-      grad_w.narrow(0, l0, n).copy_(at::bmm(gl, columns.transpose(1, 2)));
-      const auto grad_columns = at::bmm(w.narrow(0, l0, n).transpose(1, 2), gl).contiguous();
-      loops.scatter_patches(grad_columns, p.window, p.out_w, l0, l1, grad_x);
-    }
+    const auto g = grad.to(dtype).reshape({p.B, p.O, L}).permute({2, 1, 0}).contiguous();
+    local_loops()(op, x).backward(g, x.to(dtype).contiguous(), location_weights(weight, p, dtype),
+                                  p, grad_x, grad_w);
   }
   return {grad_x.to(x.scalar_type()), grad_w.view(weight.sizes()).to(weight.scalar_type())};
 }

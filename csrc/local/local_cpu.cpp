@@ -1,7 +1,10 @@
-// CPU loops of the local family: gathering a chunk's patches (one task per (location, channel),
-// its taps × samples written contiguously) and scattering their gradient (one task per channel,
-// locations in order, so every input element sums in a fixed order).
+// CPU loops of the local family: chunks of locations whose patches are gathered ([n, taps, B], one
+// task per (location, channel), its taps × samples written contiguously), multiplied by MKL's
+// batched GEMM (at::bmm) and, for dx, scattered back (one task per channel, locations in order, so
+// every input element sums in a fixed order).
 #include <ATen/Parallel.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/empty.h>
 
 #include <algorithm>
 
@@ -21,8 +24,9 @@ Taps taps_of(const at::Tensor& t, const Window2d& window) {
   return {t.size(0), t.size(1), t.size(2), t.size(3), window.h.kernel, window.w.kernel};
 }
 
-void gather_patches_cpu(const at::Tensor& x, const Window2d& window, int64_t out_w, int64_t l0,
-                        int64_t l1, at::Tensor& patches) {
+// patches [l1 − l0, taps, B] of the locations l0..l1, 0 where a tap reads padding.
+void gather_patches(const at::Tensor& x, const Window2d& window, int64_t out_w, int64_t l0,
+                    int64_t l1, at::Tensor& patches) {
   const Taps t = taps_of(x, window);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_gather_patches_cpu", [&] {
     const scalar_t* in = x.const_data_ptr<scalar_t>();
@@ -50,8 +54,9 @@ void gather_patches_cpu(const at::Tensor& x, const Window2d& window, int64_t out
   });
 }
 
-void scatter_patches_cpu(const at::Tensor& grad_patches, const Window2d& window, int64_t out_w,
-                         int64_t l0, int64_t l1, at::Tensor& grad_x) {
+// grad_x += the patches' gradient [l1 − l0, taps, B] summed back onto the input.
+void scatter_patches(const at::Tensor& grad_patches, const Window2d& window, int64_t out_w,
+                     int64_t l0, int64_t l1, at::Tensor& grad_x) {
   const Taps t = taps_of(grad_x, window);
   AT_DISPATCH_FLOATING_TYPES(grad_x.scalar_type(), "cvops_scatter_patches_cpu", [&] {
     const scalar_t* gp = grad_patches.const_data_ptr<scalar_t>();
@@ -81,7 +86,37 @@ void scatter_patches_cpu(const at::Tensor& grad_patches, const Window2d& window,
   });
 }
 
-constexpr Loops kCpuLoops{&gather_patches_cpu, &scatter_patches_cpu};
+void forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem& p, bool /*tf32*/,
+                 at::Tensor& out) {
+  const int64_t L = p.locations(), chunk = chunk_locations(p);
+  auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, x.options());
+  for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+    const int64_t n = std::min(L, l0 + chunk) - l0;
+    auto columns = patches.narrow(0, 0, n);
+    gather_patches(x, p.window, p.out_w, l0, l0 + n, columns);
+    auto block = out.narrow(0, l0, n);  // [n, O, B] = [n, O, taps] · [n, taps, B]
+    at::bmm_out(block, w.narrow(0, l0, n), columns);
+  }
+}
+
+void backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
+                  const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
+  const int64_t L = p.locations(), chunk = chunk_locations(p);
+  auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, x.options());
+  for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+    const int64_t n = std::min(L, l0 + chunk) - l0;
+    auto columns = patches.narrow(0, 0, n);
+    gather_patches(x, p.window, p.out_w, l0, l0 + n, columns);
+    const auto gl = grad.narrow(0, l0, n);  // [n, O, B]
+    // dW_l = dY_l·P_lᵀ, reduced over the batch by the GEMM; dP_l = W_lᵀ·dY_l, scattered back.
+    auto block = grad_w.narrow(0, l0, n);
+    at::bmm_out(block, gl, columns.transpose(1, 2));
+    scatter_patches(at::bmm(w.narrow(0, l0, n).transpose(1, 2), gl), p.window, p.out_w, l0, l0 + n,
+                    grad_x);
+  }
+}
+
+constexpr Loops kCpuLoops{&forward_cpu, &backward_cpu};
 
 }  // namespace
 

@@ -1,8 +1,27 @@
-// CUDA loops of the local family: one thread per patch value (gather), and the gradient in
-// gather form, one thread per input element walking the taps that read it (no float atomics:
-// every element sums in a fixed order). The per-location GEMMs are cuBLAS's (at::bmm, local.cpp).
+// CUDA loops of the local family: fused per-location implicit GEMMs whose input patches are
+// gathered into shared memory, never into global memory.
+//  - Forward, batches up to 8: weight streaming. One block per (location, 8 output channels)
+//    gathers a chunk of the location's patches [taps, B] into shared memory; each warp streams one
+//    filter row (coalesced, every weight read once) against all samples, a shuffle tree summing
+//    the lanes.
+//  - Forward, larger batches: each warp owns one location × 16 output channels × 32·R samples and,
+//    per chunk of 32 taps (one per lane), stages the weights [32, 16] and patches [32, 32·R] in
+//    shared memory, then runs FFMA register tiles on them, or TF32 tensor-core mma (wmma
+//    m16n16k8, sm_80+) where the op body allows TF32.
+//  - dW: one block per (location, 16 output channels, 128 taps), one tap per thread against the
+//    location's gradient [B, 16] in shared memory, the batch summed in order.
+//  - dx: the per-location GEMMs W_lᵀ·dY_l in cuBLAS (at::bmm) over chunks of locations, then the
+//    gather form: one thread per input element walks the taps that read it.
+// Deterministic: every sum runs in a fixed order, no float atomics.
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/bmm.h>
+#include <mma.h>
 
+#include <cstdint>
+#include <type_traits>
+
+#include "common/checks.h"
+#include "common/cuda_reduce.cuh"
 #include "common/cuda_utils.cuh"
 #include "common/dispatch.h"
 #include "common/loop_table.h"
@@ -14,84 +33,346 @@ namespace {
 
 constexpr int kThreads = 256;
 
-struct Taps {
-  int64_t B, C, H, W;
-};
+// ---- forward, weight streaming ---------------------------------------------------------------
 
-template <typename T>
-__global__ void gather_patches_kernel(const T* __restrict__ x, Taps t, Window2d window,
-                                      int64_t out_w, int64_t l0, int64_t count,
-                                      T* __restrict__ patches) {
-  const int64_t kh = window.h.kernel, kw = window.w.kernel, row = t.C * kh * kw;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    // [l, (c, u, v), b]: consecutive threads take consecutive samples (coalesced writes).
-    const int64_t b = e % t.B, tap = (e / t.B) % row, l = l0 + e / (t.B * row);
-    const int64_t v = tap % kw, u = (tap / kw) % kh, c = tap / (kw * kh);
-    const int64_t y = window_input_index(l / out_w, u, window.h);
-    const int64_t xx = window_input_index(l % out_w, v, window.w);
-    patches[e] =
-        y >= 0 && y < t.H && xx >= 0 && xx < t.W ? x[((b * t.C + c) * t.H + y) * t.W + xx] : T(0);
+constexpr int kStreamWarps = 8;  // output channels per block, one per warp
+constexpr int kStreamThreads = kStreamWarps * kWarpSize;
+constexpr int kStreamTaps = kStreamThreads;  // taps per staged chunk, one per thread
+constexpr int64_t kMaxStreamBatch = 8;
+
+template <typename T, int kSamples>
+__global__ void __launch_bounds__(kStreamThreads)
+    forward_stream_kernel(const T* __restrict__ x, const T* __restrict__ w, Problem p,
+                          T* __restrict__ out) {
+  __shared__ T patches[kStreamTaps][kSamples];
+  const int64_t l = blockIdx.x;
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int64_t o = int64_t(blockIdx.y) * kStreamWarps + warp;
+  const int64_t sample = p.C * p.H * p.W;
+  // A warp past the last channel streams the last row too (its sums are dropped), so that every
+  // thread reaches the block's barriers.
+  const T* row = w + (l * p.O + min(o, p.O - 1)) * p.taps;
+  T acc[kSamples] = {};
+  for (int64_t t0 = 0; t0 < p.taps; t0 += kStreamTaps) {
+    const int64_t t = t0 + threadIdx.x;
+    const int64_t offset = t < p.taps ? patch_offset(p, l, t) : -1;
+    __syncthreads();
+#pragma unroll
+    for (int b = 0; b < kSamples; ++b) {
+      patches[threadIdx.x][b] = offset >= 0 && b < p.B ? x[b * sample + offset] : T(0);
+    }
+    __syncthreads();
+    const int64_t n = min(int64_t(kStreamTaps), p.taps - t0);
+#pragma unroll
+    for (int k = lane; k < kStreamTaps; k += kWarpSize) {
+      if (k < n) {
+        const T weight = row[t0 + k];
+#pragma unroll
+        for (int b = 0; b < kSamples; ++b) acc[b] += weight * patches[k][b];
+      }
+    }
+  }
+#pragma unroll
+  for (int b = 0; b < kSamples; ++b) acc[b] = warp_reduce(acc[b]);
+  if (lane == 0 && o < p.O) {
+    for (int b = 0; b < kSamples && b < p.B; ++b) out[(l * p.O + o) * p.B + b] = acc[b];
   }
 }
 
-// grad_x[b, c, y, x] += Σ over the taps (u, v) whose location (i, j) in l0..l1 reads (y, x).
+// ---- forward, tiles --------------------------------------------------------------------------
+
+constexpr int kTileWarps = 2;  // independent warps per block, one location each
+constexpr int kTileTaps = kWarpSize;
+constexpr int kTileOut = 16;  // output channels per warp: the mma's M
+
+// The staged chunk of one warp: weights [k][o] (the mma's A, column-major) and patches [k][b]
+// (its B, row-major); rows of a multiple of 4 values, as wmma's loads need.
+template <typename T, int kSamples>
+struct TileShared {
+  static constexpr int kLd = kSamples + 4;
+  T w[kTileTaps][kTileOut];
+  T patches[kTileTaps][kLd];
+};
+
+// FFMA register tile: lane owns samples lane + 32·r, every output channel; taps summed in order.
+template <typename T, int kSamples>
+struct FfmaTile {
+  static constexpr int kR = kSamples / kWarpSize;
+  T acc[kR][kTileOut] = {};
+
+  __device__ void step(const TileShared<T, kSamples>& s, int lane) {
+#pragma unroll 4
+    for (int k = 0; k < kTileTaps; ++k) {
+      T weight[kTileOut];
+#pragma unroll
+      for (int o = 0; o < kTileOut; ++o) weight[o] = s.w[k][o];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        const T value = s.patches[k][lane + kWarpSize * r];
+#pragma unroll
+        for (int o = 0; o < kTileOut; ++o) acc[r][o] += weight[o] * value;
+      }
+    }
+  }
+
+  // out: output channel o0 of the warp's location and sample b0 in [L, O, B]; stride = B.
+  __device__ void store(TileShared<T, kSamples>&, int lane, T* out, int64_t stride, int outs,
+                        int64_t samples) {
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      const int b = lane + kWarpSize * r;
+      if (b >= samples) continue;
+#pragma unroll
+      for (int o = 0; o < kTileOut; ++o) {
+        if (o < outs) out[o * stride + b] = acc[r][o];
+      }
+    }
+  }
+};
+
+// TF32 tensor-core tile: kSamples / 16 accumulator fragments of 16 channels × 16 samples.
+template <int kSamples>
+struct Tf32Tile {
+  static constexpr int kN = kSamples / 16;
+  using Shared = TileShared<float, kSamples>;
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> acc[kN];
+
+  __device__ Tf32Tile() {
+#pragma unroll
+    for (int n = 0; n < kN; ++n) nvcuda::wmma::fill_fragment(acc[n], 0.0f);
+  }
+
+  __device__ void step(const Shared& s, int) {
+#if __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+#pragma unroll
+    for (int k0 = 0; k0 < kTileTaps; k0 += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> a;
+      wmma::load_matrix_sync(a, &s.w[k0][0], kTileOut);
+#pragma unroll
+      for (int i = 0; i < a.num_elements; ++i) a.x[i] = wmma::__float_to_tf32(a.x[i]);
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
+        wmma::load_matrix_sync(b, &s.patches[k0][16 * n], Shared::kLd);
+#pragma unroll
+        for (int i = 0; i < b.num_elements; ++i) b.x[i] = wmma::__float_to_tf32(b.x[i]);
+        wmma::mma_sync(acc[n], a, b, acc[n]);
+      }
+    }
+#else
+    __trap();  // the host runs this tile on sm_80+ only
+#endif
+  }
+
+  // Through the warp's patch buffer ([o][b], 16 rows), so that the global stores coalesce.
+  __device__ void store(Shared& s, int lane, float* out, int64_t stride, int outs,
+                        int64_t samples) {
+    __syncwarp();
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      nvcuda::wmma::store_matrix_sync(&s.patches[0][16 * n], acc[n], Shared::kLd,
+                                      nvcuda::wmma::mem_row_major);
+    }
+    __syncwarp();
+    for (int o = 0; o < outs; ++o) {
+      for (int b = lane; b < samples; b += kWarpSize) out[o * stride + b] = s.patches[o][b];
+    }
+  }
+};
+
+template <typename T, int kSamples, bool kTensorCores>
+__global__ void __launch_bounds__(kTileWarps* kWarpSize)
+    forward_tile_kernel(const T* __restrict__ x, const T* __restrict__ w, Problem p,
+                        T* __restrict__ out) {
+  using Shared = TileShared<T, kSamples>;
+  using Tile = std::conditional_t<kTensorCores, Tf32Tile<kSamples>, FfmaTile<T, kSamples>>;
+  __shared__ __align__(32) Shared shared[kTileWarps];
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int64_t l = int64_t(blockIdx.x) * kTileWarps + warp;
+  if (l >= p.locations()) return;  // the warps share no barrier
+  Shared& s = shared[warp];
+  const int64_t o0 = int64_t(blockIdx.y) * kTileOut, b0 = int64_t(blockIdx.z) * kSamples;
+  const int outs = static_cast<int>(min(int64_t(kTileOut), p.O - o0));
+  const int64_t samples = min(int64_t(kSamples), p.B - b0), sample = p.C * p.H * p.W;
+  const T* xb = x + b0 * sample;
+  const T* wl = w + (l * p.O + o0) * p.taps;
+  Tile tile;
+  for (int64_t t0 = 0; t0 < p.taps; t0 += kTileTaps) {
+    const int64_t t = t0 + lane;  // zero weights and patches past the last tap
+    const bool real = t < p.taps;
+    const int64_t offset = real ? patch_offset(p, l, t) : -1;
+    __syncwarp();
+#pragma unroll
+    for (int o = 0; o < kTileOut; ++o) s.w[lane][o] = real && o < outs ? wl[o * p.taps + t] : T(0);
+#pragma unroll 8
+    for (int b = 0; b < kSamples; ++b) {
+      s.patches[lane][b] = offset >= 0 && b < samples ? xb[b * sample + offset] : T(0);
+    }
+    __syncwarp();
+    tile.step(s, lane);
+  }
+  tile.store(s, lane, out + (l * p.O + o0) * p.B + b0, p.B, outs, samples);
+}
+
+template <typename T, int kSamples, bool kTensorCores>
+void launch_tile(const at::Tensor& x, const at::Tensor& w, const Problem& p, at::Tensor& out,
+                 cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(p.locations(), kTileWarps)),
+                  static_cast<unsigned>(ceil_div<int64_t>(p.O, kTileOut)),
+                  static_cast<unsigned>(ceil_div<int64_t>(p.B, kSamples)));
+  forward_tile_kernel<T, kSamples, kTensorCores><<<grid, kTileWarps * kWarpSize, 0, stream>>>(
+      x.const_data_ptr<T>(), w.const_data_ptr<T>(), p, out.data_ptr<T>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, int kSamples>
+void launch_stream(const at::Tensor& x, const at::Tensor& w, const Problem& p, at::Tensor& out,
+                   cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.locations()),
+                  static_cast<unsigned>(ceil_div<int64_t>(p.O, kStreamWarps)));
+  forward_stream_kernel<T, kSamples><<<grid, kStreamThreads, 0, stream>>>(
+      x.const_data_ptr<T>(), w.const_data_ptr<T>(), p, out.data_ptr<T>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Grid limits of the kernels (x up to 2^31 − 1 blocks, y and z up to 65535).
+void check_grid(const char* op, const Problem& p) {
+  CVOPS_CHECK(p.locations() <= int64_t(INT32_MAX) &&
+                  ceil_div<int64_t>(p.O, kStreamWarps) <= 65535 &&
+                  ceil_div<int64_t>(p.B, kWarpSize) <= 65535 &&
+                  ceil_div<int64_t>(p.taps, kThreads) <= 65535,
+              op, "the CUDA kernels take at most 2^31 - 1 locations, 524280 output channels, ",
+              "2097120 samples and 16776960 taps per location, got ", p.locations(), ", ", p.O,
+              ", ", p.B, " and ", p.taps);
+}
+
+void forward_cuda(const at::Tensor& x, const at::Tensor& w, const Problem& p, bool tf32,
+                  at::Tensor& out) {
+  check_grid("locally_connected2d", p);
+  c10::cuda::CUDAGuard guard(x.device());
+  auto stream = at::cuda::getCurrentCUDAStream();
+  const bool tensor_cores = tf32 && at::cuda::getCurrentDeviceProperties()->major >= 8;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_cuda", [&] {
+    using T = scalar_t;
+    if (p.B <= kMaxStreamBatch) {
+      if (p.B == 1) return launch_stream<T, 1>(x, w, p, out, stream);
+      if (p.B == 2) return launch_stream<T, 2>(x, w, p, out, stream);
+      if (p.B <= 4) return launch_stream<T, 4>(x, w, p, out, stream);
+      return launch_stream<T, 8>(x, w, p, out, stream);
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if (tensor_cores) {
+        if (p.B <= 32) return launch_tile<T, 32, true>(x, w, p, out, stream);
+        if (p.B <= 64) return launch_tile<T, 64, true>(x, w, p, out, stream);
+        return launch_tile<T, 128, true>(x, w, p, out, stream);
+      }
+      if (p.B <= 32) return launch_tile<T, 32, false>(x, w, p, out, stream);
+      if (p.B <= 64) return launch_tile<T, 64, false>(x, w, p, out, stream);
+      return launch_tile<T, 128, false>(x, w, p, out, stream);
+    } else {  // float64 tiles of up to 64 samples fit the 48 KB of static shared memory
+      if (p.B <= 32) return launch_tile<T, 32, false>(x, w, p, out, stream);
+      return launch_tile<T, 64, false>(x, w, p, out, stream);
+    }
+  });
+}
+
+// ---- backward ----------------------------------------------------------------------------------
+
+constexpr int kGradSamples = 64;  // samples of the gradient staged per step
+
+// grad_w[l, o0 + o, t] = Σ_b grad[l, o0 + o, b] · patch(l, t, b), b in order.
 template <typename T>
-__global__ void scatter_patches_kernel(const T* __restrict__ grad_patches, Taps t, Window2d window,
-                                       int64_t out_h, int64_t out_w, int64_t l0, int64_t l1,
-                                       T* __restrict__ grad_x) {
-  const int64_t kh = window.h.kernel, kw = window.w.kernel, row = t.C * kh * kw;
-  const int64_t total = t.B * t.C * t.H * t.W;
+__global__ void __launch_bounds__(kThreads)
+    weight_grad_kernel(const T* __restrict__ grad, const T* __restrict__ x, Problem p,
+                       T* __restrict__ grad_w) {
+  __shared__ T grad_s[kGradSamples][kTileOut];
+  const int64_t l = blockIdx.x, o0 = int64_t(blockIdx.y) * kTileOut;
+  const int64_t t = int64_t(blockIdx.z) * kThreads + threadIdx.x;
+  const int outs = static_cast<int>(min(int64_t(kTileOut), p.O - o0));
+  const int64_t offset = t < p.taps ? patch_offset(p, l, t) : -1, sample = p.C * p.H * p.W;
+  const T* gl = grad + (l * p.O + o0) * p.B;
+  T acc[kTileOut] = {};
+  for (int64_t b0 = 0; b0 < p.B; b0 += kGradSamples) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < kGradSamples * kTileOut; e += kThreads) {
+      const int o = e / kGradSamples, b = e % kGradSamples;  // coalesced along the batch
+      grad_s[b][o] = o < outs && b0 + b < p.B ? gl[o * p.B + b0 + b] : T(0);
+    }
+    __syncthreads();
+    if (offset < 0) continue;
+    const int n = static_cast<int>(min(int64_t(kGradSamples), p.B - b0));
+    const T* xt = x + b0 * sample + offset;
+#pragma unroll 4
+    for (int b = 0; b < n; ++b) {
+      const T value = xt[b * sample];
+#pragma unroll
+      for (int o = 0; o < kTileOut; ++o) acc[o] += grad_s[b][o] * value;
+    }
+  }
+  if (t >= p.taps) return;
+#pragma unroll
+  for (int o = 0; o < kTileOut; ++o) {
+    if (o < outs) grad_w[(l * p.O + o0 + o) * p.taps + t] = acc[o];
+  }
+}
+
+// grad_x[b, c, y, x] += Σ over the taps (u, v) whose location (i, j) in l0..l1 reads (y, x), from
+// the patches' gradient [l1 − l0, taps, B].
+template <typename T>
+__global__ void scatter_patches_kernel(const T* __restrict__ grad_patches, Problem p, int64_t l0,
+                                       int64_t l1, T* __restrict__ grad_x) {
+  const Window2d& window = p.window;
+  const int64_t kh = window.h.kernel, kw = window.w.kernel;
+  const int64_t total = p.B * p.C * p.H * p.W;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t xx = e % t.W, y = (e / t.W) % t.H, c = (e / (t.W * t.H)) % t.C;
-    const int64_t b = e / (t.W * t.H * t.C);
+    const int64_t xx = e % p.W, y = (e / p.W) % p.H, c = (e / (p.W * p.H)) % p.C;
+    const int64_t b = e / (p.W * p.H * p.C);
     T acc = 0;
     for (int64_t u = 0; u < kh; ++u) {
       const int64_t oy = y + window.h.padding - u * window.h.dilation;  // i · stride
-      if (oy < 0 || oy % window.h.stride != 0 || oy / window.h.stride >= out_h) continue;
+      if (oy < 0 || oy % window.h.stride != 0 || oy / window.h.stride >= p.out_h) continue;
       for (int64_t v = 0; v < kw; ++v) {
         const int64_t ox = xx + window.w.padding - v * window.w.dilation;
-        if (ox < 0 || ox % window.w.stride != 0 || ox / window.w.stride >= out_w) continue;
-        const int64_t l = (oy / window.h.stride) * out_w + ox / window.w.stride;
+        if (ox < 0 || ox % window.w.stride != 0 || ox / window.w.stride >= p.out_w) continue;
+        const int64_t l = (oy / window.h.stride) * p.out_w + ox / window.w.stride;
         if (l < l0 || l >= l1) continue;
-        acc += grad_patches[((l - l0) * row + (c * kh + u) * kw + v) * t.B + b];
+        acc += grad_patches[((l - l0) * p.taps + (c * kh + u) * kw + v) * p.B + b];
       }
     }
     grad_x[e] += acc;
   }
 }
 
-Taps taps_of(const at::Tensor& t) { return {t.size(0), t.size(1), t.size(2), t.size(3)}; }
-
-void gather_patches_cuda(const at::Tensor& x, const Window2d& window, int64_t out_w, int64_t l0,
-                         int64_t l1, at::Tensor& patches) {
+void backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
+                   const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
+  check_grid("locally_connected2d_backward", p);
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = at::cuda::getCurrentCUDAStream();
-  const int64_t count = patches.numel();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_gather_patches_cuda", [&] {
-    gather_patches_kernel<scalar_t><<<grid_stride_blocks(count, kThreads), kThreads, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), taps_of(x), window, out_w, l0, count,
-        patches.data_ptr<scalar_t>());
+  const int64_t L = p.locations(), chunk = chunk_locations(p);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_backward_cuda", [&] {
+    using T = scalar_t;
+    const dim3 grid(static_cast<unsigned>(L),
+                    static_cast<unsigned>(ceil_div<int64_t>(p.O, kTileOut)),
+                    static_cast<unsigned>(ceil_div<int64_t>(p.taps, kThreads)));
+    weight_grad_kernel<T><<<grid, kThreads, 0, stream>>>(
+        grad.const_data_ptr<T>(), x.const_data_ptr<T>(), p, grad_w.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+      const int64_t l1 = std::min(L, l0 + chunk);
+      // dP_l = W_lᵀ · dY_l: [n, taps, O] · [n, O, B] → [n, taps, B]
+      const auto grad_patches =
+          at::bmm(w.narrow(0, l0, l1 - l0).transpose(1, 2), grad.narrow(0, l0, l1 - l0));
+      scatter_patches_kernel<T>
+          <<<grid_stride_blocks(grad_x.numel(), kThreads), kThreads, 0, stream>>>(
+              grad_patches.const_data_ptr<T>(), p, l0, l1, grad_x.data_ptr<T>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   });
 }
 
-void scatter_patches_cuda(const at::Tensor& grad_patches, const Window2d& window, int64_t out_w,
-                          int64_t l0, int64_t l1, at::Tensor& grad_x) {
-  c10::cuda::CUDAGuard guard(grad_x.device());
-  auto stream = at::cuda::getCurrentCUDAStream();
-  const int64_t out_h = window_output_size(grad_x.size(2), window.h);
-  AT_DISPATCH_FLOATING_TYPES(grad_x.scalar_type(), "cvops_scatter_patches_cuda", [&] {
-    scatter_patches_kernel<scalar_t>
-        <<<grid_stride_blocks(grad_x.numel(), kThreads), kThreads, 0, stream>>>(
-            grad_patches.const_data_ptr<scalar_t>(), taps_of(grad_x), window, out_h, out_w, l0, l1,
-            grad_x.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-constexpr Loops kCudaLoops{&gather_patches_cuda, &scatter_patches_cuda};
+constexpr Loops kCudaLoops{&forward_cuda, &backward_cuda};
 
 }  // namespace
 
