@@ -133,8 +133,9 @@ def test_local_kernels():
             rand(oh, ow, 4, 5, 3, 3),
             rand(4, oh, ow),
         )
-    # batches of the weight-streaming kernel and of the 32- and 64-sample tiles; 17 channels, 45 taps
-    for batch in (3, 20, 40):
+    # batches of the weight-streaming kernel, of the 32- and 64-sample tiles and of dx's 128-sample
+    # tiles; 17 channels (a partial channel tile), 45 taps (a partial tap chunk)
+    for batch in (3, 20, 40, 70):
         both(
             lambda x, w, b: cvops.locally_connected2d(x, w, b, padding=1),
             rand(batch, 5, 7, 6),

@@ -61,11 +61,6 @@ at::Tensor location_weights(const at::Tensor& weight, const Problem& p, at::Scal
 
 }  // namespace
 
-int64_t chunk_locations(const Problem& p) {
-  constexpr int64_t kChunkValues = int64_t(1) << 21;
-  return std::max<int64_t>(1, kChunkValues / std::max<int64_t>(1, p.B * p.taps));
-}
-
 at::Tensor locally_connected2d(const at::Tensor& x, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation) {

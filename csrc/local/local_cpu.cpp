@@ -16,6 +16,13 @@
 namespace cvops::local {
 namespace {
 
+// Locations per chunk: their patches ([n, taps, B]) are about 8 MB of float32, so they stay in the
+// last-level cache next to their weights.
+int64_t chunk_locations(const Problem& p) {
+  constexpr int64_t kChunkValues = int64_t(1) << 21;
+  return std::max<int64_t>(1, kChunkValues / std::max<int64_t>(1, p.B * p.taps));
+}
+
 struct Taps {
   int64_t B, C, H, W, kh, kw;
 };

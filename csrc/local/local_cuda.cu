@@ -10,11 +10,11 @@
 //    m16n16k8, sm_80+) where the op body allows TF32.
 //  - dW: one block per (location, 16 output channels, 128 taps), one tap per thread against the
 //    location's gradient [B, 16] in shared memory, the batch summed in order.
-//  - dx: the per-location GEMMs W_lᵀ·dY_l in cuBLAS (at::bmm) over chunks of locations, then the
-//    gather form: one thread per input element walks the taps that read it.
+//  - dx in gather form: one warp per input column (y, x) × 16 channels walks the taps that read it,
+//    lanes over the samples, the weights transposed once to [L, kh, kw, O, C] so that they are
+//    read once per tile of samples.
 // Deterministic: every sum runs in a fixed order, no float atomics.
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/ops/bmm.h>
 #include <mma.h>
 
 #include <cstdint>
@@ -32,6 +32,18 @@ namespace cvops::local {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kInputWarps = 8;  // dx: input columns per block, one per warp
+constexpr int kGradChannels = 16;  // dx: input channels per warp
+
+// Where tap t = (c, u, v) of location l reads x [B, C, H, W] within one sample, or -1 where it
+// reads padding.
+__device__ __forceinline__ int64_t patch_offset(const Problem& p, int64_t l, int64_t t) {
+  const int64_t kh = p.window.h.kernel, kw = p.window.w.kernel;
+  const int64_t v = t % kw, u = (t / kw) % kh, c = t / (kw * kh);
+  const int64_t y = window_input_index(l / p.out_w, u, p.window.h);
+  const int64_t x = window_input_index(l % p.out_w, v, p.window.w);
+  return y >= 0 && y < p.H && x >= 0 && x < p.W ? (c * p.H + y) * p.W + x : -1;
+}
 
 // ---- forward, weight streaming ---------------------------------------------------------------
 
@@ -238,12 +250,13 @@ void launch_stream(const at::Tensor& x, const at::Tensor& w, const Problem& p, a
 
 // Grid limits of the kernels (x up to 2^31 − 1 blocks, y and z up to 65535).
 void check_grid(const char* op, const Problem& p) {
-  CVOPS_CHECK(p.locations() <= int64_t(INT32_MAX) &&
-                  ceil_div<int64_t>(p.O, kStreamWarps) <= 65535 &&
-                  ceil_div<int64_t>(p.B, kWarpSize) <= 65535 &&
-                  ceil_div<int64_t>(p.taps, kThreads) <= 65535,
-              op, "the CUDA kernels take at most 2^31 - 1 locations, 524280 output channels, ",
-              "2097120 samples and 16776960 taps per location, got ", p.locations(), ", ", p.O,
+  CVOPS_CHECK(p.locations() <= int64_t(INT32_MAX) && p.H * p.W <= int64_t(INT32_MAX) &&
+                  p.O <= 65535 * int64_t(kStreamWarps) && p.C <= 65535 * int64_t(kGradChannels) &&
+                  p.B <= 65535 * int64_t(kWarpSize) && p.taps <= 65535 * int64_t(kThreads),
+              op, "the CUDA kernels take at most 2^31 - 1 locations and input pixels, ",
+              65535 * kStreamWarps, " output channels, ", 65535 * kGradChannels,
+              " input channels, ", 65535 * kWarpSize, " samples and ", 65535 * kThreads,
+              " taps per location, got ", p.locations(), ", ", p.H * p.W, ", ", p.O, ", ", p.C,
               ", ", p.B, " and ", p.taps);
 }
 
@@ -317,32 +330,68 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// grad_x[b, c, y, x] += Σ over the taps (u, v) whose location (i, j) in l0..l1 reads (y, x), from
-// the patches' gradient [l1 − l0, taps, B].
-template <typename T>
-__global__ void scatter_patches_kernel(const T* __restrict__ grad_patches, Problem p, int64_t l0,
-                                       int64_t l1, T* __restrict__ grad_x) {
-  const Window2d& window = p.window;
-  const int64_t kh = window.h.kernel, kw = window.w.kernel;
-  const int64_t total = p.B * p.C * p.H * p.W;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t xx = e % p.W, y = (e / p.W) % p.H, c = (e / (p.W * p.H)) % p.C;
-    const int64_t b = e / (p.W * p.H * p.C);
-    T acc = 0;
-    for (int64_t u = 0; u < kh; ++u) {
-      const int64_t oy = y + window.h.padding - u * window.h.dilation;  // i · stride
-      if (oy < 0 || oy % window.h.stride != 0 || oy / window.h.stride >= p.out_h) continue;
-      for (int64_t v = 0; v < kw; ++v) {
-        const int64_t ox = xx + window.w.padding - v * window.w.dilation;
-        if (ox < 0 || ox % window.w.stride != 0 || ox / window.w.stride >= p.out_w) continue;
-        const int64_t l = (oy / window.h.stride) * p.out_w + ox / window.w.stride;
-        if (l < l0 || l >= l1) continue;
-        acc += grad_patches[((l - l0) * p.taps + (c * kh + u) * kw + v) * p.B + b];
+// grad_x[b, c0 + c, y, x] = Σ over the taps (u, v) that read (y, x), at location l, of
+// Σ_o w_t[l, u, v, o, c0 + c] · grad[l, o, b]: the weights [L, kh, kw, O, C] read once per tile of
+// samples, lane-uniform; lanes own samples b0 + lane + 32·r; taps and channels summed in order.
+template <typename T, int kR>
+__global__ void __launch_bounds__(kInputWarps* kWarpSize)
+    input_grad_kernel(const T* __restrict__ grad, const T* __restrict__ w_t, Problem p,
+                      T* __restrict__ grad_x) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int64_t columns = ceil_div<int64_t>(p.W, kInputWarps);
+  const int64_t y = blockIdx.x / columns, x = (blockIdx.x % columns) * kInputWarps + warp;
+  if (x >= p.W) return;
+  const int64_t c0 = int64_t(blockIdx.y) * kGradChannels;
+  const int64_t b0 = int64_t(blockIdx.z) * kR * kWarpSize + lane;
+  const int channels = static_cast<int>(min(int64_t(kGradChannels), p.C - c0));
+  const Window1d &wh = p.window.h, &ww = p.window.w;
+  T acc[kR][kGradChannels] = {};
+  for (int64_t u = 0; u < wh.kernel; ++u) {
+    const int64_t oy = y + wh.padding - u * wh.dilation;  // i · stride
+    if (oy < 0 || oy % wh.stride != 0 || oy / wh.stride >= p.out_h) continue;
+    for (int64_t v = 0; v < ww.kernel; ++v) {
+      const int64_t ox = x + ww.padding - v * ww.dilation;
+      if (ox < 0 || ox % ww.stride != 0 || ox / ww.stride >= p.out_w) continue;
+      const int64_t l = (oy / wh.stride) * p.out_w + ox / ww.stride;
+      const T* gl = grad + l * p.O * p.B + b0;
+      const T* wl = w_t + ((l * wh.kernel + u) * ww.kernel + v) * p.O * p.C + c0;
+      for (int64_t o = 0; o < p.O; ++o) {
+        T g[kR];
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          g[r] = b0 + kWarpSize * r < p.B ? gl[o * p.B + kWarpSize * r] : T(0);
+        }
+#pragma unroll
+        for (int c = 0; c < kGradChannels; ++c) {
+          const T weight = c < channels ? wl[o * p.C + c] : T(0);
+#pragma unroll
+          for (int r = 0; r < kR; ++r) acc[r][c] += weight * g[r];
+        }
       }
     }
-    grad_x[e] += acc;
   }
+  const int64_t plane = p.H * p.W;
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int64_t b = b0 + kWarpSize * r;
+    if (b >= p.B) continue;
+    T* gx = grad_x + (b * p.C + c0) * plane + y * p.W + x;
+#pragma unroll
+    for (int c = 0; c < kGradChannels; ++c) {
+      if (c < channels) gx[c * plane] = acc[r][c];
+    }
+  }
+}
+
+template <typename T, int kR>
+void launch_input_grad(const at::Tensor& grad, const at::Tensor& w_t, const Problem& p,
+                       at::Tensor& grad_x, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.H * ceil_div<int64_t>(p.W, kInputWarps)),
+                  static_cast<unsigned>(ceil_div<int64_t>(p.C, kGradChannels)),
+                  static_cast<unsigned>(ceil_div<int64_t>(p.B, kR * kWarpSize)));
+  input_grad_kernel<T, kR><<<grid, kInputWarps * kWarpSize, 0, stream>>>(
+      grad.const_data_ptr<T>(), w_t.const_data_ptr<T>(), p, grad_x.data_ptr<T>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 void backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
@@ -350,25 +399,21 @@ void backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
   check_grid("locally_connected2d_backward", p);
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = at::cuda::getCurrentCUDAStream();
-  const int64_t L = p.locations(), chunk = chunk_locations(p);
+  // [L, kh, kw, O, C]: the weights one input element's taps read, channels contiguous.
+  const auto w_t = w.view({p.locations(), p.O, p.C, p.window.h.kernel, p.window.w.kernel})
+                       .permute({0, 3, 4, 1, 2})
+                       .contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_backward_cuda", [&] {
     using T = scalar_t;
-    const dim3 grid(static_cast<unsigned>(L),
+    const dim3 grid(static_cast<unsigned>(p.locations()),
                     static_cast<unsigned>(ceil_div<int64_t>(p.O, kTileOut)),
                     static_cast<unsigned>(ceil_div<int64_t>(p.taps, kThreads)));
     weight_grad_kernel<T><<<grid, kThreads, 0, stream>>>(
         grad.const_data_ptr<T>(), x.const_data_ptr<T>(), p, grad_w.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
-      const int64_t l1 = std::min(L, l0 + chunk);
-      // dP_l = W_lᵀ · dY_l: [n, taps, O] · [n, O, B] → [n, taps, B]
-      const auto grad_patches =
-          at::bmm(w.narrow(0, l0, l1 - l0).transpose(1, 2), grad.narrow(0, l0, l1 - l0));
-      scatter_patches_kernel<T>
-          <<<grid_stride_blocks(grad_x.numel(), kThreads), kThreads, 0, stream>>>(
-              grad_patches.const_data_ptr<T>(), p, l0, l1, grad_x.data_ptr<T>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    if (p.B <= kWarpSize) return launch_input_grad<T, 1>(grad, w_t, p, grad_x, stream);
+    if (p.B <= 2 * kWarpSize) return launch_input_grad<T, 2>(grad, w_t, p, grad_x, stream);
+    launch_input_grad<T, 4>(grad, w_t, p, grad_x, stream);
   });
 }
 
