@@ -4,10 +4,12 @@ output location (DeepFace's L4–L6: eyes and mouths need different filters).
 x [B, C, H, W], weight [oH, oW, O, C, kh, kw], bias [O, oH, oW] or None → [B, O, oH, oW]:
     out[b, o, i, j] = Σ_{c, u, v} weight[i, j, o, c, u, v] · x_padded[b, c, i·s + u·d, j·s + v·d] + bias[o, i, j]
 with oH, oW from torch's convolution formula. The unfolded input (B·C·kh·kw·oH·oW values) is never
-materialised: chunks of locations gather their patches and run one GEMM per location (at::bmm:
-MKL / cuBLAS); the backward reduces each location's weight gradient over the batch in one GEMM and
-sums the input gradient in a fixed order. float16/bfloat16 compute in float32 and return the input
-dtype.
+materialised: on the CPU chunks of locations gather their patches and run one GEMM per location
+(at::bmm, MKL); on CUDA fused kernels gather the patches into shared memory. The backward reduces
+each location's weight gradient over the batch once and sums the input gradient in a fixed order
+(deterministic). float16/bfloat16 compute in float32 and return the input dtype; on CUDA, past 8 samples, their
+products run on TF32 tensor cores (exact: their values are TF32 values), and so do float32's where
+torch.backends.cuda.matmul.allow_tf32 is set (off by default: float32 stays float32).
 """
 
 import torch
