@@ -60,6 +60,22 @@ def test_matches_unfold_reference(shape, bias):
     assert_matches_reference(*inputs(*shape, bias=bias))
 
 
+@pytest.mark.parametrize("batch", [1, 3, 4, 5, 9])
+def test_both_cpu_batch_paths(batch):
+    """Up to 4 samples the CPU streams each location's filter rows against its patches; past 4 it runs
+    batched GEMMs: both against the reference, forward and every gradient, 45 taps (a partial vector)."""
+    x, weight, bias, options = inputs(batch, 5, 6, (9, 8), (3, 3), 1, 1, 1)
+    leaves = [t.requires_grad_() for t in (x, weight, bias)]
+    ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    got, want = cvops.locally_connected2d(*leaves, **options), ref.locally_connected2d(*ref_leaves, **options)
+    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+    w = torch.randn(want.shape, dtype=want.dtype)
+    for g, r in zip(
+        torch.autograd.grad((got * w).sum(), leaves), torch.autograd.grad((want * w).sum(), ref_leaves), strict=True
+    ):
+        torch.testing.assert_close(g, r, rtol=1e-11, atol=1e-11)
+
+
 def test_deepface_l6_shape():
     """DeepFace's L6 (16×25×25 → 16×21×21, 5×5), at batch 2."""
     assert_matches_reference(*inputs(2, 16, 16, (25, 25), (5, 5), 1, 0, 1))
@@ -189,15 +205,18 @@ def test_reduced_precision():
 _THREADS = r"""
 import sys, torch, cvops
 g = torch.Generator().manual_seed(0)
-x = torch.randn(4, 8, 16, 16, generator=g).requires_grad_()
 weight = torch.randn(16, 16, 8, 8, 5, 5, generator=g).requires_grad_()
 bias = torch.randn(8, 16, 16, generator=g).requires_grad_()
-w = torch.randn(4, 8, 16, 16, generator=g)
 results = []
 for threads in (1, 2, 3, 1):
     torch.set_num_threads(threads)
-    y = cvops.locally_connected2d(x, weight, bias, padding=2)
-    results.append([y, *torch.autograd.grad((y * w).sum(), (x, weight, bias))])
+    result = []
+    for batch in (4, 10):  # the small-batch rows and the batched GEMMs
+        x = torch.randn(batch, 8, 16, 16, generator=torch.Generator().manual_seed(batch)).requires_grad_()
+        w = torch.randn(batch, 8, 16, 16, generator=torch.Generator().manual_seed(batch + 1))
+        y = cvops.locally_connected2d(x, weight, bias, padding=2)
+        result += [y, *torch.autograd.grad((y * w).sum(), (x, weight, bias))]
+    results.append(result)
 torch.save(results, sys.argv[1])
 """
 
@@ -208,7 +227,10 @@ def test_same_bits_at_any_thread_count(tmp_path):
     subprocess.run([sys.executable, "-c", _THREADS, str(path)], check=True, timeout=120)
     first, *others = torch.load(path)
     for threads, other in zip((2, 3, 1), others):
-        for name, a, b in zip(("out", "grad_x", "grad_weight", "grad_bias"), first, other):
+        names = [
+            f"{name} at batch {batch}" for batch in (4, 10) for name in ("out", "grad_x", "grad_weight", "grad_bias")
+        ]
+        for name, a, b in zip(names, first, other, strict=True):
             assert torch.equal(a, b), f"{name} at {threads} threads"
 
 

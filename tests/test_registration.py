@@ -42,7 +42,8 @@ def test_loop_tables_name_every_op_that_dispatches_through_them():
 
 
 # Each CPU level runs the multiversioned loops (box rows, NMS suppression, instance norm planes and
-# channel blocks, the Gram mirror, the xcorr planes, bit packing and the XNOR tiles) in a child process; the results must be the same bits.
+# channel blocks, the Gram mirror, the xcorr planes, bit packing, the XNOR tiles and the locally
+# connected small-batch rows) in a child process; the results must be the same bits.
 _PROGRAM = r"""
 import sys, torch, cvops
 torch.manual_seed(0)
@@ -70,6 +71,9 @@ out["pack_clip"] = torch.ops.cvops._pack_bits(xb.double(), 1.0)
 for pad in (0.0, 1.0):
     out[f"xnor{pad}"] = cvops.xnor_conv2d(xb, wb, padding=1, dilation=(1, 2), pad_value=pad, scaling="alpha_k")
 out["xnor64"] = cvops.xnor_conv2d(xb.double(), wb.double(), stride=2, bias=torch.randn(21).double())
+lx, lw = torch.randn(3, 5, 9, 8, requires_grad=True), torch.randn(7, 6, 4, 5, 3, 3, requires_grad=True)
+out["local"] = cvops.locally_connected2d(lx, lw)
+out["local_grad_x"], out["local_grad_w"] = torch.autograd.grad((out["local"] * torch.randn(3, 4, 7, 6)).sum(), (lx, lw))
 torch.save(out, sys.argv[1])
 """
 

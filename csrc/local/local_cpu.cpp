@@ -1,13 +1,19 @@
 // CPU loops of the local family: chunks of locations whose patches are gathered ([n, taps, B], one
 // task per (location, channel), its taps × samples written contiguously), multiplied by MKL's
 // batched GEMM (at::bmm) and, for dx, scattered back (one task per channel, locations in order, so
-// every input element sums in a fixed order).
+// every input element sums in a fixed order). Up to kStreamBatch samples, where the weights are the
+// traffic and MKL's tiny GEMMs are overhead, one task per location streams its filter rows once
+// against its patches instead (local_cpu_bodies.h), forward and backward.
 #include <ATen/Parallel.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
+#include "common/cpu_levels.h"
 #include "common/dispatch.h"
 #include "common/loop_table.h"
 #include "common/window.h"
@@ -15,6 +21,11 @@
 
 namespace cvops::local {
 namespace {
+
+constexpr int kStreamBatch = 4;  // past 4 samples MKL's batched GEMMs are as fast
+
+#define CVOPS_CPU_BODIES "local/local_cpu_bodies.h"
+#include "common/cpu_levels_compile.h"
 
 // Locations per chunk: their patches ([n, taps, B]) are about 8 MB of float32, so they stay in the
 // last-level cache next to their weights.
@@ -93,8 +104,90 @@ void scatter_patches(const at::Tensor& grad_patches, const Window2d& window, int
   });
 }
 
+// Location l's patches as rows [B, taps] (each sample's taps contiguous), 0 where a tap reads
+// padding: a kernel row inside the image at dilation 1 is one copy of kw values.
+template <typename T>
+void gather_location(const T* x, const Problem& p, int64_t l, T* patches) {
+  const Window1d &wh = p.window.h, &ww = p.window.w;
+  const int64_t plane = p.H * p.W, i = l / p.out_w, j = l % p.out_w;
+  const int64_t x0 = window_input_index(j, 0, ww);
+  const bool row_inside = ww.dilation == 1 && x0 >= 0 && x0 + ww.kernel <= p.W;
+  for (int64_t b = 0; b < p.B; ++b) {
+    for (int64_t c = 0; c < p.C; ++c) {
+      const T* channel = x + (b * p.C + c) * plane;
+      for (int64_t u = 0; u < wh.kernel; ++u, patches += ww.kernel) {
+        const int64_t y = window_input_index(i, u, wh);
+        if (y < 0 || y >= p.H) {
+          std::fill(patches, patches + ww.kernel, T(0));
+        } else if (row_inside) {
+          std::copy(channel + y * p.W + x0, channel + y * p.W + x0 + ww.kernel, patches);
+        } else {
+          for (int64_t v = 0; v < ww.kernel; ++v) {
+            const int64_t xx = window_input_index(j, v, ww);
+            patches[v] = xx >= 0 && xx < p.W ? channel[y * p.W + xx] : T(0);
+          }
+        }
+      }
+    }
+  }
+}
+
+void stream_forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem& p,
+                        at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_stream_cpu", [&] {
+    using T = scalar_t;
+    const auto rows = CVOPS_CPU_SELECT(stream_forward<T>);
+    const T* in = x.const_data_ptr<T>();
+    const T* weight = w.const_data_ptr<T>();
+    T* result = out.data_ptr<T>();
+    at::parallel_for(0, p.locations(), 8, [&](int64_t begin, int64_t end) {
+      std::vector<T> patches(p.B * p.taps);
+      for (int64_t l = begin; l < end; ++l) {
+        gather_location(in, p, l, patches.data());
+        rows(weight + l * p.O * p.taps, patches.data(), p.O, p.B, p.taps, p.taps,
+             result + l * p.O * p.B);
+      }
+    });
+  });
+}
+
+// Per chunk of locations: each location's dW and patch gradient in one pass over its weights,
+// then the chunk's patch gradients scattered back in order.
+void stream_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
+                         const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
+  const int64_t L = p.locations(), chunk = chunk_locations(p);
+  auto buffer = at::empty({std::min(chunk, L), p.taps, p.B}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_stream_backward_cpu", [&] {
+    using T = scalar_t;
+    const auto rows = CVOPS_CPU_SELECT(stream_backward<T>);
+    const T* in = x.const_data_ptr<T>();
+    const T* weight = w.const_data_ptr<T>();
+    const T* g = grad.const_data_ptr<T>();
+    T* gw = grad_w.data_ptr<T>();
+    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+      const int64_t n = std::min(L, l0 + chunk) - l0;
+      T* columns = buffer.data_ptr<T>();  // [n, taps, B], as scatter_patches reads them
+      at::parallel_for(l0, l0 + n, 8, [&](int64_t begin, int64_t end) {
+        std::vector<T> patches(p.B * p.taps), grad_patches(p.B * p.taps);
+        for (int64_t l = begin; l < end; ++l) {
+          gather_location(in, p, l, patches.data());
+          std::fill(grad_patches.begin(), grad_patches.end(), T(0));
+          rows(weight + l * p.O * p.taps, patches.data(), g + l * p.O * p.B, p.O, p.B, p.taps,
+               p.taps, gw + l * p.O * p.taps, grad_patches.data());
+          T* dst = columns + (l - l0) * p.taps * p.B;
+          for (int64_t t = 0; t < p.taps; ++t) {
+            for (int64_t b = 0; b < p.B; ++b) dst[t * p.B + b] = grad_patches[b * p.taps + t];
+          }
+        }
+      });
+      scatter_patches(buffer.narrow(0, 0, n), p.window, p.out_w, l0, l0 + n, grad_x);
+    }
+  });
+}
+
 void forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem& p, bool /*tf32*/,
                  at::Tensor& out) {
+  if (p.B <= kStreamBatch) return stream_forward_cpu(x, w, p, out);
   const int64_t L = p.locations(), chunk = chunk_locations(p);
   auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, x.options());
   for (int64_t l0 = 0; l0 < L; l0 += chunk) {
@@ -108,6 +201,7 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem& p, boo
 
 void backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
                   const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
+  if (p.B <= kStreamBatch) return stream_backward_cpu(grad, x, w, p, grad_x, grad_w);
   const int64_t L = p.locations(), chunk = chunk_locations(p);
   auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, x.options());
   for (int64_t l0 = 0; l0 < L; l0 += chunk) {

@@ -1,0 +1,101 @@
+// The small-batch loops of the local CPU kernels, compiled once per CPU level
+// (common/cpu_levels.h): included by local_cpu.cpp only, inside its namespace. Up to kStreamBatch
+// samples the weights are the traffic, so each location's filter rows are streamed once against
+// its patches [B, ld] (ld >= taps, each sample's taps contiguous). Sums run in vectors of 64 bytes
+// (GCC's vector extension, split into whatever registers the level has), lane by lane, then over
+// the lanes in order: every level computes the same bits.
+namespace CVOPS_CPU_NS {
+
+template <typename T>
+struct RowOf {
+  typedef T type __attribute__((vector_size(64)));
+};
+template <typename T>
+using Row = typename RowOf<T>::type;
+
+// out[o, b] (B = kB samples a row) = Σ_t w[o, t] · patches[b, t] for o < O.
+template <typename T, int kB>
+void stream_forward_rows(const T* w, const T* patches, int64_t O, int64_t taps, int64_t ld,
+                         T* out) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  const int64_t body = taps / kLanes * kLanes;
+  for (int64_t o = 0; o < O; ++o) {
+    const T* row = w + o * taps;
+    Row<T> acc[kB] = {};
+    for (int64_t t = 0; t < body; t += kLanes) {
+      Row<T> weight, value;
+      __builtin_memcpy(&weight, row + t, sizeof(weight));
+      for (int b = 0; b < kB; ++b) {
+        __builtin_memcpy(&value, patches + b * ld + t, sizeof(value));
+        acc[b] += weight * value;
+      }
+    }
+    for (int b = 0; b < kB; ++b) {
+      for (int64_t t = body; t < taps; ++t) acc[b][t - body] += row[t] * patches[b * ld + t];
+      T sum = 0;
+      for (int64_t lane = 0; lane < kLanes; ++lane) sum += acc[b][lane];
+      out[o * kB + b] = sum;
+    }
+  }
+}
+
+// One location's gradients from grad [O, B]: grad_w[o, t] = Σ_b grad[o, b] · patches[b, t] (b in
+// order) and grad_patches[b, t] = Σ_o w[o, t] · grad[o, b] (o in order; zeros on entry), one pass
+// over the filter rows. Element by element: no reordering, whatever the vector width.
+template <typename T, int kB>
+void stream_backward_rows(const T* w, const T* patches, const T* grad, int64_t O, int64_t taps,
+                          int64_t ld, T* grad_w, T* grad_patches) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  const int64_t body = taps / kLanes * kLanes;
+  for (int64_t o = 0; o < O; ++o) {
+    const T* row = w + o * taps;
+    T* grad_row = grad_w + o * taps;
+    T g[kB];
+    for (int b = 0; b < kB; ++b) g[b] = grad[o * kB + b];
+    for (int64_t t = 0; t < body; t += kLanes) {
+      Row<T> weight, value, sum, dst;
+      __builtin_memcpy(&weight, row + t, sizeof(weight));
+      for (int b = 0; b < kB; ++b) {
+        __builtin_memcpy(&value, patches + b * ld + t, sizeof(value));
+        sum = b == 0 ? g[0] * value : sum + g[b] * value;
+        __builtin_memcpy(&dst, grad_patches + b * ld + t, sizeof(dst));
+        dst += weight * g[b];
+        __builtin_memcpy(grad_patches + b * ld + t, &dst, sizeof(dst));
+      }
+      __builtin_memcpy(grad_row + t, &sum, sizeof(sum));
+    }
+    for (int64_t t = body; t < taps; ++t) {  // the same sums, element by element
+      T sum = g[0] * patches[t];
+      for (int b = 1; b < kB; ++b) sum += g[b] * patches[b * ld + t];
+      grad_row[t] = sum;
+      for (int b = 0; b < kB; ++b) grad_patches[b * ld + t] += row[t] * g[b];
+    }
+  }
+}
+
+// f(std::integral_constant<int, B>()) for the batch B in 1..kStreamBatch: the rows' loops unrolled
+// over the samples, their accumulators in registers.
+template <typename F>
+C10_ALWAYS_INLINE void with_batch(int64_t B, F&& f) {
+  [&]<int... k>(std::integer_sequence<int, k...>) {
+    ((B == k + 1 ? (f(std::integral_constant<int, k + 1>()), true) : false) || ...);
+  }(std::make_integer_sequence<int, kStreamBatch>());
+}
+
+template <typename T>
+void stream_forward(const T* w, const T* patches, int64_t O, int64_t B, int64_t taps, int64_t ld,
+                    T* out) {
+  with_batch(B, [&](auto samples) {
+    stream_forward_rows<T, samples.value>(w, patches, O, taps, ld, out);
+  });
+}
+
+template <typename T>
+void stream_backward(const T* w, const T* patches, const T* grad, int64_t O, int64_t B,
+                     int64_t taps, int64_t ld, T* grad_w, T* grad_patches) {
+  with_batch(B, [&](auto samples) {
+    stream_backward_rows<T, samples.value>(w, patches, grad, O, taps, ld, grad_w, grad_patches);
+  });
+}
+
+}  // namespace CVOPS_CPU_NS
