@@ -611,3 +611,27 @@ def test_deepface_trains_through_the_locally_connected_layers():
         model(torch.rand(2, 3, 150, 150))
     with pytest.raises(ValueError, match="cvops.DeepFace: num_classes must be an int >= 1"):
         deepface.DeepFace(0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch", [2, 12])
+def test_deepface_cuda_matches_cpu(batch):
+    """The whole network on the GPU (its L4–L6 through the weight-streaming kernel at batch 2, the tiles at 12):
+    embeddings, logits and the locally connected layers' gradients against the same weights on the CPU."""
+    torch.manual_seed(2)
+    cpu = deepface.DeepFace(5, dropout=0.0)
+    gpu = deepface.DeepFace(5, dropout=0.0)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.cuda()
+    x = torch.rand(batch, 3, 152, 152)
+    labels = torch.arange(batch) % 5
+    grads = []
+    for model, inp in ((cpu, x), (gpu, x.cuda())):
+        logits, emb = model(inp, return_embedding=True)
+        torch.nn.functional.cross_entropy(logits, labels.to(inp.device)).backward()
+        grads.append(
+            [logits.detach().cpu(), emb.detach().cpu()]
+            + [layer.weight.grad.cpu() for layer in (model.l4, model.l5, model.l6)]
+        )
+    for want, got in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
