@@ -626,12 +626,15 @@ def test_deepface_cuda_matches_cpu(batch):
     x = torch.rand(batch, 3, 152, 152)
     labels = torch.arange(batch) % 5
     grads = []
-    for model, inp in ((cpu, x), (gpu, x.cuda())):
-        logits, emb = model(inp, return_embedding=True)
-        torch.nn.functional.cross_entropy(logits, labels.to(inp.device)).backward()
-        grads.append(
-            [logits.detach().cpu(), emb.detach().cpu()]
-            + [layer.weight.grad.cpu() for layer in (model.l4, model.l5, model.l6)]
-        )
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # C1 and C3 in float32, as on the CPU
+    try:
+        for model, inp in ((cpu, x), (gpu, x.cuda())):
+            logits, emb = model(inp, return_embedding=True)
+            torch.nn.functional.cross_entropy(logits, labels.to(inp.device)).backward()
+            layers = (model.l4, model.l5, model.l6)
+            grads.append([logits.detach().cpu(), emb.detach().cpu()] + [layer.weight.grad.cpu() for layer in layers])
+    finally:
+        torch.backends.cudnn.allow_tf32 = allow_tf32
     for want, got in zip(*grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
