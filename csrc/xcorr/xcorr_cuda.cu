@@ -2,8 +2,8 @@
 // block); the block stages each template plane in shared memory and walks the search window from
 // global memory (neighbouring threads read neighbouring columns: coalesced), then a second kernel
 // sums the channel blocks in order (full mode). Backward: dx in gather form, one thread per input
-// element; dz one block per template tap, a fixed-order block reduction over the batch and the
-// output plane. Deterministic: no float atomics.
+// element; dz one warp per template tap, a fixed-order shuffle tree over the batch and the output
+// plane. Deterministic: no float atomics.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 
@@ -140,24 +140,31 @@ __global__ void input_grad_kernel(const T* __restrict__ grad, const T* __restric
   }
 }
 
-// grad_z[bz, c, u, v] = Σ_b Σ_{i, j} grad[b, c', i, j] · xp[b, c, i + u, j + v]: one block per tap.
+// grad_z[bz, c, u, v] = Σ_b Σ_{i, j} grad[b, c', i, j] · xp[b, c, i + u, j + v]: one warp per tap
+// (a tap sums B·H'·W' terms for one template, H'·W' for per-sample templates: a few hundred at
+// SiamFC's sizes, too few to keep a whole block busy), lanes over the output positions in order,
+// then a shuffle tree.
+constexpr int kTapsPerBlock = kThreads / kWarpSize;
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     template_grad_kernel(const T* __restrict__ grad, const T* __restrict__ xp, Geometry g,
-                         bool full, T* __restrict__ grad_z) {
-  const int64_t e = blockIdx.x;  // (bz, c, u, v)
+                         bool full, int64_t total_taps, T* __restrict__ grad_z) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t e = int64_t(blockIdx.x) * kTapsPerBlock + threadIdx.x / kWarpSize;  // (bz, c, u, v)
+  if (e >= total_taps) return;  // the warps share no barrier
   const int64_t v = e % g.w, u = (e / g.w) % g.h, c = (e / (g.w * g.h)) % g.C;
   const int64_t bz = e / (g.w * g.h * g.C);
   const int64_t b0 = g.Bz == 1 ? 0 : bz, b1 = g.Bz == 1 ? g.B : bz + 1;
   const int64_t plane_out = g.Ho * g.Wo, terms = (b1 - b0) * plane_out;
   T acc = 0;
-  for (int64_t k = threadIdx.x; k < terms; k += kThreads) {
+  for (int64_t k = lane; k < terms; k += kWarpSize) {
     const int64_t b = b0 + k / plane_out, q = k % plane_out, i = q / g.Wo, j = q % g.Wo;
     acc += grad[(b * (full ? 1 : g.C) + (full ? 0 : c)) * plane_out + q] *
            xp[((b * g.C + c) * g.Hp + i + u) * g.Wp + j + v];
   }
-  acc = block_reduce<kThreads>(acc);
-  if (threadIdx.x == 0) grad_z[e] = acc;
+  acc = warp_reduce(acc);
+  if (lane == 0) grad_z[e] = acc;
 }
 
 void backward_cuda(const at::Tensor& grad, const at::Tensor& xp, const at::Tensor& z,
@@ -166,15 +173,18 @@ void backward_cuda(const at::Tensor& grad, const at::Tensor& xp, const at::Tenso
   const bool full = mode == XcorrMode::kFull;
   c10::cuda::CUDAGuard guard(grad_xp.device());
   auto stream = at::cuda::getCurrentCUDAStream();
-  CVOPS_CHECK(grad_z.numel() <= int64_t(INT32_MAX), "xcorr_backward",
-              "the CUDA kernel takes at most 2^31 - 1 template taps, got ", grad_z.numel());
+  CVOPS_CHECK(ceil_div<int64_t>(grad_z.numel(), kTapsPerBlock) <= int64_t(INT32_MAX),
+              "xcorr_backward", "the CUDA kernel takes at most ",
+              int64_t(INT32_MAX) * kTapsPerBlock, " template taps, got ", grad_z.numel());
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "cvops_xcorr_backward_cuda", [&] {
     using T = scalar_t;
     input_grad_kernel<T><<<grid_stride_blocks(grad_xp.numel(), kThreads), kThreads, 0, stream>>>(
         grad.const_data_ptr<T>(), z.const_data_ptr<T>(), g, full, grad_xp.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    template_grad_kernel<T><<<static_cast<unsigned>(grad_z.numel()), kThreads, 0, stream>>>(
-        grad.const_data_ptr<T>(), xp.const_data_ptr<T>(), g, full, grad_z.data_ptr<T>());
+    template_grad_kernel<T>
+        <<<static_cast<unsigned>(ceil_div<int64_t>(grad_z.numel(), kTapsPerBlock)), kThreads, 0,
+           stream>>>(grad.const_data_ptr<T>(), xp.const_data_ptr<T>(), g, full, grad_z.numel(),
+                     grad_z.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
