@@ -5,7 +5,7 @@
 //    filter row (coalesced, every weight read once) against all samples, a shuffle tree summing
 //    the lanes.
 //  - Forward, larger batches: each warp owns one location × 16 output channels × 32·R samples and,
-//    per chunk of 32 taps (one per lane), stages the weights [32, 16] and patches [32, 32·R] in
+//    per chunk of 32 taps (one per lane), stages the weights [32, 16] and patches [32·R, 32] in
 //    shared memory, then runs FFMA register tiles on them, or TF32 tensor-core mma (wmma
 //    m16n16k8, sm_80+) where the op body allows TF32.
 //  - dW: one block per (location, 16 output channels, 128 taps), one tap per thread against the
@@ -97,13 +97,15 @@ constexpr int kTileWarps = 2;  // independent warps per block, one location each
 constexpr int kTileTaps = kWarpSize;
 constexpr int kTileOut = 16;  // output channels per warp: the mma's M
 
-// The staged chunk of one warp: weights [k][o] (the mma's A, column-major) and patches [k][b]
-// (its B, row-major); rows of a multiple of 4 values, as wmma's loads need.
-template <typename T, int kSamples>
+// The staged chunk of one warp: weights [k][o] (the mma's A, column-major) and patches [b][k]
+// (its B, column-major). Lane k stores tap k, so the patches' rows are one word longer than the
+// chunk (no bank conflicts), four for wmma (whose loads take rows of a multiple of 4 values); the
+// weights' rows of 20 keep their stores to 4-way conflicts and their 16-byte broadcast reads.
+template <typename T, int kSamples, bool kTensorCores>
 struct TileShared {
-  static constexpr int kLd = kSamples + 4;
-  T w[kTileTaps][kTileOut];
-  T patches[kTileTaps][kLd];
+  static constexpr int kLdW = kTileOut + 4, kLdP = kTileTaps + (kTensorCores ? 4 : 1);
+  T w[kTileTaps][kLdW];
+  T patches[kSamples][kLdP];
 };
 
 // FFMA register tile: lane owns samples lane + 32·r, every output channel; taps summed in order.
@@ -112,7 +114,7 @@ struct FfmaTile {
   static constexpr int kR = kSamples / kWarpSize;
   T acc[kR][kTileOut] = {};
 
-  __device__ void step(const TileShared<T, kSamples>& s, int lane) {
+  __device__ void step(const TileShared<T, kSamples, false>& s, int lane) {
 #pragma unroll 4
     for (int k = 0; k < kTileTaps; ++k) {
       T weight[kTileOut];
@@ -120,7 +122,7 @@ struct FfmaTile {
       for (int o = 0; o < kTileOut; ++o) weight[o] = s.w[k][o];
 #pragma unroll
       for (int r = 0; r < kR; ++r) {
-        const T value = s.patches[k][lane + kWarpSize * r];
+        const T value = s.patches[lane + kWarpSize * r][k];
 #pragma unroll
         for (int o = 0; o < kTileOut; ++o) acc[r][o] += weight[o] * value;
       }
@@ -128,7 +130,7 @@ struct FfmaTile {
   }
 
   // out: output channel o0 of the warp's location and sample b0 in [L, O, B]; stride = B.
-  __device__ void store(TileShared<T, kSamples>&, int lane, T* out, int64_t stride, int outs,
+  __device__ void store(TileShared<T, kSamples, false>&, int lane, T* out, int64_t stride, int outs,
                         int64_t samples) {
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
@@ -146,7 +148,7 @@ struct FfmaTile {
 template <int kSamples>
 struct Tf32Tile {
   static constexpr int kN = kSamples / 16;
-  using Shared = TileShared<float, kSamples>;
+  using Shared = TileShared<float, kSamples, true>;
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> acc[kN];
 
   __device__ Tf32Tile() {
@@ -160,13 +162,13 @@ struct Tf32Tile {
 #pragma unroll
     for (int k0 = 0; k0 < kTileTaps; k0 += 8) {
       wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> a;
-      wmma::load_matrix_sync(a, &s.w[k0][0], kTileOut);
+      wmma::load_matrix_sync(a, &s.w[k0][0], Shared::kLdW);
 #pragma unroll
       for (int i = 0; i < a.num_elements; ++i) a.x[i] = wmma::__float_to_tf32(a.x[i]);
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
-        wmma::load_matrix_sync(b, &s.patches[k0][16 * n], Shared::kLd);
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> b;
+        wmma::load_matrix_sync(b, &s.patches[16 * n][k0], Shared::kLdP);
 #pragma unroll
         for (int i = 0; i < b.num_elements; ++i) b.x[i] = wmma::__float_to_tf32(b.x[i]);
         wmma::mma_sync(acc[n], a, b, acc[n]);
@@ -177,18 +179,20 @@ struct Tf32Tile {
 #endif
   }
 
-  // Through the warp's patch buffer ([o][b], 16 rows), so that the global stores coalesce.
+  // Through the warp's patch buffer, as [o][b] rows of kSamples + 4, so that the global stores
+  // coalesce (16·(kSamples + 4) values fit in its kSamples·(32 + 4)).
   __device__ void store(Shared& s, int lane, float* out, int64_t stride, int outs,
                         int64_t samples) {
+    constexpr int kLd = kSamples + 4;
+    float* stage = &s.patches[0][0];
     __syncwarp();
 #pragma unroll
     for (int n = 0; n < kN; ++n) {
-      nvcuda::wmma::store_matrix_sync(&s.patches[0][16 * n], acc[n], Shared::kLd,
-                                      nvcuda::wmma::mem_row_major);
+      nvcuda::wmma::store_matrix_sync(stage + 16 * n, acc[n], kLd, nvcuda::wmma::mem_row_major);
     }
     __syncwarp();
     for (int o = 0; o < outs; ++o) {
-      for (int b = lane; b < samples; b += kWarpSize) out[o * stride + b] = s.patches[o][b];
+      for (int b = lane; b < samples; b += kWarpSize) out[o * stride + b] = stage[o * kLd + b];
     }
   }
 };
@@ -197,7 +201,7 @@ template <typename T, int kSamples, bool kTensorCores>
 __global__ void __launch_bounds__(kTileWarps* kWarpSize)
     forward_tile_kernel(const T* __restrict__ x, const T* __restrict__ w, Problem p,
                         T* __restrict__ out) {
-  using Shared = TileShared<T, kSamples>;
+  using Shared = TileShared<T, kSamples, kTensorCores>;
   using Tile = std::conditional_t<kTensorCores, Tf32Tile<kSamples>, FfmaTile<T, kSamples>>;
   __shared__ __align__(32) Shared shared[kTileWarps];
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
@@ -219,7 +223,7 @@ __global__ void __launch_bounds__(kTileWarps* kWarpSize)
     for (int o = 0; o < kTileOut; ++o) s.w[lane][o] = real && o < outs ? wl[o * p.taps + t] : T(0);
 #pragma unroll 8
     for (int b = 0; b < kSamples; ++b) {
-      s.patches[lane][b] = offset >= 0 && b < samples ? xb[b * sample + offset] : T(0);
+      s.patches[b][lane] = offset >= 0 && b < samples ? xb[b * sample + offset] : T(0);
     }
     __syncwarp();
     tile.step(s, lane);
