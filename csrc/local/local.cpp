@@ -3,7 +3,7 @@
 #include "local/local.h"
 
 #include <ATen/Context.h>
-#include <ATen/TensorOperators.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -85,9 +85,15 @@ at::Tensor locally_connected2d(const at::Tensor& x, const at::Tensor& weight,
     local_loops()(kOp, x).forward(x.to(dtype).contiguous(), location_weights(weight, p, dtype), p,
                                   tf32, out);
   }
-  auto result = out.permute({2, 1, 0}).contiguous().view({p.B, p.O, p.out_h, p.out_w});
-  if (bias.has_value()) result = result + bias->to(dtype).unsqueeze(0);
-  return result.to(x.scalar_type());
+  // One pass: the transpose to NCHW, the bias and the cast back to x's dtype.
+  auto result = at::empty({p.B, p.O, p.out_h, p.out_w}, x.options());
+  const auto nchw = out.permute({2, 1, 0}).view({p.B, p.O, p.out_h, p.out_w});
+  if (bias.has_value()) {
+    at::add_out(result, nchw, bias->to(dtype).unsqueeze(0));
+  } else {
+    result.copy_(nchw);
+  }
+  return result;
 }
 
 std::tuple<at::Tensor, at::Tensor> locally_connected2d_backward(
@@ -107,7 +113,8 @@ std::tuple<at::Tensor, at::Tensor> locally_connected2d_backward(
   auto grad_w = p.B > 0 ? at::empty({L, p.O, p.taps}, x.options().dtype(dtype))
                         : at::zeros({L, p.O, p.taps}, x.options().dtype(dtype));
   if (p.B > 0) {
-    const auto g = grad.to(dtype).reshape({p.B, p.O, L}).permute({2, 1, 0}).contiguous();
+    auto g = at::empty({L, p.O, p.B}, grad.options().dtype(dtype));  // [L, O, B], in one pass
+    g.copy_(grad.reshape({p.B, p.O, L}).permute({2, 1, 0}));
     local_loops()(op, x).backward(g, x.to(dtype).contiguous(), location_weights(weight, p, dtype),
                                   p, grad_x, grad_w);
   }

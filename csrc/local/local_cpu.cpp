@@ -27,44 +27,45 @@ constexpr int kStreamBatch = 4;  // past 4 samples MKL's batched GEMMs are as fa
 #define CVOPS_CPU_BODIES "local/local_cpu_bodies.h"
 #include "common/cpu_levels_compile.h"
 
-// Locations per chunk: their patches ([n, taps, B]) are about 8 MB of float32, so they stay in the
-// last-level cache next to their weights.
-int64_t chunk_locations(const Problem& p) {
+// fn(l0, n, columns) for the chunks of n locations from l0, columns being the chunk's [n, taps, B]
+// view of one buffer: about 8 MB of float32, so a chunk's patches stay in the last-level cache
+// next to its weights.
+template <typename Fn>
+void for_each_chunk(const Problem& p, const at::TensorOptions& options, Fn&& fn) {
   constexpr int64_t kChunkValues = int64_t(1) << 21;
-  return std::max<int64_t>(1, kChunkValues / std::max<int64_t>(1, p.B * p.taps));
+  const int64_t L = p.locations();
+  const int64_t chunk =
+      std::clamp<int64_t>(kChunkValues / std::max<int64_t>(1, p.B * p.taps), 1, L);
+  auto buffer = at::empty({chunk, p.taps, p.B}, options);
+  for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+    const int64_t n = std::min(L - l0, chunk);
+    fn(l0, n, buffer.narrow(0, 0, n));
+  }
 }
 
-struct Taps {
-  int64_t B, C, H, W, kh, kw;
-};
-
-Taps taps_of(const at::Tensor& t, const Window2d& window) {
-  return {t.size(0), t.size(1), t.size(2), t.size(3), window.h.kernel, window.w.kernel};
-}
-
-// patches [l1 − l0, taps, B] of the locations l0..l1, 0 where a tap reads padding.
-void gather_patches(const at::Tensor& x, const Window2d& window, int64_t out_w, int64_t l0,
-                    int64_t l1, at::Tensor& patches) {
-  const Taps t = taps_of(x, window);
+// patches [n, taps, B] of the locations l0..l0 + n, 0 where a tap reads padding.
+void gather_patches(const at::Tensor& x, const Problem& p, int64_t l0, int64_t n,
+                    const at::Tensor& patches) {
+  const Window1d &wh = p.window.h, &ww = p.window.w;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_gather_patches_cpu", [&] {
     const scalar_t* in = x.const_data_ptr<scalar_t>();
     scalar_t* out = patches.data_ptr<scalar_t>();
-    const int64_t plane = t.H * t.W, sample = t.C * plane, kernel = t.kh * t.kw;
+    const int64_t plane = p.H * p.W, sample = p.C * plane, kernel = wh.kernel * ww.kernel;
     // One task per (location, channel): its kh·kw taps × B samples, written contiguously.
-    at::parallel_for(0, (l1 - l0) * t.C, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n * p.C, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t l = l0 + task / t.C, c = task % t.C, i = l / out_w, j = l % out_w;
-        scalar_t* dst = out + task * kernel * t.B;
-        for (int64_t u = 0; u < t.kh; ++u) {
-          const int64_t y = window_input_index(i, u, window.h);
-          for (int64_t v = 0; v < t.kw; ++v, dst += t.B) {
-            const int64_t xx = window_input_index(j, v, window.w);
-            if (y < 0 || y >= t.H || xx < 0 || xx >= t.W) {
-              std::fill(dst, dst + t.B, scalar_t(0));
+        const int64_t l = l0 + task / p.C, c = task % p.C, i = l / p.out_w, j = l % p.out_w;
+        scalar_t* dst = out + task * kernel * p.B;
+        for (int64_t u = 0; u < wh.kernel; ++u) {
+          const int64_t y = window_input_index(i, u, wh);
+          for (int64_t v = 0; v < ww.kernel; ++v, dst += p.B) {
+            const int64_t xx = window_input_index(j, v, ww);
+            if (y < 0 || y >= p.H || xx < 0 || xx >= p.W) {
+              std::fill(dst, dst + p.B, scalar_t(0));
               continue;
             }
-            const scalar_t* src = in + c * plane + y * t.W + xx;
-            for (int64_t b = 0; b < t.B; ++b) dst[b] = src[b * sample];
+            const scalar_t* src = in + c * plane + y * p.W + xx;
+            for (int64_t b = 0; b < p.B; ++b) dst[b] = src[b * sample];
           }
         }
       }
@@ -72,30 +73,31 @@ void gather_patches(const at::Tensor& x, const Window2d& window, int64_t out_w, 
   });
 }
 
-// grad_x += the patches' gradient [l1 − l0, taps, B] summed back onto the input.
-void scatter_patches(const at::Tensor& grad_patches, const Window2d& window, int64_t out_w,
-                     int64_t l0, int64_t l1, at::Tensor& grad_x) {
-  const Taps t = taps_of(grad_x, window);
+// grad_x += the patches' gradient [n, taps, B] of the locations l0..l0 + n, summed back onto the
+// input.
+void scatter_patches(const at::Tensor& grad_patches, const Problem& p, int64_t l0, int64_t n,
+                     at::Tensor& grad_x) {
+  const Window1d &wh = p.window.h, &ww = p.window.w;
   AT_DISPATCH_FLOATING_TYPES(grad_x.scalar_type(), "cvops_scatter_patches_cpu", [&] {
     const scalar_t* gp = grad_patches.const_data_ptr<scalar_t>();
     scalar_t* gx = grad_x.data_ptr<scalar_t>();
-    const int64_t plane = t.H * t.W, sample = t.C * plane, kernel = t.kh * t.kw;
+    const int64_t plane = p.H * p.W, sample = p.C * plane, kernel = wh.kernel * ww.kernel;
     // One task per channel, locations and taps in order: a fixed order for every element, and
     // each tap's B gradient values read as one contiguous run.
-    at::parallel_for(0, t.C, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, p.C, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
-        for (int64_t l = l0; l < l1; ++l) {
-          const int64_t i = l / out_w, j = l % out_w;
-          const scalar_t* src = gp + ((l - l0) * t.C + c) * kernel * t.B;
-          for (int64_t u = 0; u < t.kh; ++u) {
-            const int64_t y = window_input_index(i, u, window.h);
-            if (y < 0 || y >= t.H) continue;
-            for (int64_t v = 0; v < t.kw; ++v) {
-              const int64_t xx = window_input_index(j, v, window.w);
-              if (xx < 0 || xx >= t.W) continue;
-              const scalar_t* s = src + (u * t.kw + v) * t.B;
-              scalar_t* d = gx + c * plane + y * t.W + xx;
-              for (int64_t b = 0; b < t.B; ++b) d[b * sample] += s[b];
+        for (int64_t l = l0; l < l0 + n; ++l) {
+          const int64_t i = l / p.out_w, j = l % p.out_w;
+          const scalar_t* src = gp + ((l - l0) * p.C + c) * kernel * p.B;
+          for (int64_t u = 0; u < wh.kernel; ++u) {
+            const int64_t y = window_input_index(i, u, wh);
+            if (y < 0 || y >= p.H) continue;
+            for (int64_t v = 0; v < ww.kernel; ++v) {
+              const int64_t xx = window_input_index(j, v, ww);
+              if (xx < 0 || xx >= p.W) continue;
+              const scalar_t* s = src + (u * ww.kernel + v) * p.B;
+              scalar_t* d = gx + c * plane + y * p.W + xx;
+              for (int64_t b = 0; b < p.B; ++b) d[b * sample] += s[b];
             }
           }
         }
@@ -144,8 +146,7 @@ void stream_forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem&
       std::vector<T> patches(p.B * p.taps);
       for (int64_t l = begin; l < end; ++l) {
         gather_location(in, p, l, patches.data());
-        rows(weight + l * p.O * p.taps, patches.data(), p.O, p.B, p.taps, p.taps,
-             result + l * p.O * p.B);
+        rows(weight + l * p.O * p.taps, patches.data(), p.O, p.B, p.taps, result + l * p.O * p.B);
       }
     });
   });
@@ -155,8 +156,6 @@ void stream_forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem&
 // then the chunk's patch gradients scattered back in order.
 void stream_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
                          const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
-  const int64_t L = p.locations(), chunk = chunk_locations(p);
-  auto buffer = at::empty({std::min(chunk, L), p.taps, p.B}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_stream_backward_cpu", [&] {
     using T = scalar_t;
     const auto rows = CVOPS_CPU_SELECT(stream_backward<T>);
@@ -164,57 +163,47 @@ void stream_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::
     const T* weight = w.const_data_ptr<T>();
     const T* g = grad.const_data_ptr<T>();
     T* gw = grad_w.data_ptr<T>();
-    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
-      const int64_t n = std::min(L, l0 + chunk) - l0;
-      T* columns = buffer.data_ptr<T>();  // [n, taps, B], as scatter_patches reads them
+    for_each_chunk(p, x.options(), [&](int64_t l0, int64_t n, const at::Tensor& columns) {
+      T* chunk = columns.data_ptr<T>();  // [n, taps, B], as scatter_patches reads them
       at::parallel_for(l0, l0 + n, 8, [&](int64_t begin, int64_t end) {
         std::vector<T> patches(p.B * p.taps), grad_patches(p.B * p.taps);
         for (int64_t l = begin; l < end; ++l) {
           gather_location(in, p, l, patches.data());
           std::fill(grad_patches.begin(), grad_patches.end(), T(0));
           rows(weight + l * p.O * p.taps, patches.data(), g + l * p.O * p.B, p.O, p.B, p.taps,
-               p.taps, gw + l * p.O * p.taps, grad_patches.data());
-          T* dst = columns + (l - l0) * p.taps * p.B;
+               gw + l * p.O * p.taps, grad_patches.data());
+          T* dst = chunk + (l - l0) * p.taps * p.B;
           for (int64_t t = 0; t < p.taps; ++t) {
             for (int64_t b = 0; b < p.B; ++b) dst[t * p.B + b] = grad_patches[b * p.taps + t];
           }
         }
       });
-      scatter_patches(buffer.narrow(0, 0, n), p.window, p.out_w, l0, l0 + n, grad_x);
-    }
+      scatter_patches(columns, p, l0, n, grad_x);
+    });
   });
 }
 
 void forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem& p, bool /*tf32*/,
                  at::Tensor& out) {
   if (p.B <= kStreamBatch) return stream_forward_cpu(x, w, p, out);
-  const int64_t L = p.locations(), chunk = chunk_locations(p);
-  auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, x.options());
-  for (int64_t l0 = 0; l0 < L; l0 += chunk) {
-    const int64_t n = std::min(L, l0 + chunk) - l0;
-    auto columns = patches.narrow(0, 0, n);
-    gather_patches(x, p.window, p.out_w, l0, l0 + n, columns);
+  for_each_chunk(p, x.options(), [&](int64_t l0, int64_t n, const at::Tensor& columns) {
+    gather_patches(x, p, l0, n, columns);
     auto block = out.narrow(0, l0, n);  // [n, O, B] = [n, O, taps] · [n, taps, B]
     at::bmm_out(block, w.narrow(0, l0, n), columns);
-  }
+  });
 }
 
 void backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
                   const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
   if (p.B <= kStreamBatch) return stream_backward_cpu(grad, x, w, p, grad_x, grad_w);
-  const int64_t L = p.locations(), chunk = chunk_locations(p);
-  auto patches = at::empty({std::min(chunk, L), p.taps, p.B}, x.options());
-  for (int64_t l0 = 0; l0 < L; l0 += chunk) {
-    const int64_t n = std::min(L, l0 + chunk) - l0;
-    auto columns = patches.narrow(0, 0, n);
-    gather_patches(x, p.window, p.out_w, l0, l0 + n, columns);
+  for_each_chunk(p, x.options(), [&](int64_t l0, int64_t n, const at::Tensor& columns) {
+    gather_patches(x, p, l0, n, columns);
     const auto gl = grad.narrow(0, l0, n);  // [n, O, B]
     // dW_l = dY_l·P_lᵀ, reduced over the batch by the GEMM; dP_l = W_lᵀ·dY_l, scattered back.
     auto block = grad_w.narrow(0, l0, n);
     at::bmm_out(block, gl, columns.transpose(1, 2));
-    scatter_patches(at::bmm(w.narrow(0, l0, n).transpose(1, 2), gl), p.window, p.out_w, l0, l0 + n,
-                    grad_x);
-  }
+    scatter_patches(at::bmm(w.narrow(0, l0, n).transpose(1, 2), gl), p, l0, n, grad_x);
+  });
 }
 
 constexpr Loops kCpuLoops{&forward_cpu, &backward_cpu};

@@ -1,7 +1,7 @@
 // The small-batch loops of the local CPU kernels, compiled once per CPU level
 // (common/cpu_levels.h): included by local_cpu.cpp only, inside its namespace. Up to kStreamBatch
 // samples the weights are the traffic, so each location's filter rows are streamed once against
-// its patches [B, ld] (ld >= taps, each sample's taps contiguous). Sums run in vectors of 64 bytes
+// its patches [B, taps]. Sums run in vectors of 64 bytes
 // (GCC's vector extension, split into whatever registers the level has), lane by lane, then over
 // the lanes in order: every level computes the same bits.
 namespace CVOPS_CPU_NS {
@@ -15,8 +15,7 @@ using Row = typename RowOf<T>::type;
 
 // out[o, b] (B = kB samples a row) = Σ_t w[o, t] · patches[b, t] for o < O.
 template <typename T, int kB>
-void stream_forward_rows(const T* w, const T* patches, int64_t O, int64_t taps, int64_t ld,
-                         T* out) {
+void stream_forward_rows(const T* w, const T* patches, int64_t O, int64_t taps, T* out) {
   constexpr int64_t kLanes = 64 / sizeof(T);
   const int64_t body = taps / kLanes * kLanes;
   for (int64_t o = 0; o < O; ++o) {
@@ -26,12 +25,12 @@ void stream_forward_rows(const T* w, const T* patches, int64_t O, int64_t taps, 
       Row<T> weight, value;
       __builtin_memcpy(&weight, row + t, sizeof(weight));
       for (int b = 0; b < kB; ++b) {
-        __builtin_memcpy(&value, patches + b * ld + t, sizeof(value));
+        __builtin_memcpy(&value, patches + b * taps + t, sizeof(value));
         acc[b] += weight * value;
       }
     }
     for (int b = 0; b < kB; ++b) {
-      for (int64_t t = body; t < taps; ++t) acc[b][t - body] += row[t] * patches[b * ld + t];
+      for (int64_t t = body; t < taps; ++t) acc[b][t - body] += row[t] * patches[b * taps + t];
       T sum = 0;
       for (int64_t lane = 0; lane < kLanes; ++lane) sum += acc[b][lane];
       out[o * kB + b] = sum;
@@ -44,7 +43,7 @@ void stream_forward_rows(const T* w, const T* patches, int64_t O, int64_t taps, 
 // over the filter rows. Element by element: no reordering, whatever the vector width.
 template <typename T, int kB>
 void stream_backward_rows(const T* w, const T* patches, const T* grad, int64_t O, int64_t taps,
-                          int64_t ld, T* grad_w, T* grad_patches) {
+                          T* grad_w, T* grad_patches) {
   constexpr int64_t kLanes = 64 / sizeof(T);
   const int64_t body = taps / kLanes * kLanes;
   for (int64_t o = 0; o < O; ++o) {
@@ -56,19 +55,19 @@ void stream_backward_rows(const T* w, const T* patches, const T* grad, int64_t O
       Row<T> weight, value, sum, dst;
       __builtin_memcpy(&weight, row + t, sizeof(weight));
       for (int b = 0; b < kB; ++b) {
-        __builtin_memcpy(&value, patches + b * ld + t, sizeof(value));
+        __builtin_memcpy(&value, patches + b * taps + t, sizeof(value));
         sum = b == 0 ? g[0] * value : sum + g[b] * value;
-        __builtin_memcpy(&dst, grad_patches + b * ld + t, sizeof(dst));
+        __builtin_memcpy(&dst, grad_patches + b * taps + t, sizeof(dst));
         dst += weight * g[b];
-        __builtin_memcpy(grad_patches + b * ld + t, &dst, sizeof(dst));
+        __builtin_memcpy(grad_patches + b * taps + t, &dst, sizeof(dst));
       }
       __builtin_memcpy(grad_row + t, &sum, sizeof(sum));
     }
     for (int64_t t = body; t < taps; ++t) {  // the same sums, element by element
       T sum = g[0] * patches[t];
-      for (int b = 1; b < kB; ++b) sum += g[b] * patches[b * ld + t];
+      for (int b = 1; b < kB; ++b) sum += g[b] * patches[b * taps + t];
       grad_row[t] = sum;
-      for (int b = 0; b < kB; ++b) grad_patches[b * ld + t] += row[t] * g[b];
+      for (int b = 0; b < kB; ++b) grad_patches[b * taps + t] += row[t] * g[b];
     }
   }
 }
@@ -83,18 +82,16 @@ C10_ALWAYS_INLINE void with_batch(int64_t B, F&& f) {
 }
 
 template <typename T>
-void stream_forward(const T* w, const T* patches, int64_t O, int64_t B, int64_t taps, int64_t ld,
-                    T* out) {
-  with_batch(B, [&](auto samples) {
-    stream_forward_rows<T, samples.value>(w, patches, O, taps, ld, out);
-  });
+void stream_forward(const T* w, const T* patches, int64_t O, int64_t B, int64_t taps, T* out) {
+  with_batch(
+      B, [&](auto samples) { stream_forward_rows<T, samples.value>(w, patches, O, taps, out); });
 }
 
 template <typename T>
 void stream_backward(const T* w, const T* patches, const T* grad, int64_t O, int64_t B,
-                     int64_t taps, int64_t ld, T* grad_w, T* grad_patches) {
+                     int64_t taps, T* grad_w, T* grad_patches) {
   with_batch(B, [&](auto samples) {
-    stream_backward_rows<T, samples.value>(w, patches, grad, O, taps, ld, grad_w, grad_patches);
+    stream_backward_rows<T, samples.value>(w, patches, grad, O, taps, grad_w, grad_patches);
   });
 }
 
