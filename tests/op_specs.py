@@ -71,6 +71,7 @@ WRONG_VALUES = {
     "dtype": [(2.5, False), ("float32", False)],  # a ScalarType: the dispatcher refuses the rest
     "size": [(3, False), ((1.0,), False), (("a", "b"), False), (None, False)],  # (height, width)
     "int_pair": [(2.5, False), ((1, 2, 3), False), ((1.5, 1), False), (None, False)],  # an int or (int, int)
+    "batchnorm": [(3, False), (None, False), ("bn", False)],  # a torch BatchNorm module
 }
 
 
@@ -410,6 +411,13 @@ BINARY_ARGS = dict(
     scaling=N("choice"),
     weight_grad=N("choice"),
 )
+
+
+def _batchnorm_sign_bounds(bn):
+    return cvops.nn.batchnorm_sign_bounds(bn)
+
+
+_batchnorm_sign_bounds.target = "cvops.nn.batchnorm_sign_bounds"
 
 
 def _xnor_raw(s):
@@ -1221,6 +1229,19 @@ SPECS = [
         raw("_pack_bits"),
         lambda s: dict(x=features(s, s.c), clip=1.0),
         dict(x=T(FLOATING, rank=(2, None)), clip=N("float", optional=True)),
+    ),
+    spec(
+        "pack_bits",
+        raw("_pack_bits"),
+        lambda s: dict(x=features(s, s.c), clip=None, bounds=rand(s, 2, s.c).sort(0).values),
+        dict(x=T(FLOATING, rank=(2, None)), clip=N("float", optional=True), bounds=T(FLOATING, rank=2, optional=True)),
+        id="_pack_bits_bounds",
+    ),
+    spec(
+        "batchnorm_sign_bounds",
+        _batchnorm_sign_bounds,
+        lambda s: dict(bn=torch.nn.BatchNorm2d(s.c, dtype=s.dtype).eval()),
+        dict(bn=N("batchnorm")),
     ),
     spec(
         "unpack_bits",

@@ -2,6 +2,7 @@
 simulation (reference/binary.py) bit for bit, the straight-through backward against its formulas,
 the epilogue's gradients, opcheck, torch.compile, the packed weight and the modules."""
 
+import copy
 import itertools
 
 import pytest
@@ -407,3 +408,147 @@ def test_state_dict_forms_load_into_any_module():
     packed_only = cvops.nn.XNORConv2d(4, 4, 3, padding=1).pack(keep_latent=False)
     packed_only.load_state_dict(source.state_dict())
     assert isinstance(packed_only.weight, torch.nn.Parameter) and torch.equal(packed_only.eval()(x), source(x))
+
+
+# ---------------------------------------------------------------------------- folded BatchNorm
+
+
+def _interval_bits(x, bounds):
+    """The bits of low[c] <= x <= high[c], through pack_bits of the ±1 tensor."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    low, high = bounds[0].view(shape), bounds[1].view(shape)
+    inside = (x.to(bounds.dtype) >= low) & (x.to(bounds.dtype) <= high)
+    return cvops.pack_bits(torch.where(inside, 1.0, -1.0))
+
+
+def _special_inputs(dtype=torch.float32):
+    x = torch.randn(3, 70, 5, 7, dtype=dtype)
+    x[0, :, 0, 0] = float("nan")
+    x[0, :, 0, 1], x[0, :, 0, 2] = float("inf"), float("-inf")
+    x[0, :, 0, 3], x[0, :, 0, 4] = 0.0, -0.0
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_bounds_pack_the_interval_test(dtype):
+    x = _special_inputs().to(dtype)
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    bounds = torch.randn(2, 70, dtype=compute).sort(0).values
+    bounds[:, 3] = torch.tensor([0.0, float("inf")])  # the sign itself
+    bounds[:, 4] = torch.tensor([float("inf"), float("-inf")])  # empty
+    bounds[:, 5] = torch.tensor([float("-inf"), float("inf")])  # everything but NaN
+    bounds[:, 6] = x[1, 6, 2, 3]  # one value
+    want = _interval_bits(x, bounds)
+    call = torch.ops.cvops._pack_bits
+    for layout in (x, x.contiguous(memory_format=torch.channels_last), x[:, :, :, ::2], x.transpose(2, 3)):
+        assert torch.equal(call(layout, None, bounds), _interval_bits(layout, bounds))
+    assert torch.equal(call(x, None, bounds), want)
+    assert torch.equal(call(x[:, :, 0, 0], None, bounds), want[:, 0, 0])
+    sign = torch.stack([torch.zeros(70, dtype=compute), torch.full((70,), float("inf"), dtype=compute)])
+    assert torch.equal(call(x, None, sign), cvops.pack_bits(x))
+    opcheck(call.default, (x, None, bounds))
+
+
+def test_raw_pack_validates_bounds():
+    x, call = torch.randn(2, 70, 3, 3), torch.ops.cvops._pack_bits
+    with pytest.raises(RuntimeError, match=r"pack_bits: bounds must have shape \[2, 70\]"):
+        call(x, None, torch.zeros(2, 69))
+    with pytest.raises(RuntimeError, match="pack_bits: bounds must be Float"):
+        call(x, None, torch.zeros(2, 70, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="pack_bits: clip and bounds are exclusive"):
+        call(x, 1.0, torch.zeros(2, 70))
+    with pytest.raises(RuntimeError, match="pack_bits: bounds must have 2 dimensions"):
+        call(x, None, torch.zeros(140))
+
+
+def _batchnorm(C, dtype=torch.float32, seed=0, affine=True, eps=1e-5):
+    gen = torch.Generator().manual_seed(seed)
+    bn = torch.nn.BatchNorm2d(C, eps=eps, affine=affine, dtype=dtype).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(C, generator=gen, dtype=dtype))
+        bn.running_var.copy_(torch.rand(C, generator=gen, dtype=dtype) * 2 + 1e-3)
+        if affine:
+            bn.weight.copy_(torch.randn(C, generator=gen, dtype=dtype))
+            bn.bias.copy_(torch.randn(C, generator=gen, dtype=dtype))
+            bn.weight[:4] = torch.tensor([0.0, -0.0, 1e-30, -1e30], dtype=dtype)  # flat, tiny, huge
+            bn.bias[4:6] = 0.0
+            bn.running_mean[4:6] = 0.0  # the threshold at ±0
+    return bn
+
+
+@pytest.mark.parametrize(
+    "dtype,affine,eps",
+    [
+        (torch.float32, True, 1e-5),
+        (torch.float64, True, 1e-5),
+        (torch.float32, False, 1e-5),
+        (torch.float32, True, 10.0),
+    ],
+)
+def test_batchnorm_sign_bounds_reproduce_the_batchnorm(dtype, affine, eps):
+    bn = _batchnorm(70, dtype, affine=affine, eps=eps)
+    bounds = cvops.nn.batchnorm_sign_bounds(bn)
+    assert bounds is not None and bounds.shape == (2, 70) and bounds.dtype == dtype
+    x = _special_inputs(dtype) * 3
+    # Every channel's threshold and its neighbours inside the batch.
+    x[1] = bounds[0].where(bounds[0].isfinite(), 0.0)[:, None, None]
+    x[2] = bounds[1].where(bounds[1].isfinite(), 0.0)[:, None, None]
+    x[1, :, 1, 1:3] = torch.stack(
+        [x[1, :, 0, 0].nextafter(x.new_tensor(-1e300)), x[1, :, 0, 0].nextafter(x.new_tensor(1e300))], 1
+    )
+    x[2, :, 1, 1:3] = torch.stack(
+        [x[2, :, 0, 0].nextafter(x.new_tensor(-1e300)), x[2, :, 0, 0].nextafter(x.new_tensor(1e300))], 1
+    )
+    with torch.no_grad():
+        for layout in (x, x.contiguous(memory_format=torch.channels_last)):
+            assert torch.equal(torch.ops.cvops._pack_bits(layout, None, bounds), cvops.pack_bits(bn(layout)))
+
+
+def test_batchnorm_sign_bounds_need_running_statistics():
+    assert cvops.nn.batchnorm_sign_bounds(torch.nn.BatchNorm2d(8, track_running_stats=False)) is None
+    with pytest.raises(ValueError, match="bn must be a torch BatchNorm module"):
+        cvops.nn.batchnorm_sign_bounds(torch.nn.LayerNorm(8))
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_folded_layer_equals_the_batchnorm_then_the_layer(kind):
+    torch.manual_seed(0)
+    if kind == "conv":
+        layer = cvops.nn.XNORConv2d(70, 9, 3, padding=1, bias=True).eval()
+        bn, x = _batchnorm(70), _special_inputs()
+    else:
+        layer = cvops.nn.XNORLinear(70, 9).eval()
+        bn = torch.nn.BatchNorm1d(70).eval()
+        bn.load_state_dict(_batchnorm(70).state_dict())
+        x = _special_inputs()[:, :, 1, 1]
+    with torch.no_grad():
+        want = layer(bn(x))
+    folded = copy.deepcopy(layer)
+    assert folded.fold_batchnorm(bn)
+    with torch.no_grad():
+        assert torch.equal(folded(x), want)
+        fresh = copy.deepcopy(layer)
+        fresh.load_state_dict(folded.state_dict())  # the bounds travel in the state_dict
+        assert torch.equal(fresh(x), want)
+        # Packed buffers only: the compiled graph reads the same alpha.
+        assert torch.equal(torch.compile(folded.pack(keep_latent=False), fullgraph=True)(x), want)
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match="input_bounds is for inference"):
+        folded(x.requires_grad_())
+    with pytest.raises(RuntimeError, match="inference-only: call eval"):
+        folded.train()(x.detach())
+    other = cvops.nn.XNORConv2d(70, 9, 3, scaling="alpha_k")
+    with pytest.raises(ValueError, match="scaling='alpha_k' needs"):
+        other.fold_batchnorm(bn)
+    with pytest.raises(ValueError, match="bn must be a BatchNorm of 70 features"):
+        layer.fold_batchnorm(torch.nn.BatchNorm2d(8))
+
+
+def test_input_bounds_are_validated():
+    x, w = torch.randn(2, 5, 6, 6), torch.randn(4, 5, 3, 3)
+    with pytest.raises(ValueError, match=r"input_bounds must be a torch.float32 \[2, 5\] tensor"):
+        cvops.xnor_conv2d(x, w, input_bounds=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="input_bounds cannot be used with scaling='alpha_k'"):
+        cvops.xnor_conv2d(x, w, input_bounds=torch.zeros(2, 5), scaling="alpha_k")
+    with pytest.raises(ValueError, match="input_bounds must be a tensor or None"):
+        cvops.xnor_linear(x[:, :, 0, 0], w[:, :, 0, 0], input_bounds=[0.0, 1.0])

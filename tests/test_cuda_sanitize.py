@@ -153,6 +153,9 @@ def _binary_checks():
             assert torch.equal(cvops.xnor_conv2d(x.to(dtype).cuda(), w.to(dtype).cuda(), **options).cpu(), cpu)
         assert torch.equal(cvops.pack_bits(x.cuda()).cpu(), cvops.pack_bits(x))
         assert torch.equal(torch.ops.cvops._pack_bits(x.cuda(), 1.0).cpu(), torch.ops.cvops._pack_bits(x, 1.0))
+        bounds = rand(2, C).sort(0).values
+        want = torch.ops.cvops._pack_bits(x, None, bounds)
+        assert torch.equal(torch.ops.cvops._pack_bits(x.cuda(), None, bounds.cuda()).cpu(), want)
     both(lambda x, w: cvops.xnor_conv2d(x, w, padding=1, scaling="alpha_k"), rand(2, 40, 7, 6), rand(5, 40, 3, 3))
     both(lambda x, w: cvops.xnor_linear(x, w), rand(9, 300), rand(17, 300))
 

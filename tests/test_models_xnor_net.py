@@ -173,10 +173,30 @@ def test_packed_model_equals_eval_forward(build, shape):
     assert all(m.weight is None for m in binary_modules(fresh))
     assert torch.equal(fresh.eval()(x), expected)
 
+    # Every BatchNorm in front of a binary layer folded into its packing: the same bits.
+    folded = pack_model(copy.deepcopy(model), keep_latent=False, fold_batchnorm=True)
+    assert all(m.input_bounds is not None for m in binary_modules(folded))
+    batchnorms = _count(model, nn.BatchNorm2d) + _count(model, nn.BatchNorm1d)
+    assert _count(folded, nn.BatchNorm2d) + _count(folded, nn.BatchNorm1d) == batchnorms - len(binary_modules(model))
+    assert torch.equal(folded(x), expected)
+    refolded = pack_model(copy.deepcopy(model).eval(), keep_latent=False, fold_batchnorm=True)
+    refolded.load_state_dict(folded.state_dict())
+    assert torch.equal(refolded(x), expected)
+
 
 def test_pack_model_rejects_a_non_bool():
     with pytest.raises(ValueError, match="keep_latent"):
         pack_model(xnor_digits_cnn(), keep_latent=0)
+    with pytest.raises(ValueError, match="fold_batchnorm"):
+        pack_model(xnor_digits_cnn(), fold_batchnorm=1)
+
+
+def test_folding_needs_an_eval_model_and_keeps_the_k_map_layers():
+    with pytest.raises(ValueError, match="fold_batchnorm=True needs an eval-mode model"):
+        pack_model(xnor_digits_cnn(), fold_batchnorm=True)
+    model = pack_model(xnor_digits_cnn(scaling="alpha_k").eval(), fold_batchnorm=True)
+    assert all(m.input_bounds is None for m in binary_modules(model))  # the K map needs |BN(x)|
+    assert _count(model, nn.BatchNorm2d) == 3
 
 
 # ---------------------------------------------------------------------------- sizes

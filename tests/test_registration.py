@@ -68,6 +68,9 @@ xb, wb = torch.randn(3, 130, 9, 8), torch.randn(21, 130, 3, 3)
 out["pack_bits"] = cvops.pack_bits(xb)
 out["pack_bits_cl"] = cvops.pack_bits(xb.contiguous(memory_format=torch.channels_last))
 out["pack_clip"] = torch.ops.cvops._pack_bits(xb.double(), 1.0)
+bounds = torch.randn(2, 130).sort(0).values
+out["pack_bounds"] = torch.ops.cvops._pack_bits(xb, None, bounds)
+out["pack_bounds_cl"] = torch.ops.cvops._pack_bits(xb.contiguous(memory_format=torch.channels_last), None, bounds)
 for pad in (0.0, 1.0):
     out[f"xnor{pad}"] = cvops.xnor_conv2d(xb, wb, padding=1, dilation=(1, 2), pad_value=pad, scaling="alpha_k")
 out["xnor64"] = cvops.xnor_conv2d(xb.double(), wb.double(), stride=2, bias=torch.randn(21).double())

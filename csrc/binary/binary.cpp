@@ -19,7 +19,7 @@
 #include "common/window.h"
 
 TORCH_LIBRARY_FRAGMENT(cvops, m) {
-  m.def("_pack_bits(Tensor x, float? clip=None) -> Tensor");
+  m.def("_pack_bits(Tensor x, float? clip=None, Tensor? bounds=None) -> Tensor");
   m.def(
       "_unpack_bits(Tensor bits, int channels, ScalarType dtype, float low, int[2] padding, "
       "float pad_value) -> Tensor");
@@ -67,7 +67,7 @@ void check_epilogue(const char* op, const char* name, const OptTensor& t, const 
 
 }  // namespace
 
-at::Tensor pack_bits(const at::Tensor& x, std::optional<double> clip) {
+at::Tensor pack_bits(const at::Tensor& x, std::optional<double> clip, const OptTensor& bounds) {
   constexpr const char* op = "pack_bits";
   check_min_dim(op, "x", x, 2, "[N, C, *spatial]");
   check_floating(op, "x", x);
@@ -76,6 +76,16 @@ at::Tensor pack_bits(const at::Tensor& x, std::optional<double> clip) {
   if (clip.has_value()) {
     CVOPS_CHECK(std::isfinite(*clip) && *clip >= 0, op, "clip must be a finite number >= 0, got ",
                 *clip);
+  }
+  const auto compute = opmath_dtype(x.scalar_type());
+  if (bounds.has_value()) {
+    CVOPS_CHECK(!clip.has_value(), op, "clip and bounds are exclusive: give one or neither");
+    check_dim(op, "bounds", *bounds, 2, "[2, C] (low, high)");
+    CVOPS_CHECK(bounds->size(0) == 2 && bounds->size(1) == C, op, "bounds must have shape [2, ", C,
+                "] (low and high per channel of x), got ", bounds->sizes());
+    CVOPS_CHECK(bounds->scalar_type() == compute, op, "bounds must be ", compute,
+                " (x's compute dtype), got ", bounds->scalar_type());
+    check_same_device(op, "bounds", *bounds, "x", x);
   }
   std::vector<int64_t> shape{N};
   int64_t S = 1;
@@ -86,9 +96,10 @@ at::Tensor pack_bits(const at::Tensor& x, std::optional<double> clip) {
   shape.push_back(words_of(C));
   auto bits = at::empty(shape, x.options().dtype(at::kLong));
   if (bits.numel() == 0) return bits;
-  auto xs = x.to(opmath_dtype(x.scalar_type())).reshape({N, C, S});
+  auto xs = x.to(compute).reshape({N, C, S});
   if (xs.stride(2) != 1 && xs.stride(1) != 1) xs = xs.contiguous();
-  binary_loops()(op, x).pack(xs, clip, bits);
+  const OptTensor b = bounds.has_value() ? OptTensor(bounds->contiguous()) : std::nullopt;
+  binary_loops()(op, x).pack(xs, clip, b, bits);
   return bits;
 }
 

@@ -44,9 +44,12 @@ C10_HOST_DEVICE inline bool in_padding(int64_t q, int64_t pad, int64_t size) {
 }
 
 struct Loops {
-  // bits [N, S, Cw] from x [N, C, S] (any float dtype, contiguous): the sign bits, or with clip the
-  // bits of |x| <= clip (the straight-through estimator's mask; NaN gives 0).
-  void (*pack)(const at::Tensor& x, std::optional<double> clip, at::Tensor& bits);
+  // bits [N, S, Cw] from x [N, C, S] (float or double): the sign bits; with clip the bits of
+  // |x| <= clip (the straight-through estimator's mask); with bounds [2, C] (x's dtype,
+  // contiguous) the bits of bounds[0][c] <= x <= bounds[1][c] (a folded BatchNorm's sign). NaN
+  // gives 0 under clip and bounds.
+  void (*pack)(const at::Tensor& x, std::optional<double> clip,
+               const std::optional<at::Tensor>& bounds, at::Tensor& bits);
   // out [B, O, OH, OW] (scale's dtype), channels-last in memory ([B, OH, OW, O]): out = dot · scale[o] (· k_map[b, 0, oh, ow]) (+ bias[o]),
   // each product rounded in that order, from the padded bits xp [B, Hp, Wp, Cw] (pad words already
   // written for ±1; zero words for a zero pad, whose taps the loops leave out of the dot).

@@ -45,7 +45,8 @@ struct XnorArgs {
 #define CVOPS_CPU_BODIES "binary/binary_cpu_bodies.h"
 #include "common/cpu_levels_compile.h"
 
-void pack_cpu(const at::Tensor& x, std::optional<double> clip, at::Tensor& bits) {
+void pack_cpu(const at::Tensor& x, std::optional<double> clip,
+              const std::optional<at::Tensor>& bounds, at::Tensor& bits) {
   const int64_t N = x.size(0), C = x.size(1), S = x.size(2);
   // Channels-last memory packs pixel by pixel (movemask over contiguous channels); otherwise
   // sample by sample, a block of pixels at a time.
@@ -55,11 +56,13 @@ void pack_cpu(const at::Tensor& x, std::optional<double> clip, at::Tensor& bits)
     using T = scalar_t;
     const T clip_value = clip.has_value() ? static_cast<T>(*clip) : T(0);
     const T* clip_ptr = clip.has_value() ? &clip_value : nullptr;
+    const T* low = bounds.has_value() ? bounds->const_data_ptr<T>() : nullptr;
+    const T* high = bounds.has_value() ? low + C : nullptr;
     const auto pack = CVOPS_CPU_SELECT(pack_rows<T>);
     const int64_t rows = channels_contiguous ? N * S : N;
     at::parallel_for(0, rows, channels_contiguous ? 256 : 1, [&](int64_t begin, int64_t end) {
       pack(x.const_data_ptr<T>(), C, S, x.stride(0), x.stride(1), x.stride(2), channels_contiguous,
-           clip_ptr, begin, end, dst);
+           clip_ptr, low, high, begin, end, dst);
     });
   });
 }

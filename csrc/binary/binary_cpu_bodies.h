@@ -5,19 +5,21 @@
 namespace CVOPS_CPU_NS {
 
 // sign(v) = +1 (bit 1) where v >= 0: an ordered comparison, so −0.0 gives 1 and NaN gives 0.
+// Each predicate gives the bit of value v of channel c (the vector forms: channels c .. c + 7 or
+// c + 15 when the channels are contiguous, else channel c for every lane).
 template <typename T>
 struct SignBit {
-  C10_ALWAYS_INLINE bool operator()(T v) const { return v >= T(0); }
+  C10_ALWAYS_INLINE bool operator()(T v, int64_t) const { return v >= T(0); }
 #if CVOPS_CPU_AVX2
-  C10_ALWAYS_INLINE unsigned mask8(__m256 v) const {
+  C10_ALWAYS_INLINE unsigned mask8(__m256 v, int64_t) const {
     return _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ));
   }
 #endif
 #if CVOPS_CPU_AVX512
-  C10_ALWAYS_INLINE unsigned mask16(__m512 v) const {
+  C10_ALWAYS_INLINE unsigned mask16(__m512 v, int64_t) const {
     return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ);
   }
-  C10_ALWAYS_INLINE __mmask8 kmask8(__m256 v) const {
+  C10_ALWAYS_INLINE __mmask8 kmask8(__m256 v, int64_t) const {
     return _mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_GE_OQ);
   }
 #endif
@@ -27,27 +29,53 @@ struct SignBit {
 template <typename T>
 struct ClipBit {
   T clip;
-  C10_ALWAYS_INLINE bool operator()(T v) const { return std::abs(v) <= clip; }
+  C10_ALWAYS_INLINE bool operator()(T v, int64_t) const { return std::abs(v) <= clip; }
 #if CVOPS_CPU_AVX2
-  C10_ALWAYS_INLINE unsigned mask8(__m256 v) const {
+  C10_ALWAYS_INLINE unsigned mask8(__m256 v, int64_t) const {
     const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
     return _mm256_movemask_ps(_mm256_cmp_ps(magnitude, _mm256_set1_ps(float(clip)), _CMP_LE_OQ));
   }
 #endif
 #if CVOPS_CPU_AVX512
-  C10_ALWAYS_INLINE unsigned mask16(__m512 v) const {
+  C10_ALWAYS_INLINE unsigned mask16(__m512 v, int64_t) const {
     return _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(float(clip)), _CMP_LE_OQ);
   }
-  C10_ALWAYS_INLINE __mmask8 kmask8(__m256 v) const {
+  C10_ALWAYS_INLINE __mmask8 kmask8(__m256 v, int64_t) const {
     const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
     return _mm256_cmp_ps_mask(magnitude, _mm256_set1_ps(float(clip)), _CMP_LE_OQ);
   }
 #endif
 };
 
-// The bits of x[c * stride], c < n (n <= 64), as one word: pred(x) gives bit c.
+// A folded BatchNorm's sign: bit 1 where low[c] <= v <= high[c] (NaN gives 0). The vector forms
+// exist for float only (the callers take them for float only).
+template <typename T>
+struct IntervalBit {
+  const T* low;
+  const T* high;
+  C10_ALWAYS_INLINE bool operator()(T v, int64_t c) const { return v >= low[c] && v <= high[c]; }
+#if CVOPS_CPU_AVX2
+  C10_ALWAYS_INLINE unsigned mask8(__m256 v, int64_t c) const {
+    const __m256 in = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_loadu_ps(low + c), _CMP_GE_OQ),
+                                    _mm256_cmp_ps(v, _mm256_loadu_ps(high + c), _CMP_LE_OQ));
+    return _mm256_movemask_ps(in);
+  }
+#endif
+#if CVOPS_CPU_AVX512
+  C10_ALWAYS_INLINE unsigned mask16(__m512 v, int64_t c) const {
+    const __mmask16 above = _mm512_cmp_ps_mask(v, _mm512_loadu_ps(low + c), _CMP_GE_OQ);
+    return _mm512_mask_cmp_ps_mask(above, v, _mm512_loadu_ps(high + c), _CMP_LE_OQ);
+  }
+  C10_ALWAYS_INLINE __mmask8 kmask8(__m256 v, int64_t c) const {
+    const __mmask8 above = _mm256_cmp_ps_mask(v, _mm256_set1_ps(low[c]), _CMP_GE_OQ);
+    return _mm256_mask_cmp_ps_mask(above, v, _mm256_set1_ps(high[c]), _CMP_LE_OQ);
+  }
+#endif
+};
+
+// The bits of channels c0 + c, c < n (n <= 64), at x[c * stride], as one word: bit c.
 template <typename T, typename Pred>
-C10_ALWAYS_INLINE uint64_t pack_word(const T* x, int64_t stride, int64_t n, Pred pred) {
+C10_ALWAYS_INLINE uint64_t pack_word(const T* x, int64_t stride, int64_t c0, int64_t n, Pred pred) {
   uint64_t word = 0;
   int64_t c = 0;
 #if CVOPS_CPU_AVX2
@@ -55,16 +83,16 @@ C10_ALWAYS_INLINE uint64_t pack_word(const T* x, int64_t stride, int64_t n, Pred
     if (stride == 1) {
 #if CVOPS_CPU_AVX512
       for (; c + 16 <= n; c += 16) {
-        word |= uint64_t(pred.mask16(_mm512_loadu_ps(x + c))) << c;
+        word |= uint64_t(pred.mask16(_mm512_loadu_ps(x + c), c0 + c)) << c;
       }
 #endif
       for (; c + 8 <= n; c += 8) {
-        word |= uint64_t(pred.mask8(_mm256_loadu_ps(x + c))) << c;
+        word |= uint64_t(pred.mask8(_mm256_loadu_ps(x + c), c0 + c)) << c;
       }
     }
   }
 #endif
-  for (; c < n; ++c) word |= uint64_t(pred(x[c * stride])) << c;
+  for (; c < n; ++c) word |= uint64_t(pred(x[c * stride], c0 + c)) << c;
   return word;
 }
 
@@ -89,8 +117,8 @@ void pack_channels_strided(const T* x, int64_t C, int64_t S, int64_t cstride, Pr
           const __m512i bit = _mm512_set1_epi64(static_cast<int64_t>(uint64_t{1} << c));
           const float* row = x + (64 * k + c) * cstride + s0;
           for (int v = 0; v < 8; ++v) {
-            acc[v] = _mm512_mask_or_epi64(acc[v], pred.kmask8(_mm256_loadu_ps(row + 8 * v)), acc[v],
-                                          bit);
+            acc[v] = _mm512_mask_or_epi64(
+                acc[v], pred.kmask8(_mm256_loadu_ps(row + 8 * v), 64 * k + c), acc[v], bit);
           }
         }
         if (words == 1) {
@@ -114,7 +142,7 @@ void pack_channels_strided(const T* x, int64_t C, int64_t S, int64_t cstride, Pr
       const int64_t c1 = std::min<int64_t>(64, C - 64 * k);
       for (int64_t c = 0; c < c1; ++c) {
         const T* row = x + (64 * k + c) * cstride + s0;
-        for (int64_t q = 0; q < n; ++q) acc[q] |= uint64_t(pred(row[q])) << c;
+        for (int64_t q = 0; q < n; ++q) acc[q] |= uint64_t(pred(row[q], 64 * k + c)) << c;
       }
       for (int64_t q = 0; q < n; ++q) bits[(s0 + q) * words + k] = acc[q];
     }
@@ -129,7 +157,7 @@ void pack_channels_contiguous(const T* x, int64_t C, int64_t S, int64_t sstride,
   for (int64_t s = 0; s < S; ++s) {
     for (int64_t k = 0; k < words; ++k) {
       bits[s * words + k] =
-          pack_word(x + s * sstride + 64 * k, 1, std::min<int64_t>(64, C - 64 * k), pred);
+          pack_word(x + s * sstride + 64 * k, 1, 64 * k, std::min<int64_t>(64, C - 64 * k), pred);
     }
   }
 }
@@ -200,7 +228,8 @@ C10_ALWAYS_INLINE void tile_counts(const uint64_t* const (&x)[NP], const int64_t
 // contiguous (x.stride(2) == 1), else pixels (flattened n, s) with contiguous channels.
 template <typename T>
 void pack_rows(const T* x, int64_t C, int64_t S, int64_t xn, int64_t xc, int64_t xs,
-               bool channels_contiguous, const T* clip, int64_t r0, int64_t r1, uint64_t* bits) {
+               bool channels_contiguous, const T* clip, const T* low, const T* high, int64_t r0,
+               int64_t r1, uint64_t* bits) {
   const int64_t words = (C + 63) / 64;
   auto run = [&](auto pred) {
     if (!channels_contiguous) {
@@ -216,6 +245,8 @@ void pack_rows(const T* x, int64_t C, int64_t S, int64_t xn, int64_t xc, int64_t
   };
   if (clip != nullptr) {
     run(ClipBit<T>{*clip});
+  } else if (low != nullptr) {
+    run(IntervalBit<T>{low, high});
   } else {
     run(SignBit<T>{});
   }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "binary/binary.h"
 #include "common/checks.h"
@@ -26,10 +27,13 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename T, bool kClip>
+// What a value packs to (binary.h, Loops::pack).
+enum class PackRule { kSign, kClip, kBounds };
+
+template <typename T, PackRule kRule>
 __global__ void __launch_bounds__(kThreads)
     pack_kernel(const T* __restrict__ x, int64_t N, int64_t C, int64_t S, int64_t xn, int64_t xc,
-                int64_t xs, T clip, uint64_t* __restrict__ bits) {
+                int64_t xs, T clip, const T* __restrict__ bounds, uint64_t* __restrict__ bits) {
   const int64_t words = (C + 63) / 64, total = N * words * S;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
@@ -39,15 +43,23 @@ __global__ void __launch_bounds__(kThreads)
     uint64_t word = 0;
     for (int64_t c = 0; c < count; ++c) {
       const T v = src[c * xc];
-      // Ordered comparisons: −0.0 gives a sign bit of 1, NaN gives 0 (for both predicates).
-      const bool bit = kClip ? (v <= clip && v >= -clip) : (v >= T(0));
+      // Ordered comparisons: −0.0 gives a sign bit of 1, NaN gives 0 (for every rule).
+      bool bit;
+      if constexpr (kRule == PackRule::kClip) {
+        bit = v <= clip && v >= -clip;
+      } else if constexpr (kRule == PackRule::kBounds) {
+        bit = v >= bounds[c0 + c] && v <= bounds[C + c0 + c];
+      } else {
+        bit = v >= T(0);
+      }
       word |= uint64_t(bit) << c;
     }
     bits[(n * S + s) * words + k] = word;
   }
 }
 
-void pack_cuda(const at::Tensor& x, std::optional<double> clip, at::Tensor& bits) {
+void pack_cuda(const at::Tensor& x, std::optional<double> clip,
+               const std::optional<at::Tensor>& bounds, at::Tensor& bits) {
   const int64_t N = x.size(0), C = x.size(1), S = x.size(2);
   const int64_t total = N * ((C + 63) / 64) * S;
   c10::cuda::CUDAGuard guard(x.device());
@@ -56,13 +68,19 @@ void pack_cuda(const at::Tensor& x, std::optional<double> clip, at::Tensor& bits
     using T = scalar_t;
     auto* out = reinterpret_cast<uint64_t*>(bits.data_ptr<int64_t>());
     const unsigned blocks = grid_stride_blocks(total, kThreads);
+    const T clip_value = clip.has_value() ? static_cast<T>(*clip) : T(0);
+    const T* bound = bounds.has_value() ? bounds->const_data_ptr<T>() : nullptr;
+    auto launch = [&](auto rule) {
+      pack_kernel<T, decltype(rule)::value>
+          <<<blocks, kThreads, 0, stream>>>(x.const_data_ptr<T>(), N, C, S, x.stride(0),
+                                            x.stride(1), x.stride(2), clip_value, bound, out);
+    };
     if (clip.has_value()) {
-      pack_kernel<T, true><<<blocks, kThreads, 0, stream>>>(x.const_data_ptr<T>(), N, C, S,
-                                                            x.stride(0), x.stride(1), x.stride(2),
-                                                            static_cast<T>(*clip), out);
+      launch(std::integral_constant<PackRule, PackRule::kClip>{});
+    } else if (bounds.has_value()) {
+      launch(std::integral_constant<PackRule, PackRule::kBounds>{});
     } else {
-      pack_kernel<T, false><<<blocks, kThreads, 0, stream>>>(
-          x.const_data_ptr<T>(), N, C, S, x.stride(0), x.stride(1), x.stride(2), T(0), out);
+      launch(std::integral_constant<PackRule, PackRule::kSign>{});
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

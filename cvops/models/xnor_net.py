@@ -226,10 +226,36 @@ def binary_modules(model: nn.Module):
     return [module for module in model.modules() if isinstance(module, _BINARY)]
 
 
-def pack_model(model: nn.Module, keep_latent=True) -> nn.Module:
+def _batchnorm_inputs(model):
+    """(parent, BatchNorm's name, binary layer) for each BatchNorm whose output feeds only a binary
+    layer: consecutive children of an nn.Sequential, and BinaryBasicBlock's bn1 → conv1, bn2 → conv2."""
+    pairs = []
+    for parent in model.modules():
+        if isinstance(parent, BinaryBasicBlock):
+            pairs += [(parent, "bn1", parent.conv1), (parent, "bn2", parent.conv2)]
+        elif isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            for name, after in zip(names, names[1:]):
+                if isinstance(parent._modules[name], nn.modules.batchnorm._BatchNorm):
+                    pairs.append((parent, name, parent._modules[after]))
+    return [(parent, name, layer) for parent, name, layer in pairs if isinstance(layer, _BINARY)]
+
+
+def pack_model(model: nn.Module, keep_latent=True, fold_batchnorm=False) -> nn.Module:
     """Pack every binary layer's weight now (module.pack(keep_latent)); keep_latent=False drops the
-    latent float weights, so the model keeps only what inference needs. Returns the model."""
+    latent float weights, so the model keeps only what inference needs. fold_batchnorm=True (an
+    eval-mode model) also folds each BatchNorm that feeds only a binary layer into that layer's
+    packing (XNORConv2d.fold_batchnorm: exactly the same bits) and replaces it by nn.Identity; the
+    model is then inference-only (its parameters stop requiring grad), and its state_dict has the
+    bounds in place of those BatchNorms. Returns the model."""
     check_bool("pack_model", "keep_latent", keep_latent)
+    if check_bool("pack_model", "fold_batchnorm", fold_batchnorm):
+        if model.training:
+            raise ValueError("cvops.pack_model: fold_batchnorm=True needs an eval-mode model (call model.eval())")
+        for parent, name, layer in _batchnorm_inputs(model):
+            if layer.scaling != "alpha_k" and layer.fold_batchnorm(getattr(parent, name)):
+                setattr(parent, name, nn.Identity())
+        model.requires_grad_(False)
     for module in binary_modules(model):
         module.pack(keep_latent=keep_latent)
     return model

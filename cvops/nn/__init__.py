@@ -8,7 +8,7 @@ from cvops.nn.bilinear import (
     CompactBilinearPool,
     LowRankBilinearClassifier,
 )
-from cvops.nn.binary import XNORConv2d, XNORLinear
+from cvops.nn.binary import XNORConv2d, XNORLinear, batchnorm_sign_bounds
 from cvops.nn.gram import GramMatrix, StyleLoss
 from cvops.nn.instance_norm import ConditionalInstanceNorm2d
 from cvops.nn.local import LocallyConnected2d
@@ -28,4 +28,5 @@ __all__ = [
     "XCorr",
     "XNORConv2d",
     "XNORLinear",
+    "batchnorm_sign_bounds",
 ]

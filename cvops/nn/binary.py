@@ -6,6 +6,15 @@ weight is kept as the buffers `packed_bits` and `packed_alpha` and reused, repac
 latent weight has changed since (its version counter), so an optimizer step or a load_state_dict
 never leaves stale bits. `pack(keep_latent=False)` drops the latent weight: the module then holds
 only the packed form (about 32× smaller), which round-trips through state_dict.
+
+For inference a BatchNorm whose output only feeds a binary layer can be folded into the layer's
+packing (`fold_batchnorm(bn)`, or cvops.models.xnor_net.pack_model(..., fold_batchnorm=True)):
+sign(BN(x)) is monotone in x per channel, so it is the interval test low[c] <= x <= high[c]. The
+bounds are found by bisecting over the floats with torch's own eval-mode BatchNorm and then checked
+against it (the bounds' neighbours, ±0, ±inf, NaN, the extremes and random values, in the
+contiguous, channels-last and strided layouts), so the folded layer packs exactly the bits the
+BatchNorm and the sign would have; a BatchNorm that fails the check is not folded. The layer keeps
+the bounds as its buffer `input_bounds` (in its state_dict) and is then inference-only.
 """
 
 import math
@@ -24,7 +33,7 @@ from cvops.ops.binary import (
     xnor_linear,
 )
 
-__all__ = ["XNORConv2d", "XNORLinear"]
+__all__ = ["XNORConv2d", "XNORLinear", "batchnorm_sign_bounds"]
 
 _PACKED = ("packed_bits", "packed_alpha")
 
@@ -33,9 +42,34 @@ class _PackedWeightMixin:
     """The packed-weight cache shared by XNORConv2d and XNORLinear."""
 
     def _init_packing(self):
-        for name in _PACKED:
+        for name in (*_PACKED, "input_bounds"):
             self.register_buffer(name, None)
         self._packed_version = None
+
+    def fold_batchnorm(self, bn):
+        """Fold an eval-mode BatchNorm whose output feeds only this layer into its packing (module
+        docstring): True when folded (the caller then drops the BatchNorm), False when its sign is
+        not an exact interval test (nothing changes)."""
+        owner = type(self).__name__
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.num_features != self.in_features_or_channels:
+            raise ValueError(
+                f"cvops.{owner}.fold_batchnorm: bn must be a BatchNorm of {self.in_features_or_channels} features, got {bn!r}"
+            )
+        if self.scaling == "alpha_k":
+            raise ValueError(f"cvops.{owner}.fold_batchnorm: scaling='alpha_k' needs |BN(x)|, not only its sign")
+        bounds = batchnorm_sign_bounds(bn)
+        if bounds is None:
+            return False
+        self.input_bounds = bounds
+        return True
+
+    def _bounds_for_forward(self):
+        if self.input_bounds is not None and self.training:
+            raise RuntimeError(
+                f"cvops.{type(self).__name__}: a BatchNorm is folded into this layer (input_bounds), "
+                "which is inference-only: call eval()"
+            )
+        return self.input_bounds
 
     def _weight_version(self):
         return (self.weight._version, self.weight.data_ptr(), self.weight.device, self.weight.dtype)
@@ -76,7 +110,7 @@ class _PackedWeightMixin:
         has_weight, has_packed = prefix + "weight" in state_dict, prefix + "packed_bits" in state_dict
         held = self.weight if self.weight is not None else self.packed_alpha
         device = held.device if held is not None else None
-        for name in _PACKED:
+        for name in (*_PACKED, "input_bounds"):
             key = prefix + name
             setattr(self, name, torch.empty_like(state_dict[key], device=device) if key in state_dict else None)
         if has_weight and self.weight is None:
@@ -156,6 +190,7 @@ class XNORConv2d(_PackedWeightMixin, nn.Module):
             pad_value=self.pad_value,
             scaling=self.scaling,
             weight_grad=self.weight_grad,
+            input_bounds=self._bounds_for_forward(),
         )
 
     def extra_repr(self):
@@ -197,7 +232,12 @@ class XNORLinear(_PackedWeightMixin, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_module_input("XNORLinear", "x", x, self.packed_alpha if self.weight is None else self.weight)
         return xnor_linear(
-            x, self._weight_for_forward(), bias=self.bias, scaling=self.scaling, weight_grad=self.weight_grad
+            x,
+            self._weight_for_forward(),
+            bias=self.bias,
+            scaling=self.scaling,
+            weight_grad=self.weight_grad,
+            input_bounds=self._bounds_for_forward(),
         )
 
     def extra_repr(self):
@@ -205,3 +245,103 @@ class XNORLinear(_PackedWeightMixin, nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"scaling={self.scaling!r}, weight_grad={self.weight_grad!r}"
         )
+
+
+def _ordered(values):
+    """Float bits → integers in the floats' order (−0.0 just below +0.0), and back: flip the
+    magnitude bits of the negatives (an involution)."""
+    bits = torch.int32 if values.dtype == torch.float32 else torch.int64
+    i = values.view(bits).to(torch.int64)
+    magnitude = (1 << (8 * values.element_size() - 1)) - 1
+    return torch.where(i < 0, i ^ magnitude, i)
+
+
+def _from_ordered(keys, dtype):
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    magnitude = (1 << (8 * dtype.itemsize - 1)) - 1
+    return torch.where(keys < 0, keys ^ magnitude, keys).to(bits).view(dtype)
+
+
+def _batchnorm_bits(bn, values):
+    """values [V, C] → [layouts, V, C]: BN(values) >= 0 through eval-mode F.batch_norm as a 2-D
+    batch, an NCHW plane per channel, channels-last pixels and a strided view."""
+    V, C = values.shape
+
+    def norm(t):
+        return torch.nn.functional.batch_norm(
+            t, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
+        )
+
+    planes = values.t().reshape(1, C, V, 1).contiguous()
+    pixels = values[:, :, None, None].expand(V, C, 1, 2).contiguous(memory_format=torch.channels_last)
+    strided = values.t()[None, :, :, None].expand(1, C, V, 2)[..., :1]
+    outs = [norm(values), norm(planes)[0, :, :, 0].t(), norm(pixels)[:, :, 0, 1], norm(strided)[0, :, :, 0].t()]
+    return torch.stack([out >= 0 for out in outs])
+
+
+@torch.no_grad()
+def batchnorm_sign_bounds(bn) -> "Tensor | None":
+    """bounds [2, C] (low, high) with low[c] <= x <= high[c] exactly where eval-mode bn(x)[c] >= 0 (NaN
+    excluded), for every float x; None when no such interval reproduces bn (checked, module
+    docstring) or bn has no running statistics."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        raise ValueError(f"cvops.batchnorm_sign_bounds: bn must be a torch BatchNorm module, got {type(bn).__name__}")
+    if bn.running_mean is None or bn.running_mean.dtype not in (torch.float32, torch.float64):
+        return None
+    dtype, device, C = bn.running_mean.dtype, bn.running_mean.device, bn.num_features
+    info = torch.finfo(dtype)
+
+    def full(value):
+        return torch.full((C,), value, dtype=dtype, device=device)
+
+    def bits(values):  # [V, C] → [V, C] through the 2-D batch (the other layouts are checked below)
+        return _batchnorm_bits(bn, values)[0]
+
+    ends = bits(torch.stack([full(-info.max), full(info.max), full(-math.inf), full(math.inf)]))
+    at_min, at_max, at_minus_inf, at_inf = ends
+    # Bisect each channel whose sign changes between the extremes: low keeps at_min's bit.
+    low, high = _ordered(full(-info.max)), _ordered(full(info.max))
+    changing = at_min != at_max
+    for _ in range(8 * info.bits):
+        if not bool((changing & (high > low + 1)).any()):  # (high - low overflows for float64)
+            break
+        middle = (low >> 1) + (high >> 1) + (low & high & 1)
+        same = bits(_from_ordered(middle, dtype)[None])[0] == at_min
+        low, high = torch.where(same, middle, low), torch.where(same, high, middle)
+    first_one, last_one = _from_ordered(high, dtype), _from_ordered(low, dtype)
+    below = torch.where(at_minus_inf, full(-math.inf), full(-info.max))
+    above = torch.where(at_inf, full(math.inf), full(info.max))
+    increasing, decreasing = ~at_min & at_max, at_min & ~at_max
+    lower = torch.where(increasing, first_one, torch.where(at_min, below, full(math.inf)))
+    upper = torch.where(decreasing, last_one, torch.where(at_max, above, full(-math.inf)))
+    bounds = torch.stack([lower, upper])
+    return bounds if _reproduces(bn, bounds) else None
+
+
+def _reproduces(bn, bounds):
+    """Whether the interval test gives every layout's BatchNorm sign on the probes: each bound and
+    its neighbouring floats, ±0, ±inf, NaN, the extremes, the smallest normals and random values at
+    three scales around the running mean."""
+    lower, upper = bounds
+    dtype, device, C = bounds.dtype, bounds.device, bounds.shape[1]
+    info = torch.finfo(dtype)
+
+    def full(value):
+        return torch.full((C,), value, dtype=dtype, device=device)
+
+    def neighbours(v):
+        up, down = _from_ordered(_ordered(v) + 1, dtype), _from_ordered(_ordered(v) - 1, dtype)
+        return [v, up, down]
+
+    finite = lambda v: torch.where(torch.isfinite(v), v, full(0.0))  # noqa: E731
+    specials = [full(v) for v in (0.0, -0.0, math.inf, -math.inf, math.nan, info.max, -info.max, info.tiny, -info.tiny)]
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.sqrt(bn.running_var.abs() + bn.eps)
+    random = [
+        (torch.randn(C, generator=generator, dtype=dtype).to(device) * s * scale + bn.running_mean)
+        for s in (1e-3, 1.0, 1e3)
+        for _ in range(10)
+    ]
+    probes = torch.stack(neighbours(finite(lower)) + neighbours(finite(upper)) + specials + random)
+    expected = (probes >= lower) & (probes <= upper)
+    return bool((_batchnorm_bits(bn, probes) == expected).all())

@@ -170,12 +170,12 @@ def _k_map(x, kernel_size, stride, padding, dilation):
     return F.conv2d(a, ones, stride=stride, padding=padding, dilation=dilation) / (kh * kw)
 
 
-def _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling):
+def _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling, input_bounds=None):
     """The packed forward: (out, x's sign bits, scale, K map or None). _pack_bits reads half x
     itself: only the K map needs x in the compute dtype."""
     stride, padding, dilation = geometry
     compute = opmath(x.dtype)
-    x_bits = torch.ops.cvops._pack_bits(x)
+    x_bits = torch.ops.cvops._pack_bits(x, None, input_bounds)
     scale = alpha.to(compute) if scaling != "none" else torch.ones_like(alpha, dtype=compute)
     kernel_size = tuple(weight_bits.shape[1:3])
     k = _k_map(x.to(compute), kernel_size, stride, padding, dilation) if scaling == "alpha_k" else None
@@ -186,10 +186,36 @@ def _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling):
     return out, x_bits, scale, k
 
 
-def _apply(x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad):
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _apply(x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad, input_bounds=None):
+    if input_bounds is None and _needs_grad(x, weight, bias):
         return _XNORConv2d.apply(x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad)
-    return _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling)[0]  # inference: no autograd node
+    # inference: no autograd node
+    return _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling, input_bounds)[0]
+
+
+def _check_input_bounds(op, input_bounds, x, scaling, weight, bias):
+    """input_bounds [2, C] (low, high) in x's compute dtype: inference only, and not with the K map
+    (which needs x's magnitude, not only its bits)."""
+    check_tensor(op, "input_bounds", input_bounds, optional=True)
+    if input_bounds is None:
+        return
+    C, compute = x.shape[1], opmath(x.dtype)
+    if input_bounds.shape != (2, C) or input_bounds.dtype != compute:
+        raise ValueError(
+            f"cvops.{op}: input_bounds must be a {compute} [2, {C}] tensor (low and high per channel of x), "
+            f"got {input_bounds.dtype} {tuple(input_bounds.shape)}"
+        )
+    if scaling == "alpha_k":
+        raise ValueError(f"cvops.{op}: input_bounds cannot be used with scaling='alpha_k' (the K map needs |x|)")
+    if _needs_grad(x, weight, bias, input_bounds):
+        raise ValueError(
+            f"cvops.{op}: input_bounds is for inference (a folded BatchNorm has no gradient): "
+            "run under torch.no_grad() or without tensors that require grad"
+        )
 
 
 class _XNORConv2d(torch.autograd.Function):
@@ -312,9 +338,12 @@ def xnor_conv2d(
     pad_value=0.0,
     scaling="alpha",
     weight_grad="ste",
+    input_bounds: Tensor = None,
 ) -> Tensor:
     """The XNOR convolution of x [B, C, H, W] by weight [O, C, kh, kw] (packed on the fly) or a
-    PackedBinaryWeight → [B, O, H', W'] (module docstring)."""
+    PackedBinaryWeight → [B, O, H', W'] (module docstring). input_bounds [2, C] replaces sign(x)
+    by +1 where low[c] <= x <= high[c], −1 elsewhere (NaN included): the sign of a BatchNorm folded
+    into the packing (cvops.nn.batchnorm_sign_bounds); inference only."""
     op = "xnor_conv2d"
     _check_x(op, x, 4, "[B, C, H, W]")
     latent, packed = _resolve_weight(op, weight, x.shape[1], 4)
@@ -328,12 +357,16 @@ def xnor_conv2d(
     pad = _check_pad_value(op, pad_value)
     check_choice(op, "scaling", scaling, SCALINGS)
     check_choice(op, "weight_grad", weight_grad, WEIGHT_GRADS)
-    return _apply(x, latent, bias, packed.bits, packed.alpha, geometry, pad, scaling, weight_grad)
+    _check_input_bounds(op, input_bounds, x, scaling, latent, bias)
+    _check_devices(op, x, input_bounds=input_bounds)
+    return _apply(x, latent, bias, packed.bits, packed.alpha, geometry, pad, scaling, weight_grad, input_bounds)
 
 
-def xnor_linear(x: Tensor, weight, *, bias: Tensor = None, scaling="alpha", weight_grad="ste") -> Tensor:
+def xnor_linear(
+    x: Tensor, weight, *, bias: Tensor = None, scaling="alpha", weight_grad="ste", input_bounds: Tensor = None
+) -> Tensor:
     """The XNOR fully connected layer: x [B, C] by weight [O, C] or a PackedBinaryWeight → [B, O];
-    scaling "alpha_k" multiplies by K[b] = mean |x[b]|."""
+    scaling "alpha_k" multiplies by K[b] = mean |x[b]|; input_bounds as in xnor_conv2d."""
     op = "xnor_linear"
     _check_x(op, x, 2, "[B, C]")
     latent, packed = _resolve_weight(op, weight, x.shape[1], 2)
@@ -341,24 +374,18 @@ def xnor_linear(x: Tensor, weight, *, bias: Tensor = None, scaling="alpha", weig
     _check_devices(op, x, weight=packed.bits, bias=bias)
     check_choice(op, "scaling", scaling, SCALINGS)
     check_choice(op, "weight_grad", weight_grad, WEIGHT_GRADS)
+    _check_input_bounds(op, input_bounds, x, scaling, latent, bias)
+    _check_devices(op, x, input_bounds=input_bounds)
     conv_latent = None if latent is None else latent[:, :, None, None]
     one = ((1, 1), (0, 0), (1, 1))
-    out = _XNORConv2d.apply(
-        x[:, :, None, None],
-        conv_latent,
-        bias,
-        packed.bits[:, None, None, :],
-        packed.alpha,
-        one,
-        0,
-        scaling,
-        weight_grad,
-    )
-    return out[:, :, 0, 0]
+    args = (packed.bits[:, None, None, :], packed.alpha, one, 0, scaling)
+    if input_bounds is not None:
+        return _forward(x[:, :, None, None], bias, *args, input_bounds)[0][:, :, 0, 0]
+    return _XNORConv2d.apply(x[:, :, None, None], conv_latent, bias, *args, weight_grad)[:, :, 0, 0]
 
 
 @register_fake("cvops::_pack_bits")
-def _pack_bits_fake(x, clip=None):
+def _pack_bits_fake(x, clip=None, bounds=None):
     torch._check(x.dim() >= 2, lambda: "cvops.pack_bits: x must have at least 2 dimensions [N, C, *spatial]")
     return x.new_empty((x.shape[0], *x.shape[2:], _words(x.shape[1])), dtype=torch.int64)
 
