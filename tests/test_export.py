@@ -237,12 +237,13 @@ def test_mfb_vqa_export_save_load(tmp_path, high_order):
 XNOR_OPS = ["_pack_bits", "_xnor_conv2d"]
 
 
-def packed(model):
-    return xnor_net.pack_model(model, keep_latent=False).eval()
+def packed(model, fold_batchnorm=False):
+    return xnor_net.pack_model(model.eval(), keep_latent=False, fold_batchnorm=fold_batchnorm)
 
 
-def test_packed_xnor_digits_cnn_export_save_load(tmp_path):
-    model = packed(xnor_net.xnor_digits_cnn(width=8))
+@pytest.mark.parametrize("fold_batchnorm", [False, True], ids=["packed", "batchnorm_folded"])
+def test_packed_xnor_digits_cnn_export_save_load(tmp_path, fold_batchnorm):
+    model = packed(xnor_net.xnor_digits_cnn(width=8), fold_batchnorm)
     images = torch.randn(5, 1, 8, 8)
     path = tmp_path / "model.pt2"
     check_round_trip(model, (images[:2],), (images[2:],), ({0: batch_dim()},), path, XNOR_OPS)
@@ -250,6 +251,7 @@ def test_packed_xnor_digits_cnn_export_save_load(tmp_path):
     state = torch.export.load(path).state_dict
     for layer in ("features.4", "features.8"):
         assert state[f"{layer}.packed_bits"].dtype == torch.int64 and f"{layer}.weight" not in state
+        assert (f"{layer}.input_bounds" in state) == fold_batchnorm
 
 
 @pytest.mark.slow
