@@ -156,6 +156,14 @@ def _binary_checks():
         bounds = rand(2, C).sort(0).values
         want = torch.ops.cvops._pack_bits(x, None, bounds)
         assert torch.equal(torch.ops.cvops._pack_bits(x.cuda(), None, bounds.cuda()).cpu(), want)
+        # A bias and the K map: every step of the epilogue rounded on its own, as on the CPU.
+        bias = rand(37)
+        for dtype in (torch.float32, torch.float64):
+            xd, wd, bd = x.to(dtype), w.to(dtype), bias.to(dtype)
+            cpu = cvops.xnor_conv2d(xd, wd, bias=bd, padding=1, scaling="alpha_k")
+            assert torch.equal(
+                cvops.xnor_conv2d(xd.cuda(), wd.cuda(), bias=bd.cuda(), padding=1, scaling="alpha_k").cpu(), cpu
+            )
     both(lambda x, w: cvops.xnor_conv2d(x, w, padding=1, scaling="alpha_k"), rand(2, 40, 7, 6), rand(5, 40, 3, 3))
     both(lambda x, w: cvops.xnor_linear(x, w), rand(9, 300), rand(17, 300))
 

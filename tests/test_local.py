@@ -129,6 +129,31 @@ def test_empty_batch():
     assert torch.equal(weight.grad, torch.zeros_like(weight)) and torch.equal(bias.grad, torch.zeros_like(bias))
 
 
+# Empty filters, channels or planes (an x of zero rows or columns whose windows are all padding).
+EMPTY_SIZES = [(2, 3, 5, 5, 0, 0), (2, 0, 5, 5, 4, 0), (2, 3, 0, 4, 4, 1), (2, 3, 4, 0, 4, 1)]
+
+
+def _empty_sizes_check(device):
+    for B, C, H, W, filters, pad in EMPTY_SIZES:
+        x = torch.randn(B, C, H, W, dtype=torch.float64, device=device, requires_grad=True)
+        weight = torch.randn(
+            H + 2 * pad, W + 2 * pad, filters, C, 1, 1, dtype=torch.float64, device=device, requires_grad=True
+        )
+        out = cvops.locally_connected2d(x, weight, padding=pad)
+        assert out.shape == (B, filters, H + 2 * pad, W + 2 * pad) and not out.any()
+        out.sum().backward()
+        assert x.grad.shape == x.shape and torch.equal(weight.grad, torch.zeros_like(weight))
+
+
+def test_empty_filters_channels_and_planes():
+    _empty_sizes_check("cpu")
+
+
+@pytest.mark.cuda
+def test_cuda_empty_filters_channels_and_planes():
+    _empty_sizes_check("cuda")
+
+
 def test_inputs_not_mutated():
     x, weight, bias, options = inputs(2, 3, 4, (8, 9), (3, 3), 2, 1, 2)
     leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]

@@ -74,3 +74,11 @@ def test_local_tiles_use_tf32_tensor_cores_where_asked(sass):
             assert set(hmma) == {"HMMA.1684.F32.TF32"} and len(hmma) >= 2 * (samples // 16) * 4, (name, len(hmma))
         else:
             assert not hmma and "FFMA" in body.replace("DFMA", "FFMA"), name
+
+
+def test_xnor_epilogues_round_each_step(sass):
+    """count · scale (· K) (+ bias) as separate roundings, as on the CPU: no fused multiply-add."""
+    kernels = {name: body for name, body in sass.items() if "binary" in name and "xnor_" in name}
+    assert len(kernels) == 4
+    for name, body in kernels.items():
+        assert not re.search(r"\b[FD]FMA\b", body), name

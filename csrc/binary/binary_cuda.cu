@@ -21,6 +21,7 @@
 #include "common/checks.h"
 #include "common/cuda_utils.cuh"
 #include "common/loop_table.h"
+#include "common/rounding.h"
 
 namespace cvops::binary {
 namespace {
@@ -130,9 +131,10 @@ struct Epilogue {
   __device__ __forceinline__ void store(const Geometry& g, const PixelPosition& p, int64_t o,
                                         int64_t dot) const {
     const int64_t P = g.out_h * g.out_w;
-    T value = static_cast<T>(dot) * scale[o];
-    if (k_map != nullptr) value = value * k_map[p.b * P + p.q];
-    if (bias != nullptr) value = value + bias[o];
+    // Each step rounded on its own, as on the CPU (common/rounding.h).
+    T value = mul_rn(static_cast<T>(dot), scale[o]);
+    if (k_map != nullptr) value = mul_rn(value, k_map[p.b * P + p.q]);
+    if (bias != nullptr) value = add_rn(value, bias[o]);
     out[(p.b * P + p.q) * g.out_channels + o] = value;  // channels-last
   }
 };
@@ -246,6 +248,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
   }
+#else
+  __trap();  // the host runs this kernel only where it was compiled for sm_80+ (use_tensor_cores)
 #endif
 }
 
@@ -263,8 +267,8 @@ bool use_tensor_cores(const Geometry& g) {
   const int64_t last_offset =
       ((g.kernel_h - 1) * g.dilation_h * g.padded_w + (g.kernel_w - 1) * g.dilation_w + 1) *
       g.words;
-  return allowed && at::cuda::getCurrentDeviceProperties()->major >= 8 &&
-         tap_words <= kMaxTapWords && last_offset <= INT32_MAX;
+  return allowed && compiled_for(xnor_bmma_kernel<float>, 80) && tap_words <= kMaxTapWords &&
+         last_offset <= INT32_MAX;
 }
 
 void xnor_cuda(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,

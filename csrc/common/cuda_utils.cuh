@@ -23,4 +23,14 @@ inline unsigned grid_stride_blocks(int64_t items, int threads) {
       std::max<int64_t>(1, std::min<int64_t>(wanted, 32 * int64_t(num_sms()))));
 }
 
+// Whether `kernel` runs code compiled for compute capability >= arch (80: sm_80) on the current
+// device: a build that ships only older PTX JIT-compiles its older __CUDA_ARCH__ branches even on
+// a newer GPU, so the device's capability alone cannot pick an sm_80+ path.
+template <typename Kernel>
+bool compiled_for(Kernel* kernel, int arch) {
+  cudaFuncAttributes attributes;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  return attributes.ptxVersion >= arch;
+}
+
 }  // namespace cvops

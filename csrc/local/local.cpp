@@ -109,10 +109,12 @@ std::tuple<at::Tensor, at::Tensor> locally_connected2d_backward(
   const auto dtype = opmath_dtype(x.scalar_type());
   const int64_t L = p.locations();
   auto grad_x = at::zeros(x.sizes(), x.options().dtype(dtype));
-  // Every location's dW is written by the loops (zeros only for an empty batch).
-  auto grad_w = p.B > 0 ? at::empty({L, p.O, p.taps}, x.options().dtype(dtype))
-                        : at::zeros({L, p.O, p.taps}, x.options().dtype(dtype));
-  if (p.B > 0) {
+  // Every location's dW is written by the loops. With nothing to sum (an empty batch, or an empty
+  // x, all of whose taps are padding) it is zero, and the loops do not run (a CUDA grid of 0).
+  const bool sums = p.B > 0 && grad_x.numel() > 0 && L * p.O * p.taps > 0;
+  auto grad_w = sums ? at::empty({L, p.O, p.taps}, x.options().dtype(dtype))
+                     : at::zeros({L, p.O, p.taps}, x.options().dtype(dtype));
+  if (sums) {
     auto g = at::empty({L, p.O, p.B}, grad.options().dtype(dtype));  // [L, O, B], in one pass
     g.copy_(grad.reshape({p.B, p.O, L}).permute({2, 1, 0}));
     local_loops()(op, x).backward(g, x.to(dtype).contiguous(), location_weights(weight, p, dtype),

@@ -175,7 +175,7 @@ struct Tf32Tile {
       }
     }
 #else
-    __trap();  // the host runs this tile on sm_80+ only
+    __trap();  // the host runs this tile only where it was compiled for sm_80+ (compiled_for)
 #endif
   }
 
@@ -269,7 +269,7 @@ void forward_cuda(const at::Tensor& x, const at::Tensor& w, const Problem& p, bo
   check_grid("locally_connected2d", p);
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = at::cuda::getCurrentCUDAStream();
-  const bool tensor_cores = tf32 && at::cuda::getCurrentDeviceProperties()->major >= 8;
+  const bool tensor_cores = tf32 && compiled_for(forward_tile_kernel<float, 32, true>, 80);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_cuda", [&] {
     using T = scalar_t;
     if (p.B <= kMaxStreamBatch) {

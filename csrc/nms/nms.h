@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "common/loop_table.h"
+#include "common/rounding.h"
 
 namespace cvops::nms {
 
@@ -65,21 +66,6 @@ T threshold_in(double threshold) {
 }
 
 LoopTable<Loops>& nms_loops();
-
-// a·b rounded on its own: nvcc would otherwise fuse it into the subtraction that follows, and the
-// CPU and CUDA kernels would disagree in the last bit.
-template <typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T mul_rn(T a, T b) {
-#ifdef __CUDA_ARCH__
-  if constexpr (std::is_same_v<T, float>) {
-    return __fmul_rn(a, b);
-  } else {
-    return __dmul_rn(a, b);
-  }
-#else
-  return a * b;
-#endif
-}
 
 // torchvision's NMS IoU of two xyxy boxes given with their areas (x2 − x1)·(y2 − y1), in its
 // operation order. Inputs are finite or the no-overlap box of nms.cpp (no NaN), so min/max never see a NaN.
