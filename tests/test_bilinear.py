@@ -638,6 +638,19 @@ def test_cuda_pools(dtype, with_y):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_pooled_gram_stays_in_float32(dtype):
+    """Sums past half's range (10·10 over 32² points = 102400): G is float32, as the y ≠ x path's."""
+    x = torch.full((1, 4, 32, 32), 10.0, device="cuda", dtype=dtype)
+    for y in (None, x):
+        got = cvops.bilinear_pool(x, y, normalize="none")
+        assert bool(got.isfinite().all())
+        torch.testing.assert_close(
+            got.double().cpu(), torch.full((1, 16), 0.25, dtype=torch.float64), rtol=1e-2, atol=1e-3
+        )
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_factorized_and_lowrank(dtype):
     x, y = torch.rand(64, 5000, device="cuda").to(dtype), torch.rand(64, 5000, device="cuda").to(dtype)

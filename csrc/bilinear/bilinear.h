@@ -28,7 +28,8 @@ struct EpilogueOptions {
 // The device loops. Every tensor is contiguous; `acc` means opmath (float for half/bfloat16/float,
 // double for double). Results are deterministic: fixed reduction order, no float atomics.
 struct Loops {
-  // G [B, C, C] = scale·F·Fᵀ in F's dtype for features [B, C, N], B·C > 0 (common/symmetric_gram.h).
+  // G [B, C, C] = scale·F·Fᵀ for features [B, C, N], B·C > 0 (common/symmetric_gram.h), in opmath
+  // or F's dtype (pooled_outer converts; a CUDA half G could overflow, so CUDA's is opmath).
   at::Tensor (*symmetric_gram)(const char* op, const at::Tensor& features, double scale);
   // GEMM operands stay in the input dtype (CUDA: half/bfloat16 tensor cores accumulating in
   // float32) or go to opmath first (CPU: MKL has no fast half GEMM).

@@ -382,7 +382,16 @@ void factorized_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& x, 
   });
 }
 
-constexpr Loops kCudaLoops{&symmetric_gram_cuda,
+// The pooled Gram of y = x in opmath, as the y ≠ x path's bmm writes it: a half Gram of large
+// sums would overflow before the epilogue.
+at::Tensor pooled_gram_cuda(const char* op, const at::Tensor& features, double scale) {
+  const int64_t B = features.size(0), C = features.size(1);
+  auto gram = at::empty({B, C, C}, features.options().dtype(opmath_dtype(features.scalar_type())));
+  symmetric_gram_into_cuda(op, features, scale, gram);
+  return gram;
+}
+
+constexpr Loops kCudaLoops{&pooled_gram_cuda,
                            /*gemm_in_input_dtype=*/true,
                            /*gemm_chunk_elements=*/int64_t(1) << 25,
                            &epilogue_cuda,

@@ -18,11 +18,11 @@ namespace {
 using namespace gram_tiles;
 
 // One block per (upper tile, N-split, sample). With one split, writes s·acc to the tile and its
-// mirror in `out` (dtype scalar_t); with several, writes raw acc of the upper tile to
-// workspace[split] (acc_t) for reduce_splits_kernel.
-template <typename scalar_t, typename acc_t>
+// mirror in `out` (the features' dtype or opmath); with several, writes raw acc of the upper tile
+// to workspace[split] (acc_t) for reduce_splits_kernel.
+template <typename scalar_t, typename acc_t, typename out_t>
 __global__ void __launch_bounds__(kThreads)
-    gram_tiles_kernel(const scalar_t* __restrict__ features, scalar_t* __restrict__ out,
+    gram_tiles_kernel(const scalar_t* __restrict__ features, out_t* __restrict__ out,
                       acc_t* __restrict__ workspace, int64_t C, int64_t N, int tiles_per_side,
                       int64_t k_chunk, acc_t scale) {
   int ti, tj;
@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kThreads)
     if (split_mode) {
       workspace[(split * gridDim.z) * C * C + plane + r * C + c] = value;
     } else {
-      const scalar_t v = static_cast<scalar_t>(value * scale);
+      const out_t v = static_cast<out_t>(value * scale);
       out[plane + r * C + c] = v;
       if (ti != tj) out[plane + c * C + r] = v;  // diagonal tiles hold both halves already
     }
@@ -80,13 +80,20 @@ void symmetric_gram_into_cuda(const char* op, const at::Tensor& x, double scale,
     run_split<acc_t>(
         l.splits, l.splits, B * C * C, acc_options,
         [&] {
-          TORCH_INTERNAL_ASSERT(gram.scalar_type() == features.scalar_type());
-          gram_tiles_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-              features.const_data_ptr<scalar_t>(), gram.data_ptr<scalar_t>(), nullptr, C, N,
-              l.tiles_per_side, l.k_chunk, static_cast<acc_t>(scale));
+          auto launch = [&](auto* out) {
+            gram_tiles_kernel<<<grid, kThreads, 0, stream>>>(
+                features.const_data_ptr<scalar_t>(), out, static_cast<acc_t*>(nullptr), C, N,
+                l.tiles_per_side, l.k_chunk, static_cast<acc_t>(scale));
+          };
+          if (gram.scalar_type() == features.scalar_type()) {
+            launch(gram.data_ptr<scalar_t>());
+          } else {
+            TORCH_INTERNAL_ASSERT(gram.scalar_type() == acc_options.dtype().toScalarType());
+            launch(gram.data_ptr<acc_t>());
+          }
         },
         [&](acc_t* workspace) {
-          gram_tiles_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
+          gram_tiles_kernel<scalar_t, acc_t, acc_t><<<grid, kThreads, 0, stream>>>(
               features.const_data_ptr<scalar_t>(), nullptr, workspace, C, N, l.tiles_per_side,
               l.k_chunk, static_cast<acc_t>(1));
         },
