@@ -361,8 +361,10 @@ def test_multiclass_nms_compiles_without_graph_breaks():
         torch.testing.assert_close(got, want)
 
 
-def test_nms_compiles_with_dynamic_output(monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
+# torch's config.patch restores the setting; monkeypatch's setattr/delattr leaves dynamo's config
+# module without the name for the tests that run after.
+@torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True)
+def test_nms_compiles_with_dynamic_output():
     boxes, scores = boxes_like("clustered", 100, torch.float32), scores_for(100, dtype=torch.float32)
 
     idxs = torch.randint(0, 3, (100,))
