@@ -131,10 +131,10 @@ struct Epilogue {
   __device__ __forceinline__ void store(const Geometry& g, const PixelPosition& p, int64_t o,
                                         int64_t dot) const {
     const int64_t P = g.out_h * g.out_w;
-    // Each step rounded on its own, as on the CPU (common/rounding.h).
+    // Each product rounded on its own, as on the CPU (common/rounding.h): no FMA with the bias.
     T value = mul_rn(static_cast<T>(dot), scale[o]);
     if (k_map != nullptr) value = mul_rn(value, k_map[p.b * P + p.q]);
-    if (bias != nullptr) value = add_rn(value, bias[o]);
+    if (bias != nullptr) value = value + bias[o];
     out[(p.b * P + p.q) * g.out_channels + o] = value;  // channels-last
   }
 };

@@ -1,7 +1,8 @@
 #pragma once
-// Products and sums rounded on their own in device code: nvcc contracts a·b + c into one FMA
-// (-fmad=true), and the CPU and CUDA kernels would then disagree in the last bit. Host code needs
-// nothing (the build compiles C++ with -ffp-contract=off).
+// A product rounded on its own in device code: nvcc contracts a·b + c into one FMA (-fmad=true),
+// and the CPU and CUDA kernels would then disagree in the last bit. With the product rounded, the
+// sum that follows has nothing to fuse with. Host code needs nothing (the build compiles C++ with
+// -ffp-contract=off).
 #include <c10/macros/Macros.h>
 
 #include <type_traits>
@@ -18,19 +19,6 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T mul_rn(T a, T b) {
   }
 #else
   return a * b;
-#endif
-}
-
-template <typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T add_rn(T a, T b) {
-#ifdef __CUDA_ARCH__
-  if constexpr (std::is_same_v<T, float>) {
-    return __fadd_rn(a, b);
-  } else {
-    return __dadd_rn(a, b);
-  }
-#else
-  return a + b;
 #endif
 }
 

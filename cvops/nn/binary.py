@@ -262,21 +262,28 @@ def _from_ordered(keys, dtype):
     return torch.where(keys < 0, keys ^ magnitude, keys).to(bits).view(dtype)
 
 
+def _batchnorm_sign(bn, t):
+    """Eval-mode bn(t) >= 0 (F.batch_norm, the kernels BatchNorm modules run)."""
+    return (
+        torch.nn.functional.batch_norm(t, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps) >= 0
+    )
+
+
 def _batchnorm_bits(bn, values):
-    """values [V, C] → [layouts, V, C]: BN(values) >= 0 through eval-mode F.batch_norm as a 2-D
-    batch, an NCHW plane per channel, channels-last pixels and a strided view."""
+    """values [V, C] → [layouts, V, C]: BN(values) >= 0 as a 2-D batch, an NCHW plane per channel,
+    channels-last pixels and a strided view."""
     V, C = values.shape
-
-    def norm(t):
-        return torch.nn.functional.batch_norm(
-            t, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
-        )
-
     planes = values.t().reshape(1, C, V, 1).contiguous()
     pixels = values[:, :, None, None].expand(V, C, 1, 2).contiguous(memory_format=torch.channels_last)
     strided = values.t()[None, :, :, None].expand(1, C, V, 2)[..., :1]
-    outs = [norm(values), norm(planes)[0, :, :, 0].t(), norm(pixels)[:, :, 0, 1], norm(strided)[0, :, :, 0].t()]
-    return torch.stack([out >= 0 for out in outs])
+    return torch.stack(
+        [
+            _batchnorm_sign(bn, values),
+            _batchnorm_sign(bn, planes)[0, :, :, 0].t(),
+            _batchnorm_sign(bn, pixels)[:, :, 0, 1],
+            _batchnorm_sign(bn, strided)[0, :, :, 0].t(),
+        ]
+    )
 
 
 @torch.no_grad()
@@ -288,16 +295,14 @@ def batchnorm_sign_bounds(bn) -> "Tensor | None":
         raise ValueError(f"cvops.batchnorm_sign_bounds: bn must be a torch BatchNorm module, got {type(bn).__name__}")
     if bn.running_mean is None or bn.running_mean.dtype not in (torch.float32, torch.float64):
         return None
-    dtype, device, C = bn.running_mean.dtype, bn.running_mean.device, bn.num_features
+    dtype = bn.running_mean.dtype
     info = torch.finfo(dtype)
 
     def full(value):
-        return torch.full((C,), value, dtype=dtype, device=device)
+        return torch.full_like(bn.running_mean, value)
 
-    def bits(values):  # [V, C] → [V, C] through the 2-D batch (the other layouts are checked below)
-        return _batchnorm_bits(bn, values)[0]
-
-    ends = bits(torch.stack([full(-info.max), full(info.max), full(-math.inf), full(math.inf)]))
+    # Bisected through the 2-D batch; _reproduces checks the other layouts.
+    ends = _batchnorm_sign(bn, torch.stack([full(-info.max), full(info.max), full(-math.inf), full(math.inf)]))
     at_min, at_max, at_minus_inf, at_inf = ends
     # Bisect each channel whose sign changes between the extremes: low keeps at_min's bit.
     low, high = _ordered(full(-info.max)), _ordered(full(info.max))
@@ -306,7 +311,7 @@ def batchnorm_sign_bounds(bn) -> "Tensor | None":
         if not bool((changing & (high > low + 1)).any()):  # (high - low overflows for float64)
             break
         middle = (low >> 1) + (high >> 1) + (low & high & 1)
-        same = bits(_from_ordered(middle, dtype)[None])[0] == at_min
+        same = _batchnorm_sign(bn, _from_ordered(middle, dtype)[None])[0] == at_min
         low, high = torch.where(same, middle, low), torch.where(same, high, middle)
     first_one, last_one = _from_ordered(high, dtype), _from_ordered(low, dtype)
     below = torch.where(at_minus_inf, full(-math.inf), full(-info.max))
@@ -323,25 +328,25 @@ def _reproduces(bn, bounds):
     its neighbouring floats, ±0, ±inf, NaN, the extremes, the smallest normals and random values at
     three scales around the running mean."""
     lower, upper = bounds
-    dtype, device, C = bounds.dtype, bounds.device, bounds.shape[1]
+    dtype, C = bounds.dtype, bounds.shape[1]
     info = torch.finfo(dtype)
 
     def full(value):
-        return torch.full((C,), value, dtype=dtype, device=device)
+        return torch.full_like(lower, value)
 
     def neighbours(v):
         up, down = _from_ordered(_ordered(v) + 1, dtype), _from_ordered(_ordered(v) - 1, dtype)
         return [v, up, down]
 
-    finite = lambda v: torch.where(torch.isfinite(v), v, full(0.0))  # noqa: E731
     specials = [full(v) for v in (0.0, -0.0, math.inf, -math.inf, math.nan, info.max, -info.max, info.tiny, -info.tiny)]
     generator = torch.Generator().manual_seed(0)
     scale = torch.sqrt(bn.running_var.abs() + bn.eps)
     random = [
-        (torch.randn(C, generator=generator, dtype=dtype).to(device) * s * scale + bn.running_mean)
+        (torch.randn(C, generator=generator, dtype=dtype).to(lower.device) * s * scale + bn.running_mean)
         for s in (1e-3, 1.0, 1e3)
         for _ in range(10)
     ]
-    probes = torch.stack(neighbours(finite(lower)) + neighbours(finite(upper)) + specials + random)
+    finite = [bound.nan_to_num(0.0, 0.0, 0.0) for bound in bounds]  # an infinite bound probes 0 instead
+    probes = torch.stack(neighbours(finite[0]) + neighbours(finite[1]) + specials + random)
     expected = (probes >= lower) & (probes <= upper)
     return bool((_batchnorm_bits(bn, probes) == expected).all())

@@ -191,15 +191,15 @@ def _needs_grad(*tensors):
 
 
 def _apply(x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad, input_bounds=None):
-    if input_bounds is None and _needs_grad(x, weight, bias):
+    if _needs_grad(x, weight, bias):  # never with input_bounds (_check_input_bounds)
         return _XNORConv2d.apply(x, weight, bias, weight_bits, alpha, geometry, pad_value, scaling, weight_grad)
     # inference: no autograd node
     return _forward(x, bias, weight_bits, alpha, geometry, pad_value, scaling, input_bounds)[0]
 
 
 def _check_input_bounds(op, input_bounds, x, scaling, weight, bias):
-    """input_bounds [2, C] (low, high) in x's compute dtype: inference only, and not with the K map
-    (which needs x's magnitude, not only its bits)."""
+    """input_bounds [2, C] (low, high) in x's compute dtype, on x's device: inference only, and not
+    with the K map (which needs x's magnitude, not only its bits)."""
     check_tensor(op, "input_bounds", input_bounds, optional=True)
     if input_bounds is None:
         return
@@ -209,6 +209,7 @@ def _check_input_bounds(op, input_bounds, x, scaling, weight, bias):
             f"cvops.{op}: input_bounds must be a {compute} [2, {C}] tensor (low and high per channel of x), "
             f"got {input_bounds.dtype} {tuple(input_bounds.shape)}"
         )
+    _check_devices(op, x, input_bounds=input_bounds)
     if scaling == "alpha_k":
         raise ValueError(f"cvops.{op}: input_bounds cannot be used with scaling='alpha_k' (the K map needs |x|)")
     if _needs_grad(x, weight, bias, input_bounds):
@@ -358,7 +359,6 @@ def xnor_conv2d(
     check_choice(op, "scaling", scaling, SCALINGS)
     check_choice(op, "weight_grad", weight_grad, WEIGHT_GRADS)
     _check_input_bounds(op, input_bounds, x, scaling, latent, bias)
-    _check_devices(op, x, input_bounds=input_bounds)
     return _apply(x, latent, bias, packed.bits, packed.alpha, geometry, pad, scaling, weight_grad, input_bounds)
 
 
@@ -375,7 +375,6 @@ def xnor_linear(
     check_choice(op, "scaling", scaling, SCALINGS)
     check_choice(op, "weight_grad", weight_grad, WEIGHT_GRADS)
     _check_input_bounds(op, input_bounds, x, scaling, latent, bias)
-    _check_devices(op, x, input_bounds=input_bounds)
     conv_latent = None if latent is None else latent[:, :, None, None]
     one = ((1, 1), (0, 0), (1, 1))
     args = (packed.bits[:, None, None, :], packed.alpha, one, 0, scaling)
