@@ -16,6 +16,16 @@ def sign(v):
     return torch.where(v >= 0, 1.0, -1.0).to(v.dtype)
 
 
+def input_sign(x, input_bounds=None):
+    """sign(x), or with input_bounds [2, C] +1 where low[c] <= x <= high[c] and −1 elsewhere (NaN
+    included): the sign of a BatchNorm folded into the packing."""
+    if input_bounds is None:
+        return sign(x)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    low, high = input_bounds[0].view(shape), input_bounds[1].view(shape)
+    return torch.where((x >= low) & (x <= high), 1.0, -1.0).to(x.dtype)
+
+
 def alpha(weight):
     """mean |w[o]| over (C, kh, kw), in opmath(weight.dtype)."""
     w = weight.to(opmath(weight.dtype))
@@ -34,12 +44,14 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def xnor_conv2d(x, weight, *, bias=None, stride=1, padding=0, dilation=1, pad_value=0.0, scaling="alpha"):
+def xnor_conv2d(
+    x, weight, *, bias=None, stride=1, padding=0, dilation=1, pad_value=0.0, scaling="alpha", input_bounds=None
+):
     """F.conv2d(sign(x) padded with pad_value, sign(weight), stride, dilation) · s[o] (+ bias)."""
     compute = opmath(x.dtype)
     x = x.to(compute)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    sx = sign(x)
+    sx = input_sign(x, input_bounds)
     conv_padding = padding
     if pad_value != 0:
         sx = F.pad(sx, (padding[1], padding[1], padding[0], padding[0]), value=float(pad_value))
@@ -54,11 +66,11 @@ def xnor_conv2d(x, weight, *, bias=None, stride=1, padding=0, dilation=1, pad_va
     return out
 
 
-def xnor_linear(x, weight, *, bias=None, scaling="alpha"):
+def xnor_linear(x, weight, *, bias=None, scaling="alpha", input_bounds=None):
     """F.linear(sign(x), sign(weight)) · s[o] (· mean |x[b]| for "alpha_k") (+ bias)."""
     compute = opmath(x.dtype)
     x = x.to(compute)
-    out = F.linear(sign(x), sign(weight.to(compute)))
+    out = F.linear(input_sign(x, input_bounds), sign(weight.to(compute)))
     if scaling != "none":
         out = out * alpha(weight).to(compute)
     if scaling == "alpha_k":

@@ -414,11 +414,8 @@ def test_state_dict_forms_load_into_any_module():
 
 
 def _interval_bits(x, bounds):
-    """The bits of low[c] <= x <= high[c], through pack_bits of the ±1 tensor."""
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    low, high = bounds[0].view(shape), bounds[1].view(shape)
-    inside = (x.to(bounds.dtype) >= low) & (x.to(bounds.dtype) <= high)
-    return cvops.pack_bits(torch.where(inside, 1.0, -1.0))
+    """The bits of low[c] <= x <= high[c], through pack_bits of the reference's ±1 tensor."""
+    return cvops.pack_bits(ref.input_sign(x.to(bounds.dtype), bounds))
 
 
 def _special_inputs(dtype=torch.float32):
@@ -447,6 +444,18 @@ def test_bounds_pack_the_interval_test(dtype):
     sign = torch.stack([torch.zeros(70, dtype=compute), torch.full((70,), float("inf"), dtype=compute)])
     assert torch.equal(call(x, None, sign), cvops.pack_bits(x))
     opcheck(call.default, (x, None, bounds))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_bounds_equal_the_reference(dtype):
+    x, w, bias = _inputs(2, 70, 6, 5, 9, 3, dtype)
+    bounds = torch.randn(2, 70, dtype=dtype).sort(0).values
+    for options in (dict(padding=1), dict(stride=2, dilation=(1, 2), pad_value=-1.0, scaling="none")):
+        want = ref.xnor_conv2d(x, w, bias=bias, input_bounds=bounds, **options)
+        assert torch.equal(cvops.xnor_conv2d(x, w, bias=bias, input_bounds=bounds, **options), want)
+    xl, wl = x[:, :, 0, 0], w[:, :, 0, 0]
+    want = ref.xnor_linear(xl, wl, bias=bias, input_bounds=bounds)
+    assert torch.equal(cvops.xnor_linear(xl, wl, bias=bias, input_bounds=bounds), want)
 
 
 def test_raw_pack_validates_bounds():
