@@ -84,7 +84,9 @@ def cpu_name():
 def device_name(device):
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+    import cvops
+
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, CPU level {cvops._C.cpu_level()['level']}"
 
 
 def git_commit():

@@ -4,6 +4,9 @@ the epilogue's gradients, opcheck, torch.compile, the packed weight and the modu
 
 import copy
 import itertools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -102,6 +105,30 @@ def test_empty_batch_and_large_counts():
     # 2^16 taps·channels: the counts stay exact in float32.
     x, w, _ = _inputs(1, 4096, 4, 4, 2, 4, seed=3)
     _check_equal(x, w, scaling="none")
+
+
+# The AMX int8 tiles (CVOPS_CPU_LEVEL=amx) in a child process: the forward tests again, against the
+# same float simulation.
+_AMX_RUN = r"""
+import sys, pytest, cvops
+assert cvops._C.cpu_level()["level"] == "amx", cvops._C.cpu_level()
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:logging", sys.argv[1], "-k", sys.argv[2]]))
+"""
+
+
+def test_amx_tiles_equal_the_float_simulation():
+    if cvops._C.cpu_level()["supported"] != "amx":
+        pytest.skip("this CPU has no AMX int8 tiles")
+    forward = (
+        "(equals_the_float_simulation or every_pad_value or memory_formats or signed_zero or half_inputs "
+        "or empty_batch or input_bounds_equal or folded_layer_equals) and not amx_tiles"
+    )
+    env = dict(os.environ, CVOPS_CPU_LEVEL="amx")
+    run = subprocess.run(
+        [sys.executable, "-c", _AMX_RUN, __file__, forward], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout
 
 
 def test_inputs_are_not_mutated():

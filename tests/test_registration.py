@@ -10,7 +10,7 @@ import torch
 import cvops
 from cvops import info
 
-LEVELS = ("baseline", "avx2", "avx512")
+LEVELS = ("baseline", "avx2", "avx512", "amx")
 
 
 def test_every_op_has_a_cpu_kernel_and_a_cuda_kernel_in_a_cuda_build():
@@ -42,8 +42,9 @@ def test_loop_tables_name_every_op_that_dispatches_through_them():
 
 
 # Each CPU level runs the multiversioned loops (box rows, NMS suppression, instance norm planes and
-# channel blocks, the Gram mirror, the xcorr planes, bit packing, the XNOR tiles and the locally
-# connected small-batch rows) in a child process; the results must be the same bits.
+# channel blocks, the Gram mirror, the xcorr planes, bit packing, the XNOR tiles (popcounts, or
+# AMX int8 tiles at the amx level) and the locally connected small-batch rows) in a child process;
+# the results must be the same bits.
 _PROGRAM = r"""
 import sys, torch, cvops
 torch.manual_seed(0)
@@ -74,6 +75,12 @@ out["pack_bounds_cl"] = torch.ops.cvops._pack_bits(xb.contiguous(memory_format=t
 for pad in (0.0, 1.0):
     out[f"xnor{pad}"] = cvops.xnor_conv2d(xb, wb, padding=1, dilation=(1, 2), pad_value=pad, scaling="alpha_k")
 out["xnor64"] = cvops.xnor_conv2d(xb.double(), wb.double(), stride=2, bias=torch.randn(21).double())
+# The AMX tiles: 16 output pixels from one run of the padded input (stride 1) or from one output
+# row (a 16-wide output, strides), filter tiles in pairs and alone, the linear layer's batch rows.
+xw, ww = torch.randn(2, 70, 6, 16), torch.randn(40, 70, 3, 3)
+out["xnor_rows"] = cvops.xnor_conv2d(xw, ww, padding=1, pad_value=-1.0, bias=torch.randn(40))
+out["xnor_stride"] = cvops.xnor_conv2d(xw, ww, stride=(2, 1), padding=(0, 1), scaling="alpha_k")
+out["xnor_linear"] = cvops.xnor_linear(torch.randn(37, 300), torch.randn(50, 300), bias=torch.randn(50))
 lx, lw = torch.randn(3, 5, 9, 8, requires_grad=True), torch.randn(7, 6, 4, 5, 3, 3, requires_grad=True)
 out["local"] = cvops.locally_connected2d(lx, lw)
 out["local_grad_x"], out["local_grad_w"] = torch.autograd.grad((out["local"] * torch.randn(3, 4, 7, 6)).sum(), (lx, lw))
@@ -99,14 +106,21 @@ def test_every_cpu_level_computes_the_same_bits(tmp_path):
             assert torch.equal(result[name], value), (level, name)
 
 
-def test_cpu_level_can_only_be_lowered_and_must_be_known():
-    env = dict(os.environ, CVOPS_CPU_LEVEL="avx512")
-    code = "import cvops; print(cvops._C.cpu_level())"
+def _level_at(value):
+    env = dict(os.environ, CVOPS_CPU_LEVEL=value)
+    code = "import cvops; print(cvops._C.cpu_level()['level'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
-    supported = cvops._C.cpu_level()["supported"]
-    assert f"'level': '{supported}'" in out.stdout
-    env["CVOPS_CPU_LEVEL"] = "sse9"
+    return out.stdout.strip()
+
+
+def test_cpu_level_never_passes_the_cpu_and_amx_runs_only_on_request():
+    supported = LEVELS.index(cvops._C.cpu_level()["supported"])
+    avx512 = LEVELS.index("avx512")
+    assert _level_at("") == LEVELS[min(supported, avx512)]  # unset: never amx
+    for level in LEVELS:
+        assert _level_at(level) == LEVELS[min(supported, LEVELS.index(level))]
+    env = dict(os.environ, CVOPS_CPU_LEVEL="sse9")
     code = "import torch, cvops; cvops.box_iou(torch.rand(3, 4), torch.rand(2, 4))"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0
-    assert "CVOPS_CPU_LEVEL must be 'baseline', 'avx2' or 'avx512', got 'sse9'" in bad.stderr
+    assert "CVOPS_CPU_LEVEL must be 'baseline', 'avx2', 'avx512' or 'amx', got 'sse9'" in bad.stderr

@@ -358,4 +358,163 @@ void transpose_filters(const int64_t* w, int64_t O, int64_t K, int64_t* out) {
       }
 }
 
+#if CVOPS_CPU_AVX512
+// The AMX loops, compiled at this level and run where cpu_level() is kAmx: the ±1 dots as int8
+// TDPBSSD tiles (16 pixels × 16 filters × 64 channels an instruction) over byte copies of the bits,
+// then the same epilogue as the popcount tiles.
+
+// Rows [r0, r1) (flattened b, padded row) of the padded bits xp [B, Hp, Wp, Cw] as bytes
+// [.., Wp, 64·Cw]: +1 for a set bit, −1 for a clear one, 0 past the last channel and in a zero pad.
+inline void expand_input(const uint64_t* xp, const Geometry& g, int64_t r0, int64_t r1,
+                         int8_t* out) {
+  const int64_t Cw = g.words, H = g.padded_h - 2 * g.pad_h, W = g.padded_w - 2 * g.pad_w;
+  const bool zero_pad = g.pad_value == PadValue::kZero;
+  const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
+  for (int64_t row = r0; row < r1; ++row) {
+    const bool pad_row = zero_pad && in_padding(row % g.padded_h, g.pad_h, H);
+    for (int64_t q = 0; q < g.padded_w; ++q) {
+      const bool pad = pad_row || (zero_pad && in_padding(q, g.pad_w, W));
+      const uint64_t* words = xp + (row * g.padded_w + q) * Cw;
+      int8_t* bytes = out + (row * g.padded_w + q) * Cw * 64;
+      for (int64_t k = 0; k < Cw; ++k) {
+        const __mmask64 valid = pad ? 0 : channel_word_mask(k, g.channels);
+        const __m512i signs = _mm512_mask_blend_epi8(words[k], minus, plus);
+        _mm512_storeu_si512(bytes + 64 * k, _mm512_maskz_mov_epi8(valid, signs));
+      }
+    }
+  }
+}
+
+// Filter tiles [t0, t1) of the weight bits w [O, steps] (steps = kh·kw·Cw words) as TDPBSSD's
+// second operand [tiles, steps, 16, 16, 4] bytes: row r of a step holds the ±1 bytes of channels
+// 4r .. 4r + 3 of that word for each of the tile's 16 filters (filters past O are all −1; their
+// outputs are never written).
+inline void expand_filters(const uint64_t* w, int64_t O, int64_t steps, int64_t t0, int64_t t1,
+                           int8_t* out) {
+  alignas(64) int32_t table[16];  // the 4 bytes of nibble i: byte j is +1 where bit j is set
+  for (int i = 0; i < 16; ++i) {
+    uint32_t bytes = 0;
+    for (int j = 0; j < 4; ++j) bytes |= uint32_t((i >> j) & 1 ? 0x01 : 0xff) << (8 * j);
+    table[i] = static_cast<int32_t>(bytes);
+  }
+  const __m512i lut = _mm512_load_si512(table), nibble = _mm512_set1_epi32(15);
+  alignas(64) uint64_t words[16];
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t s = 0; s < steps; ++s) {
+      for (int n = 0; n < 16; ++n) {
+        const int64_t o = 16 * t + n;
+        words[n] = o < O ? w[o * steps + s] : 0;
+      }
+      // The 16 words' low and high halves as 16 lanes each.
+      const __m512i first = _mm512_load_si512(words), second = _mm512_load_si512(words + 8);
+      const __m512i low = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(first)),
+                                             _mm512_cvtepi64_epi32(second), 1);
+      const __m512i high = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm512_cvtepi64_epi32(_mm512_srli_epi64(first, 32))),
+          _mm512_cvtepi64_epi32(_mm512_srli_epi64(second, 32)), 1);
+      int8_t* tile = out + (t * steps + s) * 1024;
+      for (int r = 0; r < 8; ++r) {
+        const __m512i lo = _mm512_and_si512(_mm512_srli_epi32(low, 4 * r), nibble);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi32(high, 4 * r), nibble);
+        _mm512_store_si512(tile + 64 * r, _mm512_permutexvar_epi32(lo, lut));
+        _mm512_store_si512(tile + 64 * (r + 8), _mm512_permutexvar_epi32(hi, lut));
+      }
+    }
+  }
+}
+
+// The dots of pixel tiles t0 (and t0 + 1 if MT = 2) by filter tiles f0 (and f0 + 1 if NT = 2)
+// over every step, into acc[2·mt + nt] [16 pixels][16 filters]. Tiles 0–3 accumulate, 4–5 hold
+// the pixels' bytes, 6–7 the filters'.
+template <int MT, int NT, typename T>
+C10_ALWAYS_INLINE void amx_dots(const AmxArgs<T>& a, int64_t t0, int64_t f0,
+                                int32_t (*acc)[16][16]) {
+  amx::zero<0>();
+  if constexpr (NT > 1) amx::zero<1>();
+  if constexpr (MT > 1) amx::zero<2>();
+  if constexpr (MT > 1 && NT > 1) amx::zero<3>();
+  const int8_t* x0 = a.x + a.tile_offset[t0];
+  const int8_t* x1 = MT > 1 ? a.x + a.tile_offset[t0 + 1] : x0;
+  const int8_t* w0 = a.w + f0 * a.steps * 1024;
+  const int8_t* w1 = w0 + a.steps * 1024;
+  for (int64_t s = 0; s < a.steps; ++s) {
+    const int64_t xo = a.step_offset[s];
+    amx::load<4>(x0 + xo, a.row_stride);
+    amx::load<6>(w0 + s * 1024, 64);
+    amx::dot_int8<0, 4, 6>();
+    if constexpr (NT > 1) {
+      amx::load<7>(w1 + s * 1024, 64);
+      amx::dot_int8<1, 4, 7>();
+    }
+    if constexpr (MT > 1) {
+      amx::load<5>(x1 + xo, a.row_stride);
+      amx::dot_int8<2, 5, 6>();
+      if constexpr (NT > 1) amx::dot_int8<3, 5, 7>();
+    }
+  }
+  amx::store<0>(acc[0], 64);
+  if constexpr (NT > 1) amx::store<1>(acc[1], 64);
+  if constexpr (MT > 1) amx::store<2>(acc[2], 64);
+  if constexpr (MT > 1 && NT > 1) amx::store<3>(acc[3], 64);
+}
+
+// out = dot · scale (· k) (+ bias) for the used rows of pixel tile t and the filters of tile f,
+// each product rounded in the reference's order, as the popcount tiles' epilogue does.
+template <typename T>
+C10_ALWAYS_INLINE void amx_emit(const AmxArgs<T>& a, int64_t t, int64_t f,
+                                const int32_t (&dots)[16][16]) {
+  const int64_t o0 = 16 * f, valid = std::min<int64_t>(16, a.out_channels - o0);
+  const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1);
+  for (int r = 0; r < 16; ++r) {
+    const int64_t m = a.tile_pixels[16 * t + r];
+    if (m < 0) continue;
+    T* out = a.out + m * a.out_channels + o0;
+    const __m512i dot = _mm512_load_si512(dots[r]);
+    if constexpr (std::is_same_v<T, float>) {
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_loadu_ps(a.scale + o0));
+      if (a.k_map != nullptr) v = _mm512_mul_ps(v, _mm512_set1_ps(a.k_map[m]));
+      if (a.bias != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(a.bias + o0));
+      _mm512_mask_storeu_ps(out, mask, v);
+    } else {
+      for (int h = 0; h < 2; ++h) {
+        const __m256i half =
+            h == 0 ? _mm512_castsi512_si256(dot) : _mm512_extracti64x4_epi64(dot, 1);
+        __m512d v = _mm512_mul_pd(_mm512_cvtepi32_pd(half), _mm512_loadu_pd(a.scale + o0 + 8 * h));
+        if (a.k_map != nullptr) v = _mm512_mul_pd(v, _mm512_set1_pd(a.k_map[m]));
+        if (a.bias != nullptr) v = _mm512_add_pd(v, _mm512_loadu_pd(a.bias + o0 + 8 * h));
+        _mm512_mask_storeu_pd(out + 8 * h, static_cast<__mmask8>(mask >> (8 * h)), v);
+      }
+    }
+  }
+}
+
+// Pairs [p0, p1) of pixel tiles against every filter tile, two by two.
+template <typename T>
+void xnor_amx(const AmxArgs<T>& a, int64_t p0, int64_t p1) {
+  static const amx::TileConfig config = amx::full_tiles();
+  amx::load_config(config);
+  alignas(64) int32_t acc[4][16][16];
+  for (int64_t pair = p0; pair < p1; ++pair) {
+    const int64_t t0 = 2 * pair;
+    const bool two_m = t0 + 1 < a.pixel_tiles;
+    for (int64_t f0 = 0; f0 < a.filter_tiles; f0 += 2) {
+      const bool two_n = f0 + 1 < a.filter_tiles;
+      if (two_m && two_n) {
+        amx_dots<2, 2>(a, t0, f0, acc);
+      } else if (two_m) {
+        amx_dots<2, 1>(a, t0, f0, acc);
+      } else if (two_n) {
+        amx_dots<1, 2>(a, t0, f0, acc);
+      } else {
+        amx_dots<1, 1>(a, t0, f0, acc);
+      }
+      for (int mt = 0; mt < (two_m ? 2 : 1); ++mt)
+        for (int nt = 0; nt < (two_n ? 2 : 1); ++nt)
+          amx_emit(a, t0 + mt, f0 + nt, acc[2 * mt + nt]);
+    }
+  }
+  amx::release();
+}
+#endif
+
 }  // namespace CVOPS_CPU_NS

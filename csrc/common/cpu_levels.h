@@ -16,14 +16,23 @@
 // which level is being compiled, for intrinsics (never __AVX2__: g++ fixes the predefined macros
 // before it reads the target pragmas). The build turns floating-point contraction off (-ffp-contract=off), so
 // every level computes the same bits; tests force each level in a subprocess with
-// CVOPS_CPU_LEVEL=baseline|avx2|avx512 (it can only lower the level, never raise it past the CPU).
+// CVOPS_CPU_LEVEL=baseline|avx2|avx512|amx (never past what the CPU has).
+//
+// The amx level is avx512 plus the AMX int8 tile unit (TDPBSSD): the families run their avx512
+// bodies, and one with tile loops (binary) takes them at kAmx. It runs only on request
+// (CVOPS_CPU_LEVEL=amx), never by default, because the tile unit's rate is not the core's own: on
+// a shared cloud host it varies from moment to moment (one TDPBSSD alone 7.4–18 ns, in the XNOR
+// kernel with its tile loads 9–40 ns, measured on this project's 2-core host), and at its slow
+// rate the tiles lose to the popcount loops (25 ns for the same 16·16·64 products), at its full
+// rate they win almost three times.
 #include <cstdint>
 
 namespace cvops {
 
-enum class CpuLevel : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class CpuLevel : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2, kAmx = 3 };
 
-// The level the kernels run at: the best the CPU supports, capped by CVOPS_CPU_LEVEL. Fixed at load.
+// The level the kernels run at: CVOPS_CPU_LEVEL's, else the best the CPU supports short of amx,
+// never past what it supports. Fixed at load.
 CpuLevel cpu_level();
 // The best level this CPU supports, whatever CVOPS_CPU_LEVEL says.
 CpuLevel cpu_supported_level();
@@ -32,6 +41,7 @@ const char* cpu_level_name(CpuLevel level);
 template <typename Fn>
 Fn cpu_select(Fn baseline, Fn avx2, Fn avx512) {
   switch (cpu_level()) {
+    case CpuLevel::kAmx:
     case CpuLevel::kAvx512: return avx512;
     case CpuLevel::kAvx2: return avx2;
     case CpuLevel::kBaseline: break;
