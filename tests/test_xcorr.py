@@ -222,3 +222,11 @@ def test_cuda_matches_cpu(mode):
             torch.testing.assert_close(g.cpu(), c, rtol=tol, atol=tol * c.abs().max().item())
         half = cvops.xcorr(leaves[0].detach().half(), leaves[1].detach().half(), mode=mode, padding=1)
         assert half.dtype == torch.float16
+
+
+@pytest.mark.cuda
+def test_cuda_full_mode_past_65535_channel_blocks():
+    # 16 channels a block would need more than 65535 blocks (grid.y's limit): the blocks grow.
+    x, z = pair(1, 1_100_000, 3, 3, 1, 1, dtype=torch.float64)
+    got = cvops.xcorr(x.cuda(), z.cuda())
+    torch.testing.assert_close(got.cpu(), cvops.xcorr(x, z))

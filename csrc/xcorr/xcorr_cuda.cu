@@ -109,9 +109,11 @@ void forward_cuda(const at::Tensor& xp, const at::Tensor& z, XcorrMode mode, at:
                         stream);
       return;
     }
-    const int64_t blocks = ceil_div<int64_t>(g.C, kChannelBlock);
+    // More channels per block past 65535 blocks (grid.y's limit).
+    const int64_t per_block = std::max(kChannelBlock, ceil_div<int64_t>(g.C, 65535));
+    const int64_t blocks = ceil_div<int64_t>(g.C, per_block);
     auto partial = at::empty({g.B, blocks, g.Ho * g.Wo}, out.options());
-    launch_partial<T>(xp.const_data_ptr<T>(), z.const_data_ptr<T>(), g, kChannelBlock, blocks,
+    launch_partial<T>(xp.const_data_ptr<T>(), z.const_data_ptr<T>(), g, per_block, blocks,
                       partial.data_ptr<T>(), stream);
     sum_blocks_kernel<T><<<grid_stride_blocks(g.B * g.Ho * g.Wo, kThreads), kThreads, 0, stream>>>(
         partial.const_data_ptr<T>(), g.B, blocks, g.Ho * g.Wo, out.data_ptr<T>());
