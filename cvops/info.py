@@ -44,7 +44,7 @@ def report() -> str:
         "CPU:",
         f"  {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         f"  kernels run at CPU level {level['level']} (best supported: {level['supported']}; "
-        f"CVOPS_CPU_LEVEL=baseline|avx2|avx512|amx lowers it); torch uses {torch.backends.cpu.get_cpu_capability()}",
+        f"CVOPS_CPU_LEVEL=baseline|avx2|avx512|amx sets it, amx only on request); torch uses {torch.backends.cpu.get_cpu_capability()}",
         "",
         "GPUs:",
     ]
