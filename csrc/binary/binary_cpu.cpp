@@ -85,11 +85,19 @@ void pack_cpu(const at::Tensor& x, std::optional<double> clip,
   });
 }
 
+// Per-filter values [O] padded with zeros to `size` (whole vectors or tiles of filters).
+template <typename T>
+std::vector<T> padded_filters(const at::Tensor& values, int64_t size) {
+  std::vector<T> out(size, T(0));
+  std::copy(values.const_data_ptr<T>(), values.const_data_ptr<T>() + values.numel(), out.begin());
+  return out;
+}
+
 #if defined(__x86_64__)
 // The XNOR convolution on AMX: the bits become ±1 bytes (8 times their size, still a quarter of
-// the float input) and TDPBSSD sums 16 pixels × 16 filters × 64 channels an instruction, three
-// times the rate of the 512-bit XOR-popcounts on these cores. The dots are exact integers, so the
-// outputs are the popcount tiles' bits.
+// the float input) and TDPBSSD sums 16 pixels × 16 filters × 64 channels an instruction, almost
+// three times the 512-bit XOR-popcounts' rate while the tile unit is free (cpu_levels.h). The
+// dots are exact integers, so the outputs are the popcount tiles' bits.
 void xnor_amx_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
                   const at::Tensor& scale, const std::optional<at::Tensor>& k_map,
                   const std::optional<at::Tensor>& bias, at::Tensor& out) {
@@ -160,13 +168,9 @@ void xnor_amx_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry
   });
   AT_DISPATCH_FLOATING_TYPES(scale.scalar_type(), "cvops_xnor_amx_cpu", [&] {
     using T = scalar_t;
-    auto padded = [&](const at::Tensor& t) {
-      std::vector<T> v(16 * filter_tiles, T(0));
-      std::copy(t.const_data_ptr<T>(), t.const_data_ptr<T>() + O, v.begin());
-      return v;
-    };
-    const std::vector<T> scale_v = padded(scale);
-    const std::vector<T> bias_v = bias.has_value() ? padded(*bias) : std::vector<T>();
+    const std::vector<T> scale_v = padded_filters<T>(scale, 16 * filter_tiles);
+    const std::vector<T> bias_v =
+        bias.has_value() ? padded_filters<T>(*bias, 16 * filter_tiles) : std::vector<T>();
     const AmxArgs<T> args{x_bytes,
                           w8.const_data_ptr<int8_t>(),
                           tile_offset.data(),
@@ -257,14 +261,9 @@ void xnor_cpu(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g,
   }
   AT_DISPATCH_FLOATING_TYPES(scale.scalar_type(), "cvops_xnor_cpu", [&] {
     using T = scalar_t;
-    // Per-filter values padded to whole vectors.
-    auto padded = [&](const at::Tensor& t) {
-      std::vector<T> v(padded_o, T(0));
-      std::copy(t.const_data_ptr<T>(), t.const_data_ptr<T>() + O, v.begin());
-      return v;
-    };
-    const std::vector<T> scale_v = padded(scale);
-    const std::vector<T> bias_v = bias.has_value() ? padded(*bias) : std::vector<T>();
+    const std::vector<T> scale_v = padded_filters<T>(scale, padded_o);
+    const std::vector<T> bias_v =
+        bias.has_value() ? padded_filters<T>(*bias, padded_o) : std::vector<T>();
     const XnorArgs<T> args{reinterpret_cast<const uint64_t*>(xp.const_data_ptr<int64_t>()),
                            filters.data(),
                            correction.empty() ? nullptr : correction.data(),
