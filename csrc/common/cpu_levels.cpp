@@ -7,6 +7,8 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#endif
+#if defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -31,8 +33,12 @@ bool amx_supported() {
 // Linux hands the tile data state to a process only on request (ARCH_REQ_XCOMP_PERM for
 // XFEATURE_XTILEDATA, kernel 5.16+); without it the first tile instruction faults.
 bool amx_permitted() {
+#if defined(__linux__)
   constexpr int kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
   return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
 }
 #endif
 
