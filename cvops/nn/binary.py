@@ -247,18 +247,21 @@ class XNORLinear(_PackedWeightMixin, nn.Module):
         )
 
 
+def _bit_format(dtype):
+    """The integer type of a float's bits, and the mask of its magnitude bits."""
+    return (torch.int32 if dtype == torch.float32 else torch.int64), (1 << (8 * dtype.itemsize - 1)) - 1
+
+
 def _ordered(values):
     """Float bits → integers in the floats' order (−0.0 just below +0.0), and back: flip the
     magnitude bits of the negatives (an involution)."""
-    bits = torch.int32 if values.dtype == torch.float32 else torch.int64
+    bits, magnitude = _bit_format(values.dtype)
     i = values.view(bits).to(torch.int64)
-    magnitude = (1 << (8 * values.element_size() - 1)) - 1
     return torch.where(i < 0, i ^ magnitude, i)
 
 
 def _from_ordered(keys, dtype):
-    bits = torch.int32 if dtype == torch.float32 else torch.int64
-    magnitude = (1 << (8 * dtype.itemsize - 1)) - 1
+    bits, magnitude = _bit_format(dtype)
     return torch.where(keys < 0, keys ^ magnitude, keys).to(bits).view(dtype)
 
 
