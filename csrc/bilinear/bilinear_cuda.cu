@@ -24,7 +24,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 4096;  // elements per block in a row-reduction pass
-constexpr int64_t kMaxGridY = 65535;
 
 // ---------------------------------------------------------------------------- pooled values
 // z(row, i): the pooled value before the epilogue, read from a dense [R, N] tensor or formed from
@@ -322,7 +321,7 @@ void segment_product_sum_cuda(const at::Tensor& a, const at::Tensor& b, int64_t 
   const int64_t b_first = row0 / rows_per_sample, b_last = (row0 + L - 1) / rows_per_sample;
   c10::cuda::CUDAGuard guard(a.device());
   const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(K, kThreads)),
-                  static_cast<unsigned>(std::min<int64_t>(b_last - b_first + 1, kMaxGridY)));
+                  static_cast<unsigned>(std::min<int64_t>(b_last - b_first + 1, kMaxGridYZ)));
   CVOPS_DISPATCH_FLOATING(a.scalar_type(), "cvops_segment_product_sum_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     segment_product_sum_kernel<scalar_t, acc_t>

@@ -287,8 +287,8 @@ void xnor_cuda(const at::Tensor& xp, const at::Tensor& weight, const Geometry& g
     if (tensor_cores) {
       const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(M, 16 * kWarps)),
                       static_cast<unsigned>(ceil_div<int64_t>(g.out_channels, kTileN)));
-      CVOPS_CHECK(grid.y <= 65535, "xnor_conv2d", "the CUDA kernel takes at most ", 65535 * kTileN,
-                  " filters, got ", g.out_channels);
+      CVOPS_CHECK(grid.y <= kMaxGridYZ, "xnor_conv2d", "the CUDA kernel takes at most ",
+                  kMaxGridYZ * kTileN, " filters, got ", g.out_channels);
       const size_t table_bytes = sizeof(int32_t) * g.kernel_h * g.kernel_w * g.words;
       xnor_bmma_kernel<T><<<grid, kWarps * 32, table_bytes, stream>>>(
           reinterpret_cast<const uint32_t*>(xp.const_data_ptr<int64_t>()),

@@ -17,7 +17,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = 8;
-constexpr int64_t kMaxGridY = 65535;
 
 template <IouKind kind, typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -40,11 +39,11 @@ __global__ void __launch_bounds__(kThreads)
 void pairwise_cuda(const at::Tensor& fields1, const at::Tensor& fields2, IouKind kind,
                    const IouEps& eps, at::Tensor& out) {
   const int64_t sets = fields1.size(0), N = fields1.size(1), M = fields2.size(2);
-  CVOPS_CHECK(sets <= 65535, "box_iou", "the CUDA kernel takes at most 65535 broadcast sets, got ",
-              sets);
+  CVOPS_CHECK(sets <= kMaxGridYZ, "box_iou", "the CUDA kernel takes at most ", kMaxGridYZ,
+              " broadcast sets, got ", sets);
   c10::cuda::CUDAGuard guard(out.device());
   const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(M, kThreads)),
-                  static_cast<unsigned>(std::min(ceil_div<int64_t>(N, kRowsPerBlock), kMaxGridY)),
+                  static_cast<unsigned>(std::min(ceil_div<int64_t>(N, kRowsPerBlock), kMaxGridYZ)),
                   static_cast<unsigned>(sets));
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cvops_box_iou_cuda", [&] {

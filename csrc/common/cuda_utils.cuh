@@ -13,6 +13,9 @@ __host__ __device__ constexpr T ceil_div(T a, T b) {
   return (a + b - 1) / b;
 }
 
+// The most blocks a grid takes along y or z (x takes 2^31 − 1).
+constexpr int64_t kMaxGridYZ = 65535;
+
 inline int num_sms() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
 // Blocks for a grid-stride loop over `items` with `threads` per block: no more than the items

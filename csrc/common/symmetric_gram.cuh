@@ -105,7 +105,8 @@ inline Launch plan_launch(const char* op, int64_t batch, int64_t channels, int64
   Launch l;
   l.tiles_per_side = static_cast<int>(ceil_div<int64_t>(channels, kTile));
   l.tiles = int64_t(l.tiles_per_side) * (l.tiles_per_side + 1) / 2;
-  CVOPS_CHECK(batch <= 65535, op, "the CUDA kernel takes at most 65535 samples, got B = ", batch);
+  CVOPS_CHECK(batch <= kMaxGridYZ, op, "the CUDA kernel takes at most ", kMaxGridYZ,
+              " samples, got B = ", batch);
   CVOPS_CHECK(l.tiles <= std::numeric_limits<int>::max(), op,
               "too many channels for the CUDA kernel, got C = ", channels);
   // N = 0 still plans one split.

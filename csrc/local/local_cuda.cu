@@ -252,14 +252,14 @@ void launch_stream(const at::Tensor& x, const at::Tensor& w, const Problem& p, a
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Grid limits of the kernels (x up to 2^31 − 1 blocks, y and z up to 65535).
+// Grid limits of the kernels (x up to 2^31 − 1 blocks, y and z up to kMaxGridYZ).
 void check_grid(const char* op, const Problem& p) {
   CVOPS_CHECK(p.locations() <= int64_t(INT32_MAX) && p.H * p.W <= int64_t(INT32_MAX) &&
-                  p.O <= 65535 * int64_t(kStreamWarps) && p.C <= 65535 * int64_t(kGradChannels) &&
-                  p.B <= 65535 * int64_t(kWarpSize) && p.taps <= 65535 * int64_t(kThreads),
+                  p.O <= kMaxGridYZ * kStreamWarps && p.C <= kMaxGridYZ * kGradChannels &&
+                  p.B <= kMaxGridYZ * kWarpSize && p.taps <= kMaxGridYZ * kThreads,
               op, "the CUDA kernels take at most 2^31 - 1 locations and input pixels, ",
-              65535 * kStreamWarps, " output channels, ", 65535 * kGradChannels,
-              " input channels, ", 65535 * kWarpSize, " samples and ", 65535 * kThreads,
+              kMaxGridYZ * kStreamWarps, " output channels, ", kMaxGridYZ * kGradChannels,
+              " input channels, ", kMaxGridYZ * kWarpSize, " samples and ", kMaxGridYZ * kThreads,
               " taps per location, got ", p.locations(), ", ", p.H * p.W, ", ", p.O, ", ", p.C,
               ", ", p.B, " and ", p.taps);
 }

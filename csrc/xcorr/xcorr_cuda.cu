@@ -97,9 +97,9 @@ void launch_partial(const T* xp, const T* z, const Geometry& g, int64_t channels
 
 void forward_cuda(const at::Tensor& xp, const at::Tensor& z, XcorrMode mode, at::Tensor& out) {
   const Geometry g = geometry_of(xp, z);
-  CVOPS_CHECK(g.B <= 65535 && (mode == XcorrMode::kFull || g.C <= 65535), "xcorr",
-              "the CUDA kernel takes at most 65535 search images and channels, got ", g.B, " and ",
-              g.C);
+  CVOPS_CHECK(g.B <= kMaxGridYZ && (mode == XcorrMode::kFull || g.C <= kMaxGridYZ), "xcorr",
+              "the CUDA kernel takes at most ", kMaxGridYZ, " search images and channels, got ",
+              g.B, " and ", g.C);
   c10::cuda::CUDAGuard guard(out.device());
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "cvops_xcorr_cuda", [&] {
@@ -109,8 +109,8 @@ void forward_cuda(const at::Tensor& xp, const at::Tensor& z, XcorrMode mode, at:
                         stream);
       return;
     }
-    // More channels per block past 65535 blocks (grid.y's limit).
-    const int64_t per_block = std::max(kChannelBlock, ceil_div<int64_t>(g.C, 65535));
+    // More channels per block past kMaxGridYZ blocks (grid.y).
+    const int64_t per_block = std::max(kChannelBlock, ceil_div<int64_t>(g.C, kMaxGridYZ));
     const int64_t blocks = ceil_div<int64_t>(g.C, per_block);
     auto partial = at::empty({g.B, blocks, g.Ho * g.Wo}, out.options());
     launch_partial<T>(xp.const_data_ptr<T>(), z.const_data_ptr<T>(), g, per_block, blocks,
