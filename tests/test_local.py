@@ -60,20 +60,24 @@ def test_matches_unfold_reference(shape, bias):
     assert_matches_reference(*inputs(*shape, bias=bias))
 
 
-@pytest.mark.parametrize("batch", [1, 3, 4, 5, 9])
-def test_both_cpu_batch_paths(batch):
-    """Up to 4 samples the CPU streams each location's filter rows against its patches; past 4 it runs
-    batched GEMMs: both against the reference, forward and every gradient, 45 taps (a partial vector)."""
-    x, weight, bias, options = inputs(batch, 5, 6, (9, 8), (3, 3), 1, 1, 1)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("batch", [1, 3, 4, 5, 9, 17, 33, 70])
+def test_both_cpu_batch_paths(batch, dtype):
+    """Up to 4 samples the CPU streams each location's filter rows against its patches; past 4 the
+    samples are the vector lanes forward (blocks of 4 vectors, the last of 1 to 4, partial ones
+    included; 6 filters: whole and single rows) and the backward runs batched GEMMs: both against
+    the reference, forward and every gradient, 45 taps (a partial vector)."""
+    x, weight, bias, options = inputs(batch, 5, 6, (9, 8), (3, 3), 1, 1, 1, dtype=dtype)
+    tol = 1e-11 if dtype == torch.float64 else 2e-5
     leaves = [t.requires_grad_() for t in (x, weight, bias)]
     ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
     got, want = cvops.locally_connected2d(*leaves, **options), ref.locally_connected2d(*ref_leaves, **options)
-    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
     w = torch.randn(want.shape, dtype=want.dtype)
     for g, r in zip(
         torch.autograd.grad((got * w).sum(), leaves), torch.autograd.grad((want * w).sum(), ref_leaves), strict=True
     ):
-        torch.testing.assert_close(g, r, rtol=1e-11, atol=1e-11)
+        torch.testing.assert_close(g, r, rtol=tol, atol=tol)
 
 
 def test_deepface_l6_shape():

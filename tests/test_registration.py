@@ -43,8 +43,8 @@ def test_loop_tables_name_every_op_that_dispatches_through_them():
 
 # Each CPU level runs the multiversioned loops (box rows, NMS suppression, instance norm planes and
 # channel blocks, the Gram mirror, the xcorr planes, bit packing, the XNOR tiles (popcounts, or
-# AMX int8 tiles at the amx level) and the locally connected small-batch rows) in a child process;
-# the results must be the same bits.
+# AMX int8 tiles at the amx level) and the locally connected rows (small-batch and batch-lanes) in a
+# child process; the results must be the same bits.
 _PROGRAM = r"""
 import sys, torch, cvops
 torch.manual_seed(0)
@@ -84,6 +84,10 @@ out["xnor_linear"] = cvops.xnor_linear(torch.randn(37, 300), torch.randn(50, 300
 lx, lw = torch.randn(3, 5, 9, 8, requires_grad=True), torch.randn(7, 6, 4, 5, 3, 3, requires_grad=True)
 out["local"] = cvops.locally_connected2d(lx, lw)
 out["local_grad_x"], out["local_grad_w"] = torch.autograd.grad((out["local"] * torch.randn(3, 4, 7, 6)).sum(), (lx, lw))
+# Past 4 samples the batch is the vector dimension: 21 samples fill whole and partial vectors.
+lx = torch.randn(21, 5, 9, 8)
+out["local_lanes"] = cvops.locally_connected2d(lx, torch.randn(5, 2, 6, 5, 3, 3), stride=2, padding=(1, 0), dilation=(1, 2))
+out["local_lanes64"] = cvops.locally_connected2d(lx.double(), torch.randn(9, 8, 6, 5, 3, 3).double(), padding=1)
 torch.save(out, sys.argv[1])
 """
 

@@ -1,14 +1,20 @@
-// CPU loops of the local family: chunks of locations whose patches are gathered ([n, taps, B], one
-// task per (location, channel), its taps × samples written contiguously), multiplied by MKL's
-// batched GEMM (at::bmm) and, for dx, scattered back (one task per channel, locations in order, so
-// every input element sums in a fixed order). Up to kStreamBatch samples, where the weights are the
-// traffic and MKL's tiny GEMMs are overhead, one task per location streams its filter rows once
-// against its patches instead (local_cpu_bodies.h), forward and backward.
+// CPU loops of the local family, over x laid out batch-last (BatchLast: [C, Hp, Wp, Bp], padded)
+// so that every tap of every location is a contiguous run of samples. Forward: one task per location
+// runs its filter rows over the samples' vectors with FMAs (batch_lanes_forward), each weight read
+// once per 64 samples. Backward: chunks of locations whose patches are copied out ([n, taps, B]),
+// multiplied by MKL's batched GEMM (at::bmm) and, for dx, added back (one task per channel,
+// locations in order, so every input element sums in a fixed order). Up to kStreamBatch samples,
+// where the weights are the traffic and MKL's tiny GEMMs are overhead, one task per location
+// streams its filter rows once against its patches instead (local_cpu_bodies.h), forward and
+// backward.
 #include <ATen/Parallel.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -22,7 +28,7 @@
 namespace cvops::local {
 namespace {
 
-constexpr int kStreamBatch = 4;  // past 4 samples MKL's batched GEMMs are as fast
+constexpr int kStreamBatch = 4;  // past 4 samples the batch fills vectors (and MKL's GEMMs)
 
 #define CVOPS_CPU_BODIES "local/local_cpu_bodies.h"
 #include "common/cpu_levels_compile.h"
@@ -43,62 +49,82 @@ void for_each_chunk(const Problem& p, const at::TensorOptions& options, Fn&& fn)
   }
 }
 
-// patches [n, taps, B] of the locations l0..l0 + n, 0 where a tap reads padding.
-void gather_patches(const at::Tensor& x, const Problem& p, int64_t l0, int64_t n,
-                    const at::Tensor& patches) {
-  const Window1d &wh = p.window.h, &ww = p.window.w;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_gather_patches_cpu", [&] {
-    const scalar_t* in = x.const_data_ptr<scalar_t>();
+// x [B, C, H, W] as xt [C, Hp, Wp, Bp]: zero-padded, the batch last, Bp = B rounded up to whole
+// 64-byte vectors, so that each tap of a location reads (and its gradient adds to) contiguous
+// samples. offsets[t]: tap t = (c, u, v) from a window's corner, as F.unfold orders the taps.
+struct BatchLast {
+  int64_t Hp, Wp, Bp;
+  std::vector<int64_t> offsets;
+
+  BatchLast(const Problem& p, int64_t element_size)
+      : Hp(p.H + 2 * p.window.h.padding),
+        Wp(p.W + 2 * p.window.w.padding),
+        Bp((p.B * element_size + 63) / 64 * 64 / element_size),
+        offsets(p.taps) {
+    const Window1d &wh = p.window.h, &ww = p.window.w;
+    for (int64_t c = 0, t = 0; c < p.C; ++c)
+      for (int64_t u = 0; u < wh.kernel; ++u)
+        for (int64_t v = 0; v < ww.kernel; ++v, ++t)
+          offsets[t] = ((c * Hp + u * wh.dilation) * Wp + v * ww.dilation) * Bp;
+  }
+  int64_t corner(const Problem& p, int64_t l) const {
+    return ((l / p.out_w) * p.window.h.stride * Wp + (l % p.out_w) * p.window.w.stride) * Bp;
+  }
+  // xt's [B, C, H, W] view of x's values (the padding and the lanes past B left out).
+  at::Tensor interior(const at::Tensor& xt, const Problem& p) const {
+    return xt.narrow(1, p.window.h.padding, p.H)
+        .narrow(2, p.window.w.padding, p.W)
+        .narrow(3, 0, p.B)
+        .permute({3, 0, 1, 2});
+  }
+  at::Tensor zeros(const Problem& p, const at::TensorOptions& options) const {
+    return at::zeros({p.C, Hp, Wp, Bp}, options);
+  }
+  at::Tensor of(const at::Tensor& x, const Problem& p) const {
+    auto xt = zeros(p, x.options());
+    interior(xt, p).copy_(x);
+    return xt;
+  }
+};
+
+// patches [n, taps, B] of the locations l0..l0 + n from xt: one task per (location, channel), its
+// kh·kw taps × B samples copied contiguously.
+void gather_patches(const at::Tensor& xt, const BatchLast& bl, const Problem& p, int64_t l0,
+                    int64_t n, const at::Tensor& patches) {
+  const int64_t kernel = p.window.h.kernel * p.window.w.kernel;
+  AT_DISPATCH_FLOATING_TYPES(xt.scalar_type(), "cvops_gather_patches_cpu", [&] {
+    const scalar_t* in = xt.const_data_ptr<scalar_t>();
     scalar_t* out = patches.data_ptr<scalar_t>();
-    const int64_t plane = p.H * p.W, sample = p.C * plane, kernel = wh.kernel * ww.kernel;
-    // One task per (location, channel): its kh·kw taps × B samples, written contiguously.
     at::parallel_for(0, n * p.C, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t l = l0 + task / p.C, c = task % p.C, i = l / p.out_w, j = l % p.out_w;
-        scalar_t* dst = out + task * kernel * p.B;
-        for (int64_t u = 0; u < wh.kernel; ++u) {
-          const int64_t y = window_input_index(i, u, wh);
-          for (int64_t v = 0; v < ww.kernel; ++v, dst += p.B) {
-            const int64_t xx = window_input_index(j, v, ww);
-            if (y < 0 || y >= p.H || xx < 0 || xx >= p.W) {
-              std::fill(dst, dst + p.B, scalar_t(0));
-              continue;
-            }
-            const scalar_t* src = in + c * plane + y * p.W + xx;
-            for (int64_t b = 0; b < p.B; ++b) dst[b] = src[b * sample];
-          }
+        const int64_t l = l0 + task / p.C, c = task % p.C;
+        const scalar_t* corner = in + bl.corner(p, l);
+        for (int64_t t = c * kernel; t < (c + 1) * kernel; ++t) {
+          const scalar_t* src = corner + bl.offsets[t];
+          std::copy(src, src + p.B, out + (task * kernel + t - c * kernel) * p.B);
         }
       }
     });
   });
 }
 
-// grad_x += the patches' gradient [n, taps, B] of the locations l0..l0 + n, summed back onto the
-// input.
-void scatter_patches(const at::Tensor& grad_patches, const Problem& p, int64_t l0, int64_t n,
-                     at::Tensor& grad_x) {
-  const Window1d &wh = p.window.h, &ww = p.window.w;
-  AT_DISPATCH_FLOATING_TYPES(grad_x.scalar_type(), "cvops_scatter_patches_cpu", [&] {
+// grad_xt (batch-last, as xt) += the patches' gradient [n, taps, B] of the locations l0..l0 + n.
+// One task per channel, locations and taps in order: a fixed order for every element, each tap's B
+// values added as one contiguous run (what lands in the padding is dropped).
+void scatter_patches(const at::Tensor& grad_patches, const BatchLast& bl, const Problem& p,
+                     int64_t l0, int64_t n, at::Tensor& grad_xt) {
+  const int64_t kernel = p.window.h.kernel * p.window.w.kernel;
+  AT_DISPATCH_FLOATING_TYPES(grad_xt.scalar_type(), "cvops_scatter_patches_cpu", [&] {
     const scalar_t* gp = grad_patches.const_data_ptr<scalar_t>();
-    scalar_t* gx = grad_x.data_ptr<scalar_t>();
-    const int64_t plane = p.H * p.W, sample = p.C * plane, kernel = wh.kernel * ww.kernel;
-    // One task per channel, locations and taps in order: a fixed order for every element, and
-    // each tap's B gradient values read as one contiguous run.
+    scalar_t* gx = grad_xt.data_ptr<scalar_t>();
     at::parallel_for(0, p.C, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         for (int64_t l = l0; l < l0 + n; ++l) {
-          const int64_t i = l / p.out_w, j = l % p.out_w;
+          scalar_t* corner = gx + bl.corner(p, l);
           const scalar_t* src = gp + ((l - l0) * p.C + c) * kernel * p.B;
-          for (int64_t u = 0; u < wh.kernel; ++u) {
-            const int64_t y = window_input_index(i, u, wh);
-            if (y < 0 || y >= p.H) continue;
-            for (int64_t v = 0; v < ww.kernel; ++v) {
-              const int64_t xx = window_input_index(j, v, ww);
-              if (xx < 0 || xx >= p.W) continue;
-              const scalar_t* s = src + (u * ww.kernel + v) * p.B;
-              scalar_t* d = gx + c * plane + y * p.W + xx;
-              for (int64_t b = 0; b < p.B; ++b) d[b * sample] += s[b];
-            }
+          for (int64_t t = c * kernel; t < (c + 1) * kernel; ++t, src += p.B) {
+            scalar_t* dst = corner + bl.offsets[t];
+            for (int64_t b = 0; b < p.B; ++b) dst[b] += src[b];
           }
         }
       }
@@ -155,7 +181,8 @@ void stream_forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem&
 // Per chunk of locations: each location's dW and patch gradient in one pass over its weights,
 // then the chunk's patch gradients scattered back in order.
 void stream_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
-                         const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
+                         const Problem& p, const BatchLast& bl, at::Tensor& grad_xt,
+                         at::Tensor& grad_w) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_stream_backward_cpu", [&] {
     using T = scalar_t;
     const auto rows = CVOPS_CPU_SELECT(stream_backward<T>);
@@ -178,7 +205,28 @@ void stream_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::
           }
         }
       });
-      scatter_patches(columns, p, l0, n, grad_x);
+      scatter_patches(columns, bl, p, l0, n, grad_xt);
+    });
+  });
+}
+
+// Past kStreamBatch samples: one task per location runs its filter rows over the samples' vectors
+// in xt (batch_lanes_forward): no patches gathered, each weight read once per 64 samples.
+void batch_lanes_forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem& p,
+                             at::Tensor& out) {
+  const BatchLast bl(p, x.element_size());
+  const auto xt = bl.of(x, p);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_batch_lanes_cpu", [&] {
+    using T = scalar_t;
+    const auto rows = CVOPS_CPU_SELECT(batch_lanes_forward<T>);
+    const T* in = xt.const_data_ptr<T>();
+    const T* weight = w.const_data_ptr<T>();
+    T* result = out.data_ptr<T>();
+    at::parallel_for(0, p.locations(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t l = begin; l < end; ++l) {
+        rows(weight + l * p.O * p.taps, p.O, p.taps, in + bl.corner(p, l), bl.offsets.data(), p.B,
+             result + l * p.O * p.B);
+      }
     });
   });
 }
@@ -186,24 +234,27 @@ void stream_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::
 void forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem& p, bool /*tf32*/,
                  at::Tensor& out) {
   if (p.B <= kStreamBatch) return stream_forward_cpu(x, w, p, out);
-  for_each_chunk(p, x.options(), [&](int64_t l0, int64_t n, const at::Tensor& columns) {
-    gather_patches(x, p, l0, n, columns);
-    auto block = out.narrow(0, l0, n);  // [n, O, B] = [n, O, taps] · [n, taps, B]
-    at::bmm_out(block, w.narrow(0, l0, n), columns);
-  });
+  batch_lanes_forward_cpu(x, w, p, out);
 }
 
 void backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
                   const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
-  if (p.B <= kStreamBatch) return stream_backward_cpu(grad, x, w, p, grad_x, grad_w);
-  for_each_chunk(p, x.options(), [&](int64_t l0, int64_t n, const at::Tensor& columns) {
-    gather_patches(x, p, l0, n, columns);
-    const auto gl = grad.narrow(0, l0, n);  // [n, O, B]
-    // dW_l = dY_l·P_lᵀ, reduced over the batch by the GEMM; dP_l = W_lᵀ·dY_l, scattered back.
-    auto block = grad_w.narrow(0, l0, n);
-    at::bmm_out(block, gl, columns.transpose(1, 2));
-    scatter_patches(at::bmm(w.narrow(0, l0, n).transpose(1, 2), gl), p, l0, n, grad_x);
-  });
+  const BatchLast bl(p, x.element_size());
+  auto grad_xt = bl.zeros(p, x.options());
+  if (p.B <= kStreamBatch) {
+    stream_backward_cpu(grad, x, w, p, bl, grad_xt, grad_w);
+  } else {
+    const auto xt = bl.of(x, p);
+    for_each_chunk(p, x.options(), [&](int64_t l0, int64_t n, const at::Tensor& columns) {
+      gather_patches(xt, bl, p, l0, n, columns);
+      const auto gl = grad.narrow(0, l0, n);  // [n, O, B]
+      // dW_l = dY_l·P_lᵀ, reduced over the batch by the GEMM; dP_l = W_lᵀ·dY_l, scattered back.
+      auto block = grad_w.narrow(0, l0, n);
+      at::bmm_out(block, gl, columns.transpose(1, 2));
+      scatter_patches(at::bmm(w.narrow(0, l0, n).transpose(1, 2), gl), bl, p, l0, n, grad_xt);
+    });
+  }
+  grad_x.copy_(bl.interior(grad_xt, p));
 }
 
 constexpr Loops kCpuLoops{&forward_cpu, &backward_cpu};

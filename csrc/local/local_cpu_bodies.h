@@ -1,10 +1,12 @@
-// The small-batch loops of the local CPU kernels, compiled once per CPU level
-// (common/cpu_levels.h): included by local_cpu.cpp only, inside its namespace. Up to kStreamBatch
-// samples the weights are the traffic, so each location's filter rows are streamed once against
-// its patches [B, taps]. Sums run in vectors of 64 bytes
-// (GCC's vector extension, split into whatever registers the level has), lane by lane, then over
-// the lanes in order: every level computes the same bits.
+// The loops of the local CPU kernels, compiled once per CPU level (common/cpu_levels.h): included
+// by local_cpu.cpp only, inside its namespace. Up to kStreamBatch samples the weights are the
+// traffic, so each location's filter rows are streamed once against its patches [B, taps]; past
+// that the samples are the vector lanes (batch_lanes_forward). Sums run in vectors (GCC's vector
+// extension, split into whatever registers the level has), lane by lane, then over the lanes in
+// order where a sum spans lanes: every level computes the same bits.
 namespace CVOPS_CPU_NS {
+
+#include "common/cpu_vector_bodies.h"
 
 template <typename T>
 struct RowOf {
@@ -93,6 +95,73 @@ void stream_backward(const T* w, const T* patches, const T* grad, int64_t O, int
   with_batch(B, [&](auto samples) {
     stream_backward_rows<T, samples.value>(w, patches, grad, O, taps, grad_w, grad_patches);
   });
+}
+
+// Past kStreamBatch samples, the forward runs over xt [C, Hp, Wp, Bp]: x zero-padded with the batch
+// last (Bp: B rounded up to whole 64-byte vectors), so each tap of a location reads contiguous
+// vectors of samples and each weight is broadcast once per block of kV vectors, fed to kV FMAs.
+// Registers: kAccumulators vectors of sums (of 32 zmm at AVX-512, of 16 ymm otherwise).
+#if CVOPS_CPU_AVX512
+constexpr int kAccumulators = 16;
+#else
+constexpr int kAccumulators = 8;
+#endif
+
+// out[o, b] (o < kO rows of w [.., taps], b < kV vectors of samples from x) =
+// Σ_t w[o, t] · x[offsets[t] + b], one FMA a product, the taps in order; lanes past B not stored.
+template <typename T, int kO, int kV>
+C10_ALWAYS_INLINE void batch_lanes_tile(const T* w, int64_t taps, const T* x,
+                                        const int64_t* offsets, int64_t lanes_left, int64_t B,
+                                        T* out) {
+  using V = typename VecOf<T, kWideBytes>::type;
+  constexpr int64_t kLanes = kWideBytes / sizeof(T);
+  V acc[kO][kV];
+  for (int o = 0; o < kO; ++o)
+    for (int k = 0; k < kV; ++k) acc[o][k] = V{};
+  for (int64_t t = 0; t < taps; ++t) {
+    V column[kV];
+    for (int k = 0; k < kV; ++k)
+      __builtin_memcpy(&column[k], x + offsets[t] + k * kLanes, sizeof(V));
+    for (int o = 0; o < kO; ++o) {
+      const T weight = w[o * taps + t];
+      for (int k = 0; k < kV; ++k) acc[o][k] = fused_multiply_add(weight, column[k], acc[o][k]);
+    }
+  }
+  for (int o = 0; o < kO; ++o) {
+    for (int k = 0; k < kV; ++k) {
+      const int64_t valid = std::min<int64_t>(kLanes, lanes_left - k * kLanes);
+      if (valid == kLanes) {
+        __builtin_memcpy(out + o * B + k * kLanes, &acc[o][k], sizeof(V));
+      } else {
+        for (int64_t lane = 0; lane < valid; ++lane)
+          out[o * B + k * kLanes + lane] = acc[o][k][lane];
+      }
+    }
+  }
+}
+
+// One location's out [O, B] from its filter rows w [O, taps] and x, its window's corner in xt:
+// blocks of kV = 4 vectors of samples (the last block 1 to 4), and in each kO = kAccumulators / kV rows at a
+// time, the last rows one by one.
+template <typename T>
+void batch_lanes_forward(const T* w, int64_t O, int64_t taps, const T* x, const int64_t* offsets,
+                         int64_t B, T* out) {
+  constexpr int64_t kLanes = kWideBytes / sizeof(T);
+  auto rows = [&](auto vectors, int64_t b0) {
+    constexpr int kV = decltype(vectors)::value, kO = kAccumulators / kV;
+    int64_t o = 0;
+    for (; o + kO <= O; o += kO)
+      batch_lanes_tile<T, kO, kV>(w + o * taps, taps, x + b0, offsets, B - b0, B, out + o * B + b0);
+    for (; o < O; ++o)
+      batch_lanes_tile<T, 1, kV>(w + o * taps, taps, x + b0, offsets, B - b0, B, out + o * B + b0);
+  };
+  int64_t b0 = 0;
+  for (; b0 + 4 * kLanes <= B; b0 += 4 * kLanes) rows(std::integral_constant<int, 4>{}, b0);
+  switch ((B - b0 + kLanes - 1) / kLanes) {
+    case 3: return rows(std::integral_constant<int, 3>{}, b0);
+    case 2: return rows(std::integral_constant<int, 2>{}, b0);
+    case 1: return rows(std::integral_constant<int, 1>{}, b0);
+  }
 }
 
 }  // namespace CVOPS_CPU_NS
