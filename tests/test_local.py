@@ -192,6 +192,22 @@ def test_gradients_match_reference(shape, wrt):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_batch_lanes_match_reference(shape):
+    """Every shape at 21 samples (past 4: the batch-lanes forward, the patch gradient in phases of rows
+    that read disjoint input rows, dW by batched GEMMs), forward and all three gradients."""
+    x, weight, bias, options = inputs(21, *shape[1:])
+    leaves = [t.requires_grad_() for t in (x, weight, bias)]
+    ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    got, want = cvops.locally_connected2d(*leaves, **options), ref.locally_connected2d(*ref_leaves, **options)
+    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+    w = torch.randn(want.shape, dtype=want.dtype)
+    for g, r in zip(
+        torch.autograd.grad((got * w).sum(), leaves), torch.autograd.grad((want * w).sum(), ref_leaves), strict=True
+    ):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
 def test_gradcheck():
     x, weight, bias, options = inputs(2, 2, 2, (6, 5), (3, 2), (2, 1), 1, (1, 2))
     leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
@@ -240,7 +256,7 @@ results = []
 for threads in (1, 2, 3, 1):
     torch.set_num_threads(threads)
     result = []
-    for batch in (4, 10):  # the small-batch rows and the batched GEMMs
+    for batch in (4, 10, 70):  # the small-batch rows, then the batch lanes (70: two blocks of samples)
         x = torch.randn(batch, 8, 16, 16, generator=torch.Generator().manual_seed(batch)).requires_grad_()
         w = torch.randn(batch, 8, 16, 16, generator=torch.Generator().manual_seed(batch + 1))
         y = cvops.locally_connected2d(x, weight, bias, padding=2)
@@ -257,7 +273,9 @@ def test_same_bits_at_any_thread_count(tmp_path):
     first, *others = torch.load(path)
     for threads, other in zip((2, 3, 1), others):
         names = [
-            f"{name} at batch {batch}" for batch in (4, 10) for name in ("out", "grad_x", "grad_weight", "grad_bias")
+            f"{name} at batch {batch}"
+            for batch in (4, 10, 70)
+            for name in ("out", "grad_x", "grad_weight", "grad_bias")
         ]
         for name, a, b in zip(names, first, other, strict=True):
             assert torch.equal(a, b), f"{name} at {threads} threads"

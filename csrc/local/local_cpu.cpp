@@ -237,6 +237,51 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& w, const Problem& p, boo
   batch_lanes_forward_cpu(x, w, p, out);
 }
 
+// Past kStreamBatch samples, the patches' gradient runs over the samples' vectors too: one task per
+// (row of output locations, 64-sample block) adds w_lᵀ·dY_l of the row's locations in order onto
+// grad_xt (batch_lanes_patch_gradient), each location's weights read once per block. Rows that
+// read common input rows never run at once: rows i ≡ r (mod phases) run in phase r, so every
+// element sums its terms in one fixed order, whatever the thread count. dW_l = dY_l·P_lᵀ, reduced
+// over the batch, is one batched GEMM per chunk of locations over their copied-out patches.
+void batch_lanes_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
+                              const Problem& p, const BatchLast& bl, at::Tensor& grad_xt,
+                              at::Tensor& grad_w) {
+  const auto xt = bl.of(x, p);
+  for_each_chunk(p, x.options(), [&](int64_t l0, int64_t n, const at::Tensor& columns) {
+    gather_patches(xt, bl, p, l0, n, columns);
+    auto block = grad_w.narrow(0, l0, n);
+    at::bmm_out(block, grad.narrow(0, l0, n), columns.transpose(1, 2));
+  });
+  const int64_t L = p.locations();
+  std::vector<int64_t> corners(L);
+  for (int64_t l = 0; l < L; ++l) corners[l] = bl.corner(p, l);
+  auto g = at::zeros({L, p.O, bl.Bp}, grad.options());  // [L, O, Bp]: whole vectors of samples
+  g.narrow(2, 0, p.B).copy_(grad);
+  // Rows i and i + phases read disjoint input rows: (phases − 1)·stride ≥ span − stride.
+  const Window1d& wh = p.window.h;
+  const int64_t span = wh.dilation * (wh.kernel - 1) + 1;
+  const int64_t phases = std::min(p.out_h, std::max<int64_t>(1, (span - 1) / wh.stride + 1));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cvops_locally_connected2d_patch_gradient_cpu", [&] {
+    using T = scalar_t;
+    const auto rows = CVOPS_CPU_SELECT(batch_lanes_patch_gradient<T>);
+    const int64_t block = 256 / sizeof(T), blocks = (bl.Bp + block - 1) / block;
+    const T* weight = w.const_data_ptr<T>();
+    const T* gl = g.const_data_ptr<T>();
+    T* gx = grad_xt.data_ptr<T>();
+    for (int64_t phase = 0; phase < phases; ++phase) {
+      const int64_t count =
+          (p.out_h - phase + phases - 1) / phases;  // rows phase, phase + phases..
+      at::parallel_for(0, count * blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t i = phase + task / blocks * phases, b0 = task % blocks * block;
+          rows(weight, gl, i * p.out_w, p.out_w, p.O, p.taps, bl.Bp, b0,
+               std::min(bl.Bp, b0 + block), corners.data(), bl.offsets.data(), gx);
+        }
+      });
+    }
+  });
+}
+
 void backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w,
                   const Problem& p, at::Tensor& grad_x, at::Tensor& grad_w) {
   const BatchLast bl(p, x.element_size());
@@ -244,15 +289,7 @@ void backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor&
   if (p.B <= kStreamBatch) {
     stream_backward_cpu(grad, x, w, p, bl, grad_xt, grad_w);
   } else {
-    const auto xt = bl.of(x, p);
-    for_each_chunk(p, x.options(), [&](int64_t l0, int64_t n, const at::Tensor& columns) {
-      gather_patches(xt, bl, p, l0, n, columns);
-      const auto gl = grad.narrow(0, l0, n);  // [n, O, B]
-      // dW_l = dY_l·P_lᵀ, reduced over the batch by the GEMM; dP_l = W_lᵀ·dY_l, scattered back.
-      auto block = grad_w.narrow(0, l0, n);
-      at::bmm_out(block, gl, columns.transpose(1, 2));
-      scatter_patches(at::bmm(w.narrow(0, l0, n).transpose(1, 2), gl), bl, p, l0, n, grad_xt);
-    });
+    batch_lanes_backward_cpu(grad, x, w, p, bl, grad_xt, grad_w);
   }
   grad_x.copy_(bl.interior(grad_xt, p));
 }

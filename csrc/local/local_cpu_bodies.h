@@ -164,4 +164,72 @@ void batch_lanes_forward(const T* w, int64_t O, int64_t taps, const T* x, const 
   }
 }
 
+// gx[offsets[t] + b] += Σ_o w[o, t] · g[o, b] for kT taps t from w's and offsets' first and kV
+// vectors of samples b (g's rows Bp apart): the sum one FMA a product, o in order, then one add.
+template <typename T, int kT, int kV>
+C10_ALWAYS_INLINE void patch_gradient_tile(const T* w, int64_t taps, const T* g, int64_t O,
+                                           int64_t Bp, const int64_t* offsets, T* gx) {
+  using V = typename VecOf<T, kWideBytes>::type;
+  constexpr int64_t kLanes = kWideBytes / sizeof(T);
+  V acc[kT][kV];
+  for (int t = 0; t < kT; ++t)
+    for (int k = 0; k < kV; ++k) acc[t][k] = V{};
+  for (int64_t o = 0; o < O; ++o) {
+    V grad[kV];
+    for (int k = 0; k < kV; ++k) __builtin_memcpy(&grad[k], g + o * Bp + k * kLanes, sizeof(V));
+    for (int t = 0; t < kT; ++t) {
+      const T weight = w[o * taps + t];
+      for (int k = 0; k < kV; ++k) acc[t][k] = fused_multiply_add(weight, grad[k], acc[t][k]);
+    }
+  }
+  for (int t = 0; t < kT; ++t) {
+    for (int k = 0; k < kV; ++k) {
+      V sum;
+      __builtin_memcpy(&sum, gx + offsets[t] + k * kLanes, sizeof(V));
+      sum += acc[t][k];
+      __builtin_memcpy(gx + offsets[t] + k * kLanes, &sum, sizeof(V));
+    }
+  }
+}
+
+// The patches' gradient of locations l0..l0 + n, in order (corners[l]: a window's corner in gx),
+// added onto gx (batch-last, as xt) for samples [b0, b1) (whole vectors, within Bp), from
+// w [L, O, taps] and g [L, O, Bp]: kAccumulators / kV taps at a time, each weight broadcast once.
+template <typename T>
+void batch_lanes_patch_gradient(const T* w, const T* g, int64_t l0, int64_t n, int64_t O,
+                                int64_t taps, int64_t Bp, int64_t b0, int64_t b1,
+                                const int64_t* corners, const int64_t* offsets, T* gx) {
+  constexpr int64_t kLanes = kWideBytes / sizeof(T);
+  auto columns = [&](auto vectors, int64_t b) {
+    constexpr int kV = decltype(vectors)::value, kT = kAccumulators / kV;
+    // The tiles read a location's weights a few columns of every filter row at a time, which the
+    // hardware prefetcher does not follow: each tile prefetches its share of the next location's.
+    const int64_t lines = (O * taps * int64_t(sizeof(T)) + 63) / 64,
+                  tiles = std::max<int64_t>(1, taps / kT);
+    const int64_t share = (lines + tiles - 1) / tiles;
+    for (int64_t l = l0; l < l0 + n; ++l) {
+      const T* wl = w + l * O * taps;
+      const T* gl = g + l * O * Bp + b;
+      T* corner = gx + corners[l] + b;
+      const char* next = reinterpret_cast<const char*>(wl + O * taps);
+      int64_t t = 0;
+      for (int64_t line = 0; t + kT <= taps; t += kT) {
+        if (l + 1 < l0 + n)
+          for (int64_t q = 0; q < share && line < lines; ++q, ++line)
+            __builtin_prefetch(next + line * 64);
+        patch_gradient_tile<T, kT, kV>(wl + t, taps, gl, O, Bp, offsets + t, corner);
+      }
+      for (; t < taps; ++t)
+        patch_gradient_tile<T, 1, kV>(wl + t, taps, gl, O, Bp, offsets + t, corner);
+    }
+  };
+  int64_t b = b0;
+  for (; b + 4 * kLanes <= b1; b += 4 * kLanes) columns(std::integral_constant<int, 4>{}, b);
+  switch ((b1 - b) / kLanes) {
+    case 3: return columns(std::integral_constant<int, 3>{}, b);
+    case 2: return columns(std::integral_constant<int, 2>{}, b);
+    case 1: return columns(std::integral_constant<int, 1>{}, b);
+  }
+}
+
 }  // namespace CVOPS_CPU_NS
