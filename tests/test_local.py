@@ -61,12 +61,12 @@ def test_matches_unfold_reference(shape, bias):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("batch", [1, 3, 4, 5, 9, 17, 33, 70])
+@pytest.mark.parametrize("batch", [1, 3, 4, 5, 9, 17, 30, 33, 60, 70])
 def test_both_cpu_batch_paths(batch, dtype):
     """Up to 4 samples the CPU streams each location's filter rows against its patches; past 4 the
     samples are the vector lanes forward (blocks of 4 vectors, the last of 1 to 4, partial ones
-    included; 6 filters: whole and single rows) and the backward runs batched GEMMs: both against
-    the reference, forward and every gradient, 45 taps (a partial vector)."""
+    included; 6 filters: whole and single rows), and so does the backward's patch gradient (dW: batched
+    GEMMs): both against the reference, forward and every gradient, 45 taps (a partial vector)."""
     x, weight, bias, options = inputs(batch, 5, 6, (9, 8), (3, 3), 1, 1, 1, dtype=dtype)
     tol = 1e-11 if dtype == torch.float64 else 2e-5
     leaves = [t.requires_grad_() for t in (x, weight, bias)]

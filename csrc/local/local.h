@@ -2,9 +2,9 @@
 // The local family: locally connected 2-d layers (DeepFace), convolution-shaped with different
 // weights at every output location. The op bodies (local.cpp) validate and lay the tensors out once
 // for every device; the devices run the per-location GEMMs without ever materialising the unfolded
-// input: the CPU gathers a chunk of locations' patches and runs MKL's batched GEMM over them (or,
-// for a few samples, streams each location's filter rows once against its patches), CUDA runs
-// fused implicit GEMMs that gather the patches into shared memory (local_cuda.cu).
+// input: the CPU runs each location's filter rows over vectors of samples of a batch-last x (or,
+// for a few samples, streams them once against its patches; local_cpu.cpp), CUDA runs fused
+// implicit GEMMs that gather the patches into shared memory (local_cuda.cu).
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
 

@@ -1,12 +1,13 @@
 // CPU loops of the local family, over x laid out batch-last (BatchLast: [C, Hp, Wp, Bp], padded)
-// so that every tap of every location is a contiguous run of samples. Forward: one task per location
-// runs its filter rows over the samples' vectors with FMAs (batch_lanes_forward), each weight read
-// once per 64 samples. Backward: chunks of locations whose patches are copied out ([n, taps, B]),
-// multiplied by MKL's batched GEMM (at::bmm) and, for dx, added back (one task per channel,
-// locations in order, so every input element sums in a fixed order). Up to kStreamBatch samples,
-// where the weights are the traffic and MKL's tiny GEMMs are overhead, one task per location
-// streams its filter rows once against its patches instead (local_cpu_bodies.h), forward and
-// backward.
+// so that every tap of every location is a contiguous run of samples. Past kStreamBatch samples
+// the samples are the vector lanes (local_cpu_bodies.h): forward, one task per location runs its
+// filter rows over them with FMAs; backward, the patches' gradient is added onto a batch-last dx
+// the same way, row by row of locations in phases that never add to the same element at once,
+// and dW is MKL's batched GEMM (at::bmm) over chunks of copied-out patches [n, taps, B]. Up to
+// kStreamBatch samples, where the weights are the traffic and vectors of samples would be mostly
+// empty, one task per location streams its filter rows once against its patches instead, forward
+// and backward, the patch gradients added back one task per channel, locations in order. Every
+// element sums in a fixed order, whatever the thread count.
 #include <ATen/Parallel.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
@@ -54,21 +55,21 @@ void for_each_chunk(const Problem& p, const at::TensorOptions& options, Fn&& fn)
 // samples. offsets[t]: tap t = (c, u, v) from a window's corner, as F.unfold orders the taps.
 struct BatchLast {
   int64_t Hp, Wp, Bp;
-  std::vector<int64_t> offsets;
+  std::vector<int64_t> offsets, corners;  // corners[l]: location l's window corner
 
   BatchLast(const Problem& p, int64_t element_size)
       : Hp(p.H + 2 * p.window.h.padding),
         Wp(p.W + 2 * p.window.w.padding),
         Bp((p.B * element_size + 63) / 64 * 64 / element_size),
-        offsets(p.taps) {
+        offsets(p.taps),
+        corners(p.locations()) {
     const Window1d &wh = p.window.h, &ww = p.window.w;
     for (int64_t c = 0, t = 0; c < p.C; ++c)
       for (int64_t u = 0; u < wh.kernel; ++u)
         for (int64_t v = 0; v < ww.kernel; ++v, ++t)
           offsets[t] = ((c * Hp + u * wh.dilation) * Wp + v * ww.dilation) * Bp;
-  }
-  int64_t corner(const Problem& p, int64_t l) const {
-    return ((l / p.out_w) * p.window.h.stride * Wp + (l % p.out_w) * p.window.w.stride) * Bp;
+    for (int64_t l = 0; l < p.locations(); ++l)
+      corners[l] = ((l / p.out_w) * wh.stride * Wp + (l % p.out_w) * ww.stride) * Bp;
   }
   // xt's [B, C, H, W] view of x's values (the padding and the lanes past B left out).
   at::Tensor interior(const at::Tensor& xt, const Problem& p) const {
@@ -98,7 +99,7 @@ void gather_patches(const at::Tensor& xt, const BatchLast& bl, const Problem& p,
     at::parallel_for(0, n * p.C, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t l = l0 + task / p.C, c = task % p.C;
-        const scalar_t* corner = in + bl.corner(p, l);
+        const scalar_t* corner = in + bl.corners[l];
         for (int64_t t = c * kernel; t < (c + 1) * kernel; ++t) {
           const scalar_t* src = corner + bl.offsets[t];
           std::copy(src, src + p.B, out + (task * kernel + t - c * kernel) * p.B);
@@ -120,7 +121,7 @@ void scatter_patches(const at::Tensor& grad_patches, const BatchLast& bl, const 
     at::parallel_for(0, p.C, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         for (int64_t l = l0; l < l0 + n; ++l) {
-          scalar_t* corner = gx + bl.corner(p, l);
+          scalar_t* corner = gx + bl.corners[l];
           const scalar_t* src = gp + ((l - l0) * p.C + c) * kernel * p.B;
           for (int64_t t = c * kernel; t < (c + 1) * kernel; ++t, src += p.B) {
             scalar_t* dst = corner + bl.offsets[t];
@@ -224,7 +225,7 @@ void batch_lanes_forward_cpu(const at::Tensor& x, const at::Tensor& w, const Pro
     T* result = out.data_ptr<T>();
     at::parallel_for(0, p.locations(), 1, [&](int64_t begin, int64_t end) {
       for (int64_t l = begin; l < end; ++l) {
-        rows(weight + l * p.O * p.taps, p.O, p.taps, in + bl.corner(p, l), bl.offsets.data(), p.B,
+        rows(weight + l * p.O * p.taps, p.O, p.taps, in + bl.corners[l], bl.offsets.data(), p.B,
              result + l * p.O * p.B);
       }
     });
@@ -253,8 +254,6 @@ void batch_lanes_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const
     at::bmm_out(block, grad.narrow(0, l0, n), columns.transpose(1, 2));
   });
   const int64_t L = p.locations();
-  std::vector<int64_t> corners(L);
-  for (int64_t l = 0; l < L; ++l) corners[l] = bl.corner(p, l);
   auto g = at::zeros({L, p.O, bl.Bp}, grad.options());  // [L, O, Bp]: whole vectors of samples
   g.narrow(2, 0, p.B).copy_(grad);
   // Rows i and i + phases read disjoint input rows: (phases − 1)·stride ≥ span − stride.
@@ -275,7 +274,7 @@ void batch_lanes_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const
         for (int64_t task = begin; task < end; ++task) {
           const int64_t i = phase + task / blocks * phases, b0 = task % blocks * block;
           rows(weight, gl, i * p.out_w, p.out_w, p.O, p.taps, bl.Bp, b0,
-               std::min(bl.Bp, b0 + block), corners.data(), bl.offsets.data(), gx);
+               std::min(bl.Bp, b0 + block), bl.corners.data(), bl.offsets.data(), gx);
         }
       });
     }

@@ -107,6 +107,21 @@ constexpr int kAccumulators = 16;
 constexpr int kAccumulators = 8;
 #endif
 
+// f(std::integral_constant<int, kV>(), b) for the blocks of kV vectors of samples that cover
+// [b0, b1): kV = 4, the last block 1 to 4 vectors (the last of them may end past b1).
+template <typename T, typename F>
+C10_ALWAYS_INLINE void for_each_sample_block(int64_t b0, int64_t b1, F&& f) {
+  constexpr int64_t kLanes = kWideBytes / sizeof(T);
+  int64_t b = b0;
+  for (; b + 4 * kLanes <= b1; b += 4 * kLanes) f(std::integral_constant<int, 4>(), b);
+  switch ((b1 - b + kLanes - 1) / kLanes) {
+    case 4: return f(std::integral_constant<int, 4>(), b);
+    case 3: return f(std::integral_constant<int, 3>(), b);
+    case 2: return f(std::integral_constant<int, 2>(), b);
+    case 1: return f(std::integral_constant<int, 1>(), b);
+  }
+}
+
 // out[o, b] (o < kO rows of w [.., taps], b < kV vectors of samples from x) =
 // Σ_t w[o, t] · x[offsets[t] + b], one FMA a product, the taps in order; lanes past B not stored.
 template <typename T, int kO, int kV>
@@ -115,9 +130,7 @@ C10_ALWAYS_INLINE void batch_lanes_tile(const T* w, int64_t taps, const T* x,
                                         T* out) {
   using V = typename VecOf<T, kWideBytes>::type;
   constexpr int64_t kLanes = kWideBytes / sizeof(T);
-  V acc[kO][kV];
-  for (int o = 0; o < kO; ++o)
-    for (int k = 0; k < kV; ++k) acc[o][k] = V{};
+  V acc[kO][kV] = {};
   for (int64_t t = 0; t < taps; ++t) {
     V column[kV];
     for (int k = 0; k < kV; ++k)
@@ -140,28 +153,19 @@ C10_ALWAYS_INLINE void batch_lanes_tile(const T* w, int64_t taps, const T* x,
   }
 }
 
-// One location's out [O, B] from its filter rows w [O, taps] and x, its window's corner in xt:
-// blocks of kV = 4 vectors of samples (the last block 1 to 4), and in each kO = kAccumulators / kV rows at a
-// time, the last rows one by one.
+// One location's out [O, B] from its filter rows w [O, taps] and x, its window's corner in xt: in
+// each block of samples, kO = kAccumulators / kV rows at a time, the last rows one by one.
 template <typename T>
 void batch_lanes_forward(const T* w, int64_t O, int64_t taps, const T* x, const int64_t* offsets,
                          int64_t B, T* out) {
-  constexpr int64_t kLanes = kWideBytes / sizeof(T);
-  auto rows = [&](auto vectors, int64_t b0) {
+  for_each_sample_block<T>(0, B, [&](auto vectors, int64_t b0) {
     constexpr int kV = decltype(vectors)::value, kO = kAccumulators / kV;
     int64_t o = 0;
     for (; o + kO <= O; o += kO)
       batch_lanes_tile<T, kO, kV>(w + o * taps, taps, x + b0, offsets, B - b0, B, out + o * B + b0);
     for (; o < O; ++o)
       batch_lanes_tile<T, 1, kV>(w + o * taps, taps, x + b0, offsets, B - b0, B, out + o * B + b0);
-  };
-  int64_t b0 = 0;
-  for (; b0 + 4 * kLanes <= B; b0 += 4 * kLanes) rows(std::integral_constant<int, 4>{}, b0);
-  switch ((B - b0 + kLanes - 1) / kLanes) {
-    case 3: return rows(std::integral_constant<int, 3>{}, b0);
-    case 2: return rows(std::integral_constant<int, 2>{}, b0);
-    case 1: return rows(std::integral_constant<int, 1>{}, b0);
-  }
+  });
 }
 
 // gx[offsets[t] + b] += Σ_o w[o, t] · g[o, b] for kT taps t from w's and offsets' first and kV
@@ -171,9 +175,7 @@ C10_ALWAYS_INLINE void patch_gradient_tile(const T* w, int64_t taps, const T* g,
                                            int64_t Bp, const int64_t* offsets, T* gx) {
   using V = typename VecOf<T, kWideBytes>::type;
   constexpr int64_t kLanes = kWideBytes / sizeof(T);
-  V acc[kT][kV];
-  for (int t = 0; t < kT; ++t)
-    for (int k = 0; k < kV; ++k) acc[t][k] = V{};
+  V acc[kT][kV] = {};
   for (int64_t o = 0; o < O; ++o) {
     V grad[kV];
     for (int k = 0; k < kV; ++k) __builtin_memcpy(&grad[k], g + o * Bp + k * kLanes, sizeof(V));
@@ -199,8 +201,7 @@ template <typename T>
 void batch_lanes_patch_gradient(const T* w, const T* g, int64_t l0, int64_t n, int64_t O,
                                 int64_t taps, int64_t Bp, int64_t b0, int64_t b1,
                                 const int64_t* corners, const int64_t* offsets, T* gx) {
-  constexpr int64_t kLanes = kWideBytes / sizeof(T);
-  auto columns = [&](auto vectors, int64_t b) {
+  for_each_sample_block<T>(b0, b1, [&](auto vectors, int64_t b) {
     constexpr int kV = decltype(vectors)::value, kT = kAccumulators / kV;
     // The tiles read a location's weights a few columns of every filter row at a time, which the
     // hardware prefetcher does not follow: each tile prefetches its share of the next location's.
@@ -222,14 +223,7 @@ void batch_lanes_patch_gradient(const T* w, const T* g, int64_t l0, int64_t n, i
       for (; t < taps; ++t)
         patch_gradient_tile<T, 1, kV>(wl + t, taps, gl, O, Bp, offsets + t, corner);
     }
-  };
-  int64_t b = b0;
-  for (; b + 4 * kLanes <= b1; b += 4 * kLanes) columns(std::integral_constant<int, 4>{}, b);
-  switch ((b1 - b) / kLanes) {
-    case 3: return columns(std::integral_constant<int, 3>{}, b);
-    case 2: return columns(std::integral_constant<int, 2>{}, b);
-    case 1: return columns(std::integral_constant<int, 1>{}, b);
-  }
+  });
 }
 
 }  // namespace CVOPS_CPU_NS
